@@ -1,1 +1,65 @@
-fn main() {}
+//! `ferrohub`: one binary, one subcommand per role. Kept thin: parsing, logging, dispatch.
+#![forbid(unsafe_code)]
+
+mod certs;
+mod clock;
+mod quickstart;
+mod tls_probe;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ferrohub: a self-hostable X.509 device identity stack (PKI, hub, provisioning, edge gateway).
+#[derive(Debug, Parser)]
+#[command(name = "ferrohub", version, propagate_version = true)]
+#[command(
+    after_help = "Examples:\n  ferrohub quickstart            # run the whole scenario on loopback\n  \
+    ferrohub certs root-ca         # start a PKI in ./certs\n  ferrohub certs --help          # every certificate command\n\n\
+    Logging: FERROHUB_LOG=debug (filter), FERROHUB_LOG_FORMAT=json."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Certificates: root, intermediate, edge CA, device, server, self-signed, proof of possession,
+    /// inspect and verify.
+    Certs(certs::CertsArgs),
+    /// Run the seed scenario end to end on this machine (loopback, high ports, no root needed).
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("FERROHUB_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var("FERROHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.cmd {
+        Cmd::Certs(args) => certs::run(args),
+        Cmd::Quickstart(args) => quickstart::run(&args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            // One line: the context chain, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -30,7 +30,7 @@ impl Certificate {
     pub fn from_der(der: impl Into<Vec<u8>>) -> Result<Self, PkiError> {
         let der: Vec<u8> = der.into();
         match X509Certificate::from_der(&der) {
-            Ok((rest, _)) if rest.is_empty() => Ok(Self {
+            Ok(([], _)) => Ok(Self {
                 der: CertificateDer::from(der),
             }),
             Ok(_) => Err(PkiError::BadCertificate(

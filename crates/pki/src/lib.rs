@@ -35,6 +35,7 @@ mod issue;
 mod keys;
 pub mod names;
 pub mod pem;
+pub mod pop;
 pub mod verify;
 
 pub use cert::{Certificate, normalize_thumbprint};
