@@ -1,0 +1,58 @@
+//! Helpers shared by the CLI integration tests.
+#![allow(clippy::unwrap_used, dead_code)] // test helpers: a failure here is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs `ferrohub certs ARGS... --dir DIR`.
+pub fn certs(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrohub"));
+    cmd.arg("certs").args(args).arg("--dir").arg(dir);
+    cmd.output().unwrap()
+}
+
+/// Like [`certs`] but asserts success.
+pub fn certs_ok(dir: &Path, args: &[&str]) -> String {
+    let out = certs(dir, args);
+    assert!(
+        out.status.success(),
+        "ferrohub certs {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs openssl with ARGS; returns (success, stdout+stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn p(dir: &Path, name: &str) -> String {
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+/// Every file name in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The standard hierarchy: root, intermediate, edge CA "gw".
+pub fn hierarchy(dir: &Path) {
+    certs_ok(dir, &["root-ca"]);
+    certs_ok(dir, &["intermediate-ca"]);
+    certs_ok(dir, &["edge-ca", "gw"]);
+}
