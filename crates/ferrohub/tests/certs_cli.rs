@@ -1,6 +1,8 @@
 //! `ferrohub certs` end to end: generated chains pass `openssl verify`, thumbprints equal
 //! openssl's, `certs verify` reports the failing certificate, and bad input leaves nothing behind.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -298,7 +300,7 @@ fn bad_input_gets_one_clear_line_and_leaves_nothing() {
 
     // An encrypted key.
     let enc = p(d, "encrypted.key.pem");
-    let (ok, text) = common::openssl(&[
+    let (ok, text) = openssl(&[
         "pkey",
         "-in",
         &p(d, "root-ca.key.pem"),

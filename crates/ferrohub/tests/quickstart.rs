@@ -1,5 +1,7 @@
 //! `ferrohub quickstart` (PKI stage): exits 0 only when every step verified, and reuses its data.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure
+
 use std::process::Command;
 
 fn quickstart(dir: &std::path::Path, extra: &[&str]) -> (bool, String) {

@@ -2,6 +2,8 @@
 //! CA, full chain presented) is accepted by `openssl s_client -CAfile root-ca.cert.pem
 //! -verify_return_error` with "Verify return code: 0 (ok)", by host name and by IP address.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure
+
 mod common;
 
 use std::io::Read as _;

@@ -43,4 +43,6 @@ pub use error::PkiError;
 pub use inspect::{CertInfo, ExtensionInfo};
 pub use issue::{CertRequest, Profile, Signer, issue};
 pub use keys::{KeyAlgorithm, PrivateKey};
-pub use verify::{ChainError, ChainValidator, Purpose, Reason, ValidatorOptions, VerifiedPath};
+pub use verify::{
+    CacheStats, ChainError, ChainValidator, Purpose, Reason, ValidatorOptions, VerifiedPath,
+};

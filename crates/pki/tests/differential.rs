@@ -475,6 +475,13 @@ fn cache_gives_same_verdicts_and_still_checks_the_leaf() {
         assert_eq!(path.certs.len(), 3);
         assert_eq!(path.anchor(), &root.cert);
     }
+    // The first leaf built the path; the next two were answered from the cache.
+    let stats = v.cache_stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.entries),
+        (2, 1, 1),
+        "{stats:?}"
+    );
     // A cached intermediate does not excuse an expired leaf, a wrong EKU, or a bad signature.
     let expired = make_at(
         Profile::DeviceClient,

@@ -6,16 +6,6 @@ use x509_parser::prelude::X509Certificate;
 use super::Purpose;
 use super::error::Reason;
 
-/// Extensions the validator understands when they are marked critical.
-const PROCESSED_CRITICAL: [&str; 6] = [
-    "2.5.29.19", // basicConstraints
-    "2.5.29.15", // keyUsage
-    "2.5.29.37", // extendedKeyUsage
-    "2.5.29.17", // subjectAltName
-    "2.5.29.14", // subjectKeyIdentifier
-    "2.5.29.35", // authorityKeyIdentifier
-];
-
 /// What the extended key usage allows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Eku {
@@ -62,7 +52,8 @@ impl Facts {
             version: c.version().0,
         };
         for ext in c.extensions() {
-            let oid = ext.oid.to_id_string();
+            // Extensions the validator processes; any other critical one is refused.
+            let mut processed = true;
             match ext.parsed_extension() {
                 ParsedExtension::BasicConstraints(bc) => {
                     f.ca = Some(bc.ca);
@@ -93,15 +84,15 @@ impl Facts {
                 ParsedExtension::AuthorityKeyIdentifier(a) => {
                     f.aki = a.key_identifier.as_ref().map(|k| k.0.to_vec());
                 }
+                ParsedExtension::SubjectAlternativeName(_) => {}
                 ParsedExtension::ParseError { error } => {
+                    let oid = ext.oid.to_id_string();
                     return Err(Reason::Malformed(format!("extension {oid}: {error}")));
                 }
-                _ => {}
+                _ => processed = false,
             }
-            if ext.critical
-                && !PROCESSED_CRITICAL.contains(&oid.as_str())
-                && f.unsupported_critical.is_none()
-            {
+            if ext.critical && !processed && f.unsupported_critical.is_none() {
+                let oid = ext.oid.to_id_string();
                 f.unsupported_critical = Some(crate::inspect::oid_name(&oid));
             }
         }

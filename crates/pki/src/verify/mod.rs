@@ -19,6 +19,7 @@ mod facts;
 mod sig;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use time::OffsetDateTime;
@@ -96,6 +97,8 @@ struct Anchor {
 
 /// An intermediate already chained to an anchor for one purpose.
 struct Cached {
+    /// The intermediate's DER: a hit needs an exact match, the map key is only its tail.
+    der: Vec<u8>,
     subject_raw: Vec<u8>,
     ski: Option<Vec<u8>>,
     key: IssuerKey,
@@ -107,11 +110,35 @@ struct Cached {
 
 type CacheSlots = [Option<Arc<Cached>>; 3];
 
+/// Cache key: the last 32 bytes of the DER, which lie in the signature, so they differ between
+/// certificates without hashing the whole encoding. Hits are confirmed against the full DER.
+type CacheKey = [u8; 32];
+
+fn cache_key(der: &[u8]) -> CacheKey {
+    let mut key = [0u8; 32];
+    let n = der.len().min(32);
+    key[32 - n..].copy_from_slice(&der[der.len() - n..]);
+    key
+}
+
 /// Validates chains against a fixed set of trust anchors. Cheap to share across threads.
 pub struct ChainValidator {
     anchors: Vec<Anchor>,
     opts: ValidatorOptions,
-    cache: RwLock<HashMap<Vec<u8>, CacheSlots>>,
+    cache: RwLock<HashMap<CacheKey, CacheSlots>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Intermediate-cache counters, for metrics and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    /// Validations answered from the cache (one signature check).
+    pub hits: u64,
+    /// Validations that had to build the path.
+    pub misses: u64,
+    /// Intermediates currently remembered.
+    pub entries: usize,
 }
 
 impl std::fmt::Debug for ChainValidator {
@@ -153,7 +180,18 @@ impl ChainValidator {
             anchors,
             opts,
             cache: RwLock::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         })
+    }
+
+    /// Cache counters (all zero when the cache is disabled).
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.cache.read().map_or(0, |c| c.len()),
+        }
     }
 
     /// The trust anchors.
@@ -242,25 +280,29 @@ impl ChainValidator {
         }
         let cache = self.cache.read().ok()?;
         for der in intermediates {
+            let key: CacheKey = cache_key(der);
             let Some(entry) = cache
-                .get(*der)
+                .get(&key)
                 .and_then(|slots| slots[purpose.slot()].clone())
             else {
                 continue;
             };
-            let fits = leaf
-                .facts
-                .issued_by(&entry.subject_raw, entry.ski.as_deref())
+            let fits = entry.der == *der
+                && leaf
+                    .facts
+                    .issued_by(&entry.subject_raw, entry.ski.as_deref())
                 && (entry.window.0..=entry.window.1).contains(&at);
             if fits && *budget > 0 {
                 *budget -= 1;
                 if entry.key.verify(&leaf.x).is_ok() {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
                     let mut certs = vec![Certificate::from_parsed_der(leaf.der)];
                     certs.extend(entry.upper.iter().cloned());
                     return Some(VerifiedPath { certs });
                 }
             }
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         None
     }
 
@@ -289,6 +331,7 @@ impl ChainValidator {
             let inter = &nodes[path[1]];
             if let Ok(key) = IssuerKey::from_spki(inter.x.public_key(), true) {
                 let entry = Cached {
+                    der: inter.der.to_vec(),
                     subject_raw: inter.facts.subject_raw.clone(),
                     ski: inter.facts.ski.clone(),
                     key,
@@ -305,10 +348,11 @@ impl ChainValidator {
         let Ok(mut cache) = self.cache.write() else {
             return;
         };
-        if cache.len() >= self.opts.cache_capacity && !cache.contains_key(der) {
+        let key = cache_key(der);
+        if cache.len() >= self.opts.cache_capacity && !cache.contains_key(&key) {
             cache.clear();
         }
-        cache.entry(der.to_vec()).or_default()[purpose.slot()] = Some(Arc::new(entry));
+        cache.entry(key).or_default()[purpose.slot()] = Some(Arc::new(entry));
     }
 }
 

@@ -1,6 +1,11 @@
 //! Signature algorithms and issuer public keys.
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm};
+use x509_parser::der_parser::oid::Oid;
+use x509_parser::oid_registry::{
+    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+};
 use x509_parser::prelude::X509Certificate;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
@@ -59,29 +64,45 @@ impl SigAlg {
     }
 
     /// Picks the algorithm for a child's signature OID and the issuer's key kind.
-    pub(crate) fn select(sig_oid: &str, kind: KeyKind) -> Result<Self, Reason> {
+    /// Compares OIDs directly: this runs once per signature check, on the hot path.
+    pub(crate) fn select(sig: &Oid<'_>, kind: KeyKind) -> Result<Self, Reason> {
         use KeyKind::{Ed25519, P256, P384, Rsa};
-        Ok(match (sig_oid, kind) {
-            ("1.2.840.10045.4.3.2", P256) => Self::EcdsaP256Sha256,
-            ("1.2.840.10045.4.3.3", P256) => Self::EcdsaP256Sha384,
-            ("1.2.840.10045.4.3.2", P384) => Self::EcdsaP384Sha256,
-            ("1.2.840.10045.4.3.3", P384) => Self::EcdsaP384Sha384,
-            ("1.2.840.113549.1.1.11", Rsa) => Self::RsaSha256,
-            ("1.2.840.113549.1.1.12", Rsa) => Self::RsaSha384,
-            ("1.2.840.113549.1.1.13", Rsa) => Self::RsaSha512,
-            ("1.3.101.112", Ed25519) => Self::Ed25519,
-            ("1.2.840.113549.1.1.5" | "1.3.14.3.2.29" | "1.2.840.10045.4.1", _) => {
-                return Err(Reason::UnsupportedAlgorithm(
-                    "SHA-1 signature (too weak to accept)".into(),
-                ));
+        let found = if *sig == OID_SIG_ECDSA_WITH_SHA256 {
+            match kind {
+                P256 => Some(Self::EcdsaP256Sha256),
+                P384 => Some(Self::EcdsaP384Sha256),
+                _ => None,
             }
-            (oid, kind) => {
-                return Err(Reason::UnsupportedAlgorithm(format!(
-                    "signature {} with a {kind:?} issuer key",
-                    crate::inspect::oid_name(oid)
-                )));
+        } else if *sig == OID_SIG_ECDSA_WITH_SHA384 {
+            match kind {
+                P256 => Some(Self::EcdsaP256Sha384),
+                P384 => Some(Self::EcdsaP384Sha384),
+                _ => None,
             }
-        })
+        } else if kind == Rsa && *sig == OID_PKCS1_SHA256WITHRSA {
+            Some(Self::RsaSha256)
+        } else if kind == Rsa && *sig == OID_PKCS1_SHA384WITHRSA {
+            Some(Self::RsaSha384)
+        } else if kind == Rsa && *sig == OID_PKCS1_SHA512WITHRSA {
+            Some(Self::RsaSha512)
+        } else if kind == Ed25519 && *sig == OID_SIG_ED25519 {
+            Some(Self::Ed25519)
+        } else {
+            None
+        };
+        found.ok_or_else(|| unsupported(&sig.to_id_string(), kind))
+    }
+}
+
+fn unsupported(oid: &str, kind: KeyKind) -> Reason {
+    match oid {
+        "1.2.840.113549.1.1.5" | "1.3.14.3.2.29" | "1.2.840.10045.4.1" => {
+            Reason::UnsupportedAlgorithm("SHA-1 signature (too weak to accept)".into())
+        }
+        oid => Reason::UnsupportedAlgorithm(format!(
+            "signature {} with a {kind:?} issuer key",
+            crate::inspect::oid_name(oid)
+        )),
     }
 }
 
@@ -114,10 +135,7 @@ impl IssuerKey {
 
     /// Verifies `child`'s signature with this key.
     pub(crate) fn verify(&self, child: &X509Certificate<'_>) -> Result<(), Reason> {
-        let alg = SigAlg::select(
-            &child.signature_algorithm.algorithm.to_id_string(),
-            self.kind,
-        )?;
+        let alg = SigAlg::select(&child.signature_algorithm.algorithm, self.kind)?;
         let tbs = child.tbs_certificate.as_ref();
         let sig = &child.signature_value.data;
         let ok = match &self.parsed {
