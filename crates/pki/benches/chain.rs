@@ -131,7 +131,7 @@ fn bench(c: &mut Criterion) {
         let (_, ix) = x509_parser::certificate::X509Certificate::from_der(f.inter.der()).unwrap();
         let ikey = aws_lc_rs::signature::ParsedPublicKey::new(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
-            ix.public_key().subject_public_key.data.to_vec(),
+            &ix.public_key().subject_public_key.data,
         )
         .unwrap();
         let parsed: Vec<_> = f
