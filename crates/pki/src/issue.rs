@@ -260,8 +260,7 @@ fn parse_sans(names: &[String]) -> Result<Vec<SanType>, PkiError> {
 /// A random, positive, 20-byte serial number (RFC 5280 §4.1.2.2 maximum length).
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 20];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| PkiError::Generate("the random source failed".into()))?;
+    crate::random_fill(&mut bytes)?;
     // Clear the sign bit and make the first byte non-zero: the DER INTEGER is then exactly
     // 20 bytes and positive.
     bytes[0] = (bytes[0] & 0x7f) | 0x01;

@@ -46,3 +46,8 @@ pub use keys::{KeyAlgorithm, PrivateKey};
 pub use verify::{
     CacheStats, ChainError, ChainValidator, Purpose, Reason, ValidatorOptions, VerifiedPath,
 };
+
+/// Fills `buf` from the operating system's secure random source (for keys, codes and ids).
+pub fn random_fill(buf: &mut [u8]) -> Result<(), PkiError> {
+    aws_lc_rs::rand::fill(buf).map_err(|_| PkiError::Generate("the random source failed".into()))
+}

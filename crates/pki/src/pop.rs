@@ -30,8 +30,7 @@ pub enum PopError {
 /// A fresh verification code: 24 random bytes as 48 upper-case hex digits.
 pub fn new_verification_code() -> Result<String, crate::PkiError> {
     let mut bytes = [0u8; 24];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| crate::PkiError::Generate("the random source failed".into()))?;
+    crate::random_fill(&mut bytes)?;
     Ok(hex::encode_upper(bytes))
 }
 
