@@ -3,6 +3,7 @@
 
 mod certs;
 mod clock;
+mod hub_cmd;
 mod quickstart;
 mod tls_probe;
 
@@ -28,6 +29,9 @@ enum Cmd {
     /// Certificates: root, intermediate, edge CA, device, server, self-signed, proof of possession,
     /// inspect and verify.
     Certs(certs::CertsArgs),
+    /// The IoT hub: `hub init` creates a configuration, `hub --config FILE` serves it; devices,
+    /// CA certificates and telemetry are managed through its service API.
+    Hub(hub_cmd::HubArgs),
     /// Run the seed scenario end to end on this machine (loopback, high ports, no root needed).
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Certs(args) => certs::run(args),
         Cmd::Quickstart(args) => quickstart::run(&args),
+        Cmd::Hub(args) => hub_cmd::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

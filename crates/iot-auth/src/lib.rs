@@ -45,3 +45,13 @@ pub use topic::{
     parse_publish_topic,
 };
 pub use username::{MqttUsername, UsernameError, parse_mqtt_username};
+
+/// Percent-encodes all but RFC 3986 unreserved characters (ids placed in URL paths or queries).
+pub fn percent_encode(s: &str) -> String {
+    pct::encode(s)
+}
+
+/// Percent-decodes `s` (`+` stays `+`); `None` for a malformed escape or invalid UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    pct::decode(s).ok()
+}

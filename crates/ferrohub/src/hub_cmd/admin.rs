@@ -1,0 +1,525 @@
+//! Commands that manage a running hub through its service API.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use clap::{Args, Subcommand, ValueEnum};
+use http_body_util::BodyExt as _;
+use hub::client::ServiceClient;
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::ConfigArg;
+use crate::certs::store;
+
+/// Connection options shared by every admin command.
+#[derive(Debug, Args, Clone)]
+pub struct Conn {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Shared-access policy to sign requests with.
+    #[arg(long, default_value = "iothubowner")]
+    policy: String,
+    /// Address to dial [default: the HTTPS listen address, 127.0.0.1 when it is 0.0.0.0].
+    #[arg(long, value_name = "HOST:PORT")]
+    connect: Option<String>,
+}
+
+impl Conn {
+    fn client(&self) -> Result<ServiceClient> {
+        let cfg = super::load(&self.config.config)?;
+        let policy = cfg.policy(&self.policy).with_context(|| {
+            format!(
+                "{} has no policy {}",
+                self.config.config.display(),
+                self.policy
+            )
+        })?;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(&policy.primary_key)
+            .context("policy key is not base64")?;
+        let ca = cfg.tls.ca.clone().with_context(|| {
+            format!(
+                "{} has no tls.ca: set it to the CA that issued the hub's server certificate",
+                self.config.config.display()
+            )
+        })?;
+        let tls = hub::tls::client_config(&ca).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let addr = self.connect.clone().unwrap_or_else(|| {
+            let l = cfg.listen.https;
+            if l.ip().is_unspecified() {
+                format!("127.0.0.1:{}", l.port())
+            } else {
+                l.to_string()
+            }
+        });
+        Ok(ServiceClient::new(
+            addr,
+            cfg.hostname.clone(),
+            policy.name.clone(),
+            key,
+            tls,
+        ))
+    }
+}
+
+async fn call(
+    client: &ServiceClient,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Result<Value> {
+    let resp = client.send(method, path, body, headers).await?.ok()?;
+    Ok(resp.json())
+}
+
+fn enc(id: &str) -> String {
+    iot_auth::percent_encode(id)
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Keep reading and print new events as they arrive.
+    #[arg(long)]
+    follow: bool,
+    /// Only events from this device id.
+    #[arg(long, value_name = "ID")]
+    device: Option<String>,
+    /// Start at the oldest stored event.
+    #[arg(long, conflicts_with = "from")]
+    from_start: bool,
+    /// Start at this offset.
+    #[arg(long, value_name = "OFFSET")]
+    from: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+pub async fn events(a: EventsArgs) -> Result<()> {
+    let client = a.conn.client()?;
+    let from = match (a.from, a.from_start, a.follow) {
+        (Some(n), _, _) => n.to_string(),
+        (None, true, _) | (None, false, false) => "start".into(),
+        (None, false, true) => "end".into(),
+    };
+    let mut path = format!("/events?from={from}&follow={}", a.follow);
+    if let Some(d) = &a.device {
+        path.push_str(&format!("&device={}", enc(d)));
+    }
+    if let Some(n) = a.limit {
+        path.push_str(&format!("&limit={n}"));
+    }
+    let mut body = client.stream(&path).await?;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            stdout.write_all(&data)?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AuthKind {
+    /// Symmetric keys (generated unless given).
+    Sas,
+    /// A self-signed certificate's thumbprint.
+    SelfSigned,
+    /// A certificate chaining to a verified CA (CN = device id).
+    Ca,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// Register a device.
+    #[command(after_help = "Examples:\n  ferrohub hub device create dev1\n  \
+        ferrohub hub device create thumb1 --auth self-signed --cert certs/self-signed-thumb1.cert.pem\n  \
+        ferrohub hub device create x509dev --auth ca\n  ferrohub hub device create gw --edge\n  \
+        ferrohub hub device create child1 --parent gw")]
+    Create {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, value_enum, default_value = "sas")]
+        auth: AuthKind,
+        /// Primary symmetric key (base64) [default: generated].
+        #[arg(long)]
+        primary_key: Option<String>,
+        /// Secondary symmetric key (base64) [default: generated].
+        #[arg(long)]
+        secondary_key: Option<String>,
+        /// Primary thumbprint (SHA-1 or SHA-256 hex), for --auth self-signed.
+        #[arg(long)]
+        primary_thumbprint: Option<String>,
+        /// Secondary thumbprint.
+        #[arg(long)]
+        secondary_thumbprint: Option<String>,
+        /// Take the primary thumbprint from this certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// An IoT Edge device.
+        #[arg(long)]
+        edge: bool,
+        /// Make this device a child of an edge device.
+        #[arg(long, value_name = "EDGE_ID")]
+        parent: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a device.
+    Show {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List devices.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a device (and its modules).
+    Delete {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Enable or disable a device; a disabled device is disconnected and refused.
+    SetStatus {
+        id: String,
+        #[arg(value_parser = ["enabled", "disabled"])]
+        status: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn device(cmd: DeviceCmd) -> Result<()> {
+    match cmd {
+        DeviceCmd::Create {
+            id,
+            conn,
+            auth,
+            primary_key,
+            secondary_key,
+            primary_thumbprint,
+            secondary_thumbprint,
+            cert,
+            edge,
+            parent,
+            disabled,
+            json,
+        } => {
+            let client = conn.client()?;
+            let thumb = match (&cert, primary_thumbprint) {
+                (Some(file), _) => Some(store::load_cert(file)?.thumbprint_sha1()),
+                (None, t) => t,
+            };
+            let authentication = match auth {
+                AuthKind::Sas => {
+                    json!({"type": "sas", "symmetricKey": {"primaryKey": primary_key.unwrap_or_default(), "secondaryKey": secondary_key.unwrap_or_default()}})
+                }
+                AuthKind::SelfSigned => {
+                    let Some(t) = thumb else {
+                        bail!("--auth self-signed needs --primary-thumbprint or --cert")
+                    };
+                    json!({"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": t, "secondaryThumbprint": secondary_thumbprint}})
+                }
+                AuthKind::Ca => json!({"type": "certificateAuthority"}),
+            };
+            let scope = match &parent {
+                Some(p) => call(
+                    &client,
+                    Method::GET,
+                    &format!("/devices/{}", enc(p)),
+                    None,
+                    &[],
+                )
+                .await?["deviceScope"]
+                    .clone(),
+                None => Value::Null,
+            };
+            if parent.is_some() && scope.is_null() {
+                bail!(
+                    "{} is not an edge device (it has no deviceScope)",
+                    parent.unwrap_or_default()
+                );
+            }
+            let body = json!({
+                "deviceId": id, "status": if disabled { "disabled" } else { "enabled" },
+                "authentication": authentication, "capabilities": {"iotEdge": edge}, "deviceScope": scope,
+            });
+            let d = call(
+                &client,
+                Method::PUT,
+                &format!("/devices/{}", enc(&id)),
+                Some(&body),
+                &[],
+            )
+            .await?;
+            print_device(&d, json, &conn)
+        }
+        DeviceCmd::Show { id, conn, json } => {
+            let d = call(
+                &conn.client()?,
+                Method::GET,
+                &format!("/devices/{}", enc(&id)),
+                None,
+                &[],
+            )
+            .await?;
+            print_device(&d, json, &conn)
+        }
+        DeviceCmd::List { conn, json } => {
+            let all = call(&conn.client()?, Method::GET, "/devices", None, &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<32} {:<9} {:<21} {:<13} edge",
+                    "deviceId", "status", "auth", "connection"
+                );
+                for d in all.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<32} {:<9} {:<21} {:<13} {}",
+                        d["deviceId"].as_str().unwrap_or_default(),
+                        d["status"].as_str().unwrap_or_default(),
+                        d["authentication"]["type"].as_str().unwrap_or_default(),
+                        d["connectionState"].as_str().unwrap_or_default(),
+                        d["capabilities"]["iotEdge"].as_bool().unwrap_or(false)
+                    );
+                }
+            }
+            Ok(())
+        }
+        DeviceCmd::Delete { id, conn } => {
+            call(
+                &conn.client()?,
+                Method::DELETE,
+                &format!("/devices/{}", enc(&id)),
+                None,
+                &[("if-match", "*")],
+            )
+            .await?;
+            println!("Deleted device {id}");
+            Ok(())
+        }
+        DeviceCmd::SetStatus {
+            id,
+            status,
+            reason,
+            conn,
+            json,
+        } => {
+            let client = conn.client()?;
+            let path = format!("/devices/{}", enc(&id));
+            let mut d = call(&client, Method::GET, &path, None, &[]).await?;
+            d["status"] = json!(status);
+            d["statusReason"] = json!(reason);
+            let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or_default());
+            let d = call(
+                &client,
+                Method::PUT,
+                &path,
+                Some(&d),
+                &[("if-match", &etag)],
+            )
+            .await?;
+            print_device(&d, json, &conn)
+        }
+    }
+}
+
+fn print_device(d: &Value, json: bool, conn: &Conn) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(d)?);
+        return Ok(());
+    }
+    let id = d["deviceId"].as_str().unwrap_or_default();
+    println!("deviceId:        {id}");
+    println!(
+        "status:          {}",
+        d["status"].as_str().unwrap_or_default()
+    );
+    println!(
+        "authentication:  {}",
+        d["authentication"]["type"].as_str().unwrap_or_default()
+    );
+    println!(
+        "connectionState: {}",
+        d["connectionState"].as_str().unwrap_or_default()
+    );
+    println!(
+        "iotEdge:         {}",
+        d["capabilities"]["iotEdge"].as_bool().unwrap_or(false)
+    );
+    if let Some(scope) = d["deviceScope"].as_str() {
+        println!("deviceScope:     {scope}");
+    }
+    if let Some(key) = d["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+    {
+        let host = super::load(&conn.config.config)?.hostname;
+        println!("connection string: HostName={host};DeviceId={id};SharedAccessKey={key}");
+    }
+    for t in [
+        &d["authentication"]["x509Thumbprint"]["primaryThumbprint"],
+        &d["authentication"]["x509Thumbprint"]["secondaryThumbprint"],
+    ] {
+        if let Some(t) = t.as_str() {
+            println!("thumbprint:      {t}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Upload a CA certificate (unverified unless --verified).
+    #[command(
+        after_help = "Example (seed 003's flow):\n  ferrohub hub ca upload my-ca --cert certs/root-ca.cert.pem\n  \
+        ferrohub hub ca verification-code my-ca\n  ferrohub certs verification-cert --code CODE --issuer root-ca\n  \
+        ferrohub hub ca verify my-ca --cert certs/verification-CODE.cert.pem"
+    )]
+    Upload {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Mark it verified without proof of possession (self-attestation).
+        #[arg(long)]
+        verified: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Generate the verification code for proof of possession.
+    VerificationCode {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Verify the CA with a certificate whose CN is the code, signed by the CA's key.
+    Verify {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List CA certificates.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a CA certificate.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn ca(cmd: CaCmd) -> Result<()> {
+    match cmd {
+        CaCmd::Upload {
+            name,
+            cert,
+            verified,
+            conn,
+        } => {
+            let pem = store::read_text(&cert)?;
+            let body = json!({"properties": {"certificate": pem, "isVerified": verified}});
+            let r = call(
+                &conn.client()?,
+                Method::PUT,
+                &format!("/certificates/{}", enc(&name)),
+                Some(&body),
+                &[],
+            )
+            .await?;
+            print_ca(&r);
+        }
+        CaCmd::VerificationCode { name, conn } => {
+            let r = call(
+                &conn.client()?,
+                Method::POST,
+                &format!("/certificates/{}/generateVerificationCode", enc(&name)),
+                None,
+                &[],
+            )
+            .await?;
+            let code = r["properties"]["verificationCode"]
+                .as_str()
+                .unwrap_or_default();
+            println!("{code}");
+            eprintln!(
+                "Next: ferrohub certs verification-cert --code {code} --issuer <the CA>; then ferrohub hub ca verify {name} --cert <that file>"
+            );
+        }
+        CaCmd::Verify { name, cert, conn } => {
+            let pem = store::read_text(&cert)?;
+            let r = call(
+                &conn.client()?,
+                Method::POST,
+                &format!("/certificates/{}/verify", enc(&name)),
+                Some(&json!({"certificate": pem})),
+                &[],
+            )
+            .await?;
+            print_ca(&r);
+        }
+        CaCmd::List { conn, json } => {
+            let r = call(&conn.client()?, Method::GET, "/certificates", None, &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for c in r["value"].as_array().into_iter().flatten() {
+                    print_ca(c);
+                }
+            }
+        }
+        CaCmd::Delete { name, conn } => {
+            call(
+                &conn.client()?,
+                Method::DELETE,
+                &format!("/certificates/{}", enc(&name)),
+                None,
+                &[],
+            )
+            .await?;
+            println!("Deleted CA certificate {name}");
+        }
+    }
+    Ok(())
+}
+
+fn print_ca(r: &Value) {
+    let p = &r["properties"];
+    println!(
+        "{}: {} (SHA-1 {}, expires {}) verified: {}",
+        r["name"].as_str().unwrap_or_default(),
+        p["subject"].as_str().unwrap_or_default(),
+        p["thumbprint"].as_str().unwrap_or_default(),
+        p["expiry"].as_str().unwrap_or_default(),
+        p["isVerified"].as_bool().unwrap_or(false)
+    );
+}

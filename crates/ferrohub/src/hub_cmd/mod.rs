@@ -1,0 +1,136 @@
+//! `ferrohub hub`: create a hub configuration, run the hub, and manage it through its service API.
+
+mod admin;
+mod init;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+
+pub use init::InitArgs;
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(
+    after_help = "Examples:\n  ferrohub hub init --dir hub --hostname localhost --hostname 127.0.0.1\n  \
+    ferrohub hub --config hub/hub.toml                      # serve MQTT 8883 and HTTPS 443\n  \
+    ferrohub hub device create dev1 --config hub/hub.toml   # a SAS device with generated keys\n  \
+    ferrohub hub events --follow --config hub/hub.toml      # watch telemetry"
+)]
+pub struct HubArgs {
+    /// The hub configuration to serve.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<HubCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCmd {
+    /// Create DIR/hub.toml with a hub CA, a TLS server certificate and shared-access policies.
+    Init(InitArgs),
+    /// Serve the hub (same as `ferrohub hub --config FILE`).
+    Run(ConfigArg),
+    /// Print the service connection string of a policy.
+    ConnectionString {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Policy name.
+        #[arg(long, default_value = "iothubowner")]
+        policy: String,
+    },
+    /// Read telemetry from the hub's events endpoint as JSON lines.
+    #[command(
+        after_help = "Examples:\n  ferrohub hub events --config hub/hub.toml --from-start\n  \
+        ferrohub hub events --config hub/hub.toml --follow --device dev1\n\n\
+        Without --follow it prints what is stored (from the start unless --from is given) and exits;\n\
+        with --follow it starts at the end (unless --from-start/--from) and waits for new events."
+    )]
+    Events(admin::EventsArgs),
+    /// Device identities (like `az iot hub device-identity`).
+    #[command(subcommand)]
+    Device(admin::DeviceCmd),
+    /// CA certificates with proof of possession.
+    #[command(subcommand)]
+    Ca(admin::CaCmd),
+}
+
+/// `--config FILE`, for commands that talk to a hub.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// The hub configuration (hub.toml).
+    #[arg(long, short = 'c', value_name = "FILE", default_value = "hub/hub.toml")]
+    pub config: PathBuf,
+}
+
+pub fn run(args: HubArgs) -> Result<bool> {
+    match (args.cmd, args.config) {
+        (Some(HubCmd::Init(a)), _) => init::run(&a).map(|()| true),
+        (Some(HubCmd::Run(c)), _) => serve(&c.config),
+        (None, Some(config)) => serve(&config),
+        (None, None) => anyhow::bail!(
+            "pass --config FILE to serve a hub, or a subcommand (see `ferrohub hub --help`)"
+        ),
+        (Some(HubCmd::ConnectionString { config, policy }), _) => {
+            let cfg = load(&config.config)?;
+            let cs = cfg.connection_string(&policy).with_context(|| {
+                format!("{} has no policy named {policy}", config.config.display())
+            })?;
+            println!("{cs}");
+            Ok(true)
+        }
+        (Some(HubCmd::Events(a)), _) => runtime()?.block_on(admin::events(a)).map(|()| true),
+        (Some(HubCmd::Device(cmd)), _) => runtime()?.block_on(admin::device(cmd)).map(|()| true),
+        (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
+    }
+}
+
+pub fn load(path: &std::path::Path) -> Result<hub::config::HubConfig> {
+    hub::config::HubConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(config: &std::path::Path) -> Result<bool> {
+    let cfg = load(config)?;
+    runtime()?.block_on(async move {
+        let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+        let hub = hub::Hub::open(cfg, clock)?;
+        let listeners = hub::Listeners::bind(&hub.config).await?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Shutting down");
+            let _ = tx.send(true);
+        });
+        eprintln!(
+            "hub {} serving MQTT on {} and HTTPS on {} (Ctrl-C to stop)",
+            hub.config.hostname,
+            listeners.mqtt.local_addr()?,
+            listeners.https.local_addr()?
+        );
+        hub::run(hub, listeners, rx).await?;
+        Ok::<_, anyhow::Error>(true)
+    })
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

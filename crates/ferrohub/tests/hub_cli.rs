@@ -1,0 +1,203 @@
+//! `ferrohub hub` end to end through the binary: init, serve on high ports, manage devices and CA
+//! certificates through the service API, read events, stop on SIGTERM with state kept.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use common::{certs_ok, p};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn hub(config: &Path, args: &[&str]) -> Output {
+    bin()
+        .arg("hub")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn start(config: &Path, https: u16) -> Child {
+    let mut child = bin().args(["hub", "--config"]).arg(config).spawn().unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", https)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the hub did not start");
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the hub must exit cleanly on SIGTERM: {status:?}"
+    );
+}
+
+#[test]
+fn init_serve_manage_and_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    let (mqtt, https) = (free_port(), free_port());
+    let out = ok(bin()
+        .args(["hub", "init", "--dir"])
+        .arg(&dir)
+        .args(["--hostname", "localhost", "--hostname", "127.0.0.1"])
+        .args([
+            "--mqtt",
+            &format!("127.0.0.1:{mqtt}"),
+            "--https",
+            &format!("127.0.0.1:{https}"),
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey="),
+        "{out}"
+    );
+    let config = dir.join("hub.toml");
+    let cs = ok(hub(&config, &["connection-string"]));
+    assert!(out.contains(cs.trim()));
+    // init refuses to overwrite.
+    let again = bin()
+        .args(["hub", "init", "--dir"])
+        .arg(&dir)
+        .args(["--hostname", "localhost"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    let child = start(&config, https);
+    let created = ok(hub(&config, &["device", "create", "dev1", "--json"]));
+    let d: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert!(
+        d["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 20
+    );
+    let shown = ok(hub(&config, &["device", "show", "dev1"]));
+    assert!(
+        shown.contains("connection string: HostName=localhost;DeviceId=dev1;SharedAccessKey="),
+        "{shown}"
+    );
+    ok(hub(
+        &config,
+        &[
+            "device",
+            "set-status",
+            "dev1",
+            "disabled",
+            "--reason",
+            "test",
+        ],
+    ));
+    assert!(ok(hub(&config, &["device", "list"])).contains("disabled"));
+    let missing = hub(&config, &["device", "show", "nope"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("Device nope not found"),
+        "{missing:?}"
+    );
+
+    // Seed 003's CA flow through the CLI.
+    let pki = tmp.path().join("pki");
+    certs_ok(&pki, &["root-ca"]);
+    ok(hub(
+        &config,
+        &[
+            "ca",
+            "upload",
+            "my-ca",
+            "--cert",
+            &p(&pki, "root-ca.cert.pem"),
+        ],
+    ));
+    let code = ok(hub(&config, &["ca", "verification-code", "my-ca"]))
+        .trim()
+        .to_owned();
+    assert_eq!(code.len(), 48);
+    certs_ok(
+        &pki,
+        &["verification-cert", "--code", &code, "--issuer", "root-ca"],
+    );
+    let verified = ok(hub(
+        &config,
+        &[
+            "ca",
+            "verify",
+            "my-ca",
+            "--cert",
+            &p(&pki, &format!("verification-{code}.cert.pem")),
+        ],
+    ));
+    assert!(verified.contains("verified: true"), "{verified}");
+
+    let events = ok(hub(&config, &["events", "--from-start"]));
+    assert_eq!(events.trim(), "", "no telemetry yet");
+    stop(child);
+
+    // State survives the restart.
+    let child = start(&config, https);
+    assert!(ok(hub(&config, &["device", "show", "dev1"])).contains("status:          disabled"));
+    assert!(ok(hub(&config, &["ca", "list"])).contains("my-ca"));
+    ok(hub(&config, &["device", "delete", "dev1"]));
+    assert!(!hub(&config, &["device", "show", "dev1"]).status.success());
+    stop(child);
+}
+
+#[test]
+fn a_broken_config_is_named_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("hub.toml");
+    std::fs::write(&config, "hostname = \"x\"\n[tls]\ncert = \"a\"\n").unwrap();
+    let out = bin()
+        .args(["hub", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hub.toml: line 2: missing field `key`"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -1,0 +1,109 @@
+//! CA certificates: upload, generate a verification code, verify by proof of possession.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::{admit, if_match, json, json_body};
+use crate::Hub;
+use crate::cas::CaDescription;
+use crate::config::Right;
+use crate::error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+pub async fn list(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    let all: Vec<CaDescription> = hub.cas.list()?.iter().map(CaDescription::from).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "value": all })))
+}
+
+pub async fn get(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    Ok(json(
+        StatusCode::OK,
+        &CaDescription::from(&hub.cas.get(&name)?),
+    ))
+}
+
+/// Body: `{"properties": {"certificate": "<PEM or base64 DER>", "isVerified": false}}`
+/// (a top-level `certificate` is accepted too).
+pub async fn put(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    let v: Value = json_body(&body)?;
+    let props = v.get("properties").unwrap_or(&v);
+    let cert = props
+        .get("certificate")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("the body needs properties.certificate (PEM)"))?;
+    let verified = props
+        .get("isVerified")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let record = hub.cas.upload(&name, cert, verified, &if_match(&headers))?;
+    Ok(json(StatusCode::OK, &CaDescription::from(&record)))
+}
+
+pub async fn delete(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    hub.cas.delete(&name, &if_match(&headers))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn generate_code(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    let (record, code) = hub
+        .cas
+        .generate_verification_code(&name, &if_match(&headers))?;
+    let mut desc = CaDescription::from(&record);
+    desc.properties.verification_code = Some(code);
+    Ok(json(StatusCode::OK, &desc))
+}
+
+/// Body: `{"certificate": "<PEM of the verification certificate>"}`.
+pub async fn verify(
+    State(hub): State<Arc<Hub>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    let v: Value = json_body(&body)?;
+    let proof = v
+        .get("certificate")
+        .or_else(|| v.get("properties").and_then(|p| p.get("certificate")))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the body needs certificate (PEM of the verification certificate)",
+            )
+        })?;
+    let record = hub.cas.verify(&name, &if_match(&headers), proof)?;
+    Ok(json(StatusCode::OK, &CaDescription::from(&record)))
+}

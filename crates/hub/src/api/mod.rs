@@ -1,0 +1,189 @@
+//! The service REST API (IoT Hub api-version 2021-04-12 shape) over HTTPS.
+//!
+//! Each handler checks the api-version and a policy right first, then calls the registry or CA
+//! service. Bodies are parsed by hand so a malformed one gets the IoT Hub error shape.
+
+mod auth;
+mod certificates;
+mod devices;
+mod events;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{Instrument as _, info, warn};
+
+use crate::Hub;
+use crate::config::Right;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+pub use auth::API_VERSIONS;
+
+/// The router of every service API path.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let limit = hub.config.limits.max_request_bytes;
+    Router::new()
+        .route(
+            "/devices",
+            get(devices::list).post(devices::bulk_unsupported),
+        )
+        .route("/devices/query", post(devices::query))
+        .route(
+            "/devices/{id}",
+            get(devices::get_device)
+                .put(devices::put_device)
+                .delete(devices::delete_device),
+        )
+        .route("/devices/{id}/modules", get(devices::list_modules))
+        .route(
+            "/devices/{id}/modules/{mid}",
+            get(devices::get_module)
+                .put(devices::put_module)
+                .delete(devices::delete_module),
+        )
+        .route("/statistics/devices", get(devices::device_stats))
+        .route("/statistics/service", get(devices::service_stats))
+        .route("/certificates", get(certificates::list))
+        .route(
+            "/certificates/{name}",
+            get(certificates::get)
+                .put(certificates::put)
+                .delete(certificates::delete),
+        )
+        .route(
+            "/certificates/{name}/generateVerificationCode",
+            post(certificates::generate_code),
+        )
+        .route("/certificates/{name}/verify", post(certificates::verify))
+        .route("/events", get(events::stream))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(hub)
+}
+
+async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> Response {
+    let body = hub.metrics.render(hub.events.next_offset());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))
+}
+
+/// Common entry of every handler: count it, check api-version and the right.
+pub(crate) fn admit(
+    hub: &Hub,
+    uri: &Uri,
+    headers: &HeaderMap,
+    right: Right,
+) -> Result<(), ApiError> {
+    Metrics::inc(&hub.metrics.http_requests);
+    let checked = auth::check_api_version(uri.query())
+        .and_then(|()| auth::authorize(hub, headers, right).map(drop));
+    if checked.is_err() {
+        Metrics::inc(&hub.metrics.http_errors);
+    }
+    checked
+}
+
+/// Parses a JSON body, refusing malformed JSON with 400 `ArgumentInvalid`.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON response with the content type the Node SDK requires.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ServerError",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}
+
+/// The `If-Match` header.
+pub(crate) fn if_match(headers: &HeaderMap) -> crate::registry::IfMatch {
+    crate::registry::IfMatch::from_header(
+        headers
+            .get(axum::http::header::IF_MATCH)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Serves the API over TLS until `shutdown` turns true.
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(hub.clone());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "HTTPS accept failed");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
+        tokio::spawn(
+            async move {
+                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        info!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let service = TowerToHyperService::new(app);
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                }
+            }
+            .instrument(tracing::info_span!("https", %peer)),
+        );
+    }
+    info!("HTTPS listener stopped");
+}

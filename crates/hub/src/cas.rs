@@ -1,0 +1,311 @@
+//! CA certificates with proof of possession: upload (unverified), generate a verification code,
+//! verify a certificate whose CN is the code and that the CA's key signed. Only verified CAs
+//! authenticate `certificateAuthority` devices.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use pki::{Certificate, ChainValidator, ValidatorOptions};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::registry::{IfMatch, new_etag};
+use crate::store::{CaRecord, Registry};
+use crate::time::{SharedClock, rfc3339};
+
+/// How long a verification code stays valid.
+pub const VERIFICATION_CODE_TTL_SECS: i64 = 3600;
+
+/// The CA service and the validator built from the verified CAs.
+pub struct CaService {
+    store: Arc<dyn Registry>,
+    clock: SharedClock,
+    write: Mutex<()>,
+    /// Rebuilt whenever the set of verified CAs changes.
+    validator: RwLock<Option<Arc<ChainValidator>>>,
+}
+
+/// The `CertificateDescription` JSON the API returns.
+#[derive(Debug, Serialize)]
+pub struct CaDescription {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub etag: String,
+    pub properties: CaProperties,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaProperties {
+    pub subject: String,
+    pub expiry: String,
+    pub thumbprint: String,
+    pub is_verified: bool,
+    pub created: String,
+    pub updated: String,
+    pub certificate: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification_code: Option<String>,
+}
+
+impl From<&CaRecord> for CaDescription {
+    fn from(r: &CaRecord) -> Self {
+        Self {
+            id: format!("/certificates/{}", r.name),
+            name: r.name.clone(),
+            kind: "Microsoft.Devices/IotHubs/Certificates",
+            etag: r.etag.clone(),
+            properties: CaProperties {
+                subject: r.subject.clone(),
+                expiry: r.expiry.clone(),
+                thumbprint: r.thumbprint.clone(),
+                is_verified: r.is_verified,
+                created: r.created.clone(),
+                updated: r.updated.clone(),
+                certificate: r.certificate.clone(),
+                verification_code: None,
+            },
+        }
+    }
+}
+
+/// Accepts PEM, or base64 DER as some tools send it.
+pub fn parse_certificate(text: &str) -> Result<Certificate, ApiError> {
+    if text.contains("-----BEGIN") {
+        return Certificate::from_pem(text)
+            .map_err(|e| ApiError::bad_request(format!("certificate: {e}")));
+    }
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| ApiError::bad_request("certificate must be PEM or base64 DER"))?;
+    Certificate::from_der(der).map_err(|e| ApiError::bad_request(format!("certificate: {e}")))
+}
+
+impl CaService {
+    pub fn new(store: Arc<dyn Registry>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            clock,
+            write: Mutex::new(()),
+            validator: RwLock::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, name: &str) -> Result<CaRecord, ApiError> {
+        self.store.get_ca(name)?.ok_or_else(|| {
+            ApiError::not_found(
+                "CertificateNotFound",
+                format!("Certificate {name} not found"),
+            )
+        })
+    }
+
+    pub fn list(&self) -> Result<Vec<CaRecord>, ApiError> {
+        Ok(self.store.list_cas()?)
+    }
+
+    /// Uploads (or replaces) a CA certificate. `is_verified = true` is self-attestation.
+    pub fn upload(
+        &self,
+        name: &str,
+        certificate: &str,
+        is_verified: bool,
+        if_match: &IfMatch,
+    ) -> Result<CaRecord, ApiError> {
+        check_name(name)?;
+        let cert = parse_certificate(certificate)?;
+        if !cert.is_ca() {
+            return Err(ApiError::bad_request(format!(
+                "{} is not a CA certificate (basicConstraints CA:TRUE is required)",
+                cert.subject()
+            )));
+        }
+        let _guard = self.lock();
+        let existing = self.store.get_ca(name)?;
+        match (if_match, &existing) {
+            (IfMatch::Etag(want), Some(have)) if *want != have.etag => {
+                return Err(ApiError::precondition(format!(
+                    "certificate {name} has etag {}, not {want}",
+                    have.etag
+                )));
+            }
+            (IfMatch::Etag(_), None) => {
+                return Err(ApiError::precondition(format!(
+                    "certificate {name} does not exist"
+                )));
+            }
+            _ => {}
+        }
+        let now = rfc3339(self.clock.now());
+        let record = CaRecord {
+            name: name.to_owned(),
+            etag: new_etag(),
+            certificate: cert.to_pem(),
+            subject: cert.subject(),
+            thumbprint: cert.thumbprint_sha1(),
+            expiry: rfc3339(cert.not_after()),
+            is_verified,
+            created: existing
+                .as_ref()
+                .map_or_else(|| now.clone(), |e| e.created.clone()),
+            updated: now,
+            verification_code: None,
+            verification_code_expiry: None,
+        };
+        self.store.put_ca(&record)?;
+        self.invalidate();
+        tracing::info!(name, subject = %record.subject, is_verified, "CA certificate uploaded");
+        Ok(record)
+    }
+
+    /// Creates a fresh verification code; returns the record and the code.
+    pub fn generate_verification_code(
+        &self,
+        name: &str,
+        if_match: &IfMatch,
+    ) -> Result<(CaRecord, String), ApiError> {
+        let _guard = self.lock();
+        let mut record = self.get(name)?;
+        check_etag(if_match, &record)?;
+        let code = pki::pop::new_verification_code().map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "ServerError",
+                e.to_string(),
+            )
+        })?;
+        let now = self.clock.now();
+        record.verification_code = Some(code.clone());
+        record.verification_code_expiry = Some(now.unix_timestamp() + VERIFICATION_CODE_TTL_SECS);
+        record.etag = new_etag();
+        record.updated = rfc3339(now);
+        self.store.put_ca(&record)?;
+        Ok((record, code))
+    }
+
+    /// Checks a proof-of-possession certificate and marks the CA verified.
+    pub fn verify(
+        &self,
+        name: &str,
+        if_match: &IfMatch,
+        proof: &str,
+    ) -> Result<CaRecord, ApiError> {
+        let _guard = self.lock();
+        let mut record = self.get(name)?;
+        check_etag(if_match, &record)?;
+        let now = self.clock.now();
+        let code = match (&record.verification_code, record.verification_code_expiry) {
+            (Some(c), Some(exp)) if exp >= now.unix_timestamp() => c.clone(),
+            (Some(_), _) => {
+                return Err(ApiError::bad_request(
+                    "the verification code expired; generate a new one",
+                ));
+            }
+            (None, _) => {
+                return Err(ApiError::bad_request(
+                    "no verification code was generated for this certificate",
+                ));
+            }
+        };
+        let ca = Certificate::from_pem(&record.certificate)
+            .map_err(|e| ApiError::bad_request(format!("stored certificate: {e}")))?;
+        let proof = parse_certificate(proof)?;
+        if let Err(e) = pki::pop::verify_possession(&ca, &proof, &code, now) {
+            tracing::warn!(name, reason = %e, "Proof of possession refused");
+            return Err(ApiError::bad_request(format!("verification failed: {e}")));
+        }
+        record.is_verified = true;
+        record.verification_code = None;
+        record.verification_code_expiry = None;
+        record.etag = new_etag();
+        record.updated = rfc3339(now);
+        self.store.put_ca(&record)?;
+        self.invalidate();
+        tracing::info!(name, subject = %record.subject, "CA certificate verified by proof of possession");
+        Ok(record)
+    }
+
+    pub fn delete(&self, name: &str, if_match: &IfMatch) -> Result<(), ApiError> {
+        let _guard = self.lock();
+        let record = self.get(name)?;
+        check_etag(if_match, &record)?;
+        self.store.delete_ca(name)?;
+        self.invalidate();
+        Ok(())
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut v) = self.validator.write() {
+            *v = None;
+        }
+    }
+
+    /// A validator whose anchors are the verified CAs (cached until the set changes).
+    pub fn verified_validator(&self) -> Result<Arc<ChainValidator>, ApiError> {
+        if let Ok(v) = self.validator.read()
+            && let Some(v) = v.as_ref()
+        {
+            return Ok(v.clone());
+        }
+        let anchors = self
+            .store
+            .list_cas()?
+            .into_iter()
+            .filter(|r| r.is_verified)
+            .filter_map(|r| Certificate::from_pem(&r.certificate).ok());
+        let opts = ValidatorOptions {
+            cache_capacity: 256,
+            ..Default::default()
+        };
+        let v = Arc::new(
+            ChainValidator::with_options(anchors, opts)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        );
+        if let Ok(mut slot) = self.validator.write() {
+            *slot = Some(v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Whether a CA with this certificate is registered but not verified (for the refusal reason).
+    pub fn is_unverified_issuer(&self, issuer_subject: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .list_cas()?
+            .iter()
+            .any(|r| !r.is_verified && r.subject == issuer_subject))
+    }
+}
+
+fn check_etag(if_match: &IfMatch, record: &CaRecord) -> Result<(), ApiError> {
+    match if_match {
+        IfMatch::Etag(want) if *want != record.etag => Err(ApiError::precondition(format!(
+            "certificate {} has etag {}, not {want}",
+            record.name, record.etag
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "certificate names are 1-64 letters, digits, '-', '_' or '.'",
+        ))
+    }
+}

@@ -1,0 +1,172 @@
+//! # ferrohub hub
+//!
+//! The IoT hub: identity registry (SQLite), CA certificates with proof of possession, the MQTT/TLS
+//! device endpoint, the service REST API and the durable events log.
+//!
+//! ```text
+//!  device ──MQTT/TLS──► mqtt::serve ──auth──► registry / cas
+//!                          │ telemetry                 ▲
+//!                          ▼                           │ REST (SAS policy)
+//!                 durable events log ◄── GET /events ── api::serve ◄── service SDKs, CLI
+//! ```
+//!
+//! [`run`] serves everything on the given listeners until the shutdown signal, so tests start a
+//! whole hub in-process on ephemeral ports.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cas;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod mqtt;
+pub mod registry;
+pub mod store;
+pub mod time;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use config::HubConfig;
+use time::SharedClock;
+
+/// A failure to start the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("events log {path}: {source}")]
+    Log {
+        path: String,
+        source: durable_log::LogError,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Everything a running hub shares between its endpoints.
+pub struct Hub {
+    pub config: HubConfig,
+    pub registry: registry::RegistryService,
+    pub cas: cas::CaService,
+    pub events: durable_log::Log,
+    pub clock: SharedClock,
+    pub connections: mqtt::session::Connections,
+    pub metrics: metrics::Metrics,
+}
+
+impl Hub {
+    /// Opens the registry and the events log named by the config (recovering the log if needed).
+    pub fn open(config: HubConfig, clock: SharedClock) -> Result<Arc<Self>, HubError> {
+        if let Some(dir) = config.storage.registry.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let store: Arc<dyn store::Registry> =
+            Arc::new(store::SqliteRegistry::open(&config.storage.registry)?);
+        let log_config = durable_log::LogConfig {
+            dir: config.storage.events.clone(),
+            fsync: config.storage.fsync,
+            retention_bytes: config.storage.retention_mib.map(|m| m * 1024 * 1024),
+            retention_age_ms: config.storage.retention_hours.map(|h| h * 3_600_000),
+            ..Default::default()
+        };
+        let (events, report) =
+            durable_log::Log::open(log_config).map_err(|source| HubError::Log {
+                path: config.storage.events.display().to_string(),
+                source,
+            })?;
+        if report.truncated_bytes > 0 {
+            warn!(
+                bytes = report.truncated_bytes,
+                "Events log had a torn tail; truncated it"
+            );
+        }
+        info!(records = report.next_offset, "Events log opened");
+        Ok(Arc::new(Self {
+            registry: registry::RegistryService::new(store.clone(), clock.clone()),
+            cas: cas::CaService::new(store, clock.clone()),
+            events,
+            clock,
+            connections: mqtt::session::Connections::default(),
+            metrics: metrics::Metrics::default(),
+            config,
+        }))
+    }
+}
+
+/// The sockets the hub serves on (bound by the caller, so tests can use port 0).
+pub struct Listeners {
+    pub mqtt: TcpListener,
+    pub https: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of the config.
+    pub async fn bind(config: &HubConfig) -> std::io::Result<Self> {
+        let mqtt = TcpListener::bind(config.listen.mqtt).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen for MQTT on {}: {e}", config.listen.mqtt),
+            )
+        })?;
+        let https = TcpListener::bind(config.listen.https).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen for HTTPS on {}: {e}", config.listen.https),
+            )
+        })?;
+        Ok(Self { mqtt, https })
+    }
+}
+
+/// Serves MQTT and HTTPS until `shutdown` turns true, then stops accepting and returns.
+pub async fn run(
+    hub: Arc<Hub>,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HubError> {
+    let mqtt_tls = tls::device_server_config(&hub.config.tls.cert, &hub.config.tls.key, &[])?;
+    let https_tls = tls::device_server_config(
+        &hub.config.tls.cert,
+        &hub.config.tls.key,
+        &[b"h2", b"http/1.1"],
+    )?;
+    info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), hostname = %hub.config.hostname, "Hub serving");
+    let mqtt = tokio::spawn(mqtt::serve(
+        hub.clone(),
+        listeners.mqtt,
+        mqtt_tls,
+        shutdown.clone(),
+    ));
+    let https = tokio::spawn(api::serve(
+        hub.clone(),
+        listeners.https,
+        https_tls,
+        shutdown.clone(),
+    ));
+    let retention = tokio::spawn(retention_task(hub.clone(), shutdown));
+    let _ = tokio::join!(mqtt, https, retention);
+    info!("Hub stopped");
+    Ok(())
+}
+
+async fn retention_task(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let now_ms = u64::try_from(hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        if let Err(e) = hub.events.enforce_retention(now_ms) {
+            warn!(error = %e, "Events retention failed");
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Prometheus metrics for the hub, rendered in the text exposition format.
+//!
+//! Names are fixed here (one place), counters are atomics, latency is a fixed-bucket histogram.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; 12],
+    overflow: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.overflow.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+/// Every metric the hub exports.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_refused_limit: AtomicU64,
+    pub auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    pub protocol_errors: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub telemetry_bytes: AtomicU64,
+    pub inflight: AtomicU64,
+    /// From PUBLISH decoded to the record being durable.
+    pub telemetry_latency: Histogram,
+    pub http_requests: AtomicU64,
+    pub http_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        if let Ok(mut m) = self.auth_failures.lock() {
+            *m.entry(reason).or_insert(0) += 1;
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, log_records: u64) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "ferrohub_mqtt_connections_total",
+            "counter",
+            "MQTT connections accepted (TCP).",
+            get(&self.connections_accepted),
+        );
+        counter(
+            &mut out,
+            "ferrohub_mqtt_connections_active",
+            "gauge",
+            "Authenticated MQTT connections open now.",
+            get(&self.connections_active),
+        );
+        counter(
+            &mut out,
+            "ferrohub_mqtt_connections_refused_limit_total",
+            "counter",
+            "Connections refused by limits.max_connections.",
+            get(&self.connections_refused_limit),
+        );
+        counter(
+            &mut out,
+            "ferrohub_mqtt_protocol_errors_total",
+            "counter",
+            "Connections closed for malformed or forbidden packets.",
+            get(&self.protocol_errors),
+        );
+        counter(
+            &mut out,
+            "ferrohub_messages_in_total",
+            "counter",
+            "Device-to-cloud messages accepted.",
+            get(&self.messages_in),
+        );
+        counter(
+            &mut out,
+            "ferrohub_messages_out_total",
+            "counter",
+            "Messages sent to devices.",
+            get(&self.messages_out),
+        );
+        counter(
+            &mut out,
+            "ferrohub_telemetry_bytes_total",
+            "counter",
+            "Telemetry body bytes accepted.",
+            get(&self.telemetry_bytes),
+        );
+        counter(
+            &mut out,
+            "ferrohub_telemetry_inflight",
+            "gauge",
+            "QoS 1 telemetry waiting to become durable.",
+            get(&self.inflight),
+        );
+        counter(
+            &mut out,
+            "ferrohub_events_log_records",
+            "gauge",
+            "Records in the events log (next offset).",
+            log_records,
+        );
+        counter(
+            &mut out,
+            "ferrohub_http_requests_total",
+            "counter",
+            "Service API requests.",
+            get(&self.http_requests),
+        );
+        counter(
+            &mut out,
+            "ferrohub_http_errors_total",
+            "counter",
+            "Service API requests answered with an error.",
+            get(&self.http_errors),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ferrohub_auth_failures_total Refused device authentications by reason.\n# TYPE ferrohub_auth_failures_total counter"
+        );
+        if let Ok(m) = self.auth_failures.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "ferrohub_auth_failures_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+        }
+        self.telemetry_latency.render(
+            "ferrohub_telemetry_durable_seconds",
+            "Time from PUBLISH received to the record being durable.",
+            &mut out,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_reasons_and_buckets() {
+        let m = Metrics::default();
+        Metrics::inc(&m.messages_in);
+        m.auth_failure("unknown_device");
+        m.auth_failure("unknown_device");
+        m.telemetry_latency.observe(Duration::from_micros(700));
+        m.telemetry_latency.observe(Duration::from_secs(9));
+        let text = m.render(5);
+        assert!(text.contains("ferrohub_messages_in_total 1"));
+        assert!(text.contains("ferrohub_auth_failures_total{reason=\"unknown_device\"} 2"));
+        assert!(text.contains("ferrohub_telemetry_durable_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("ferrohub_telemetry_durable_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("ferrohub_events_log_records 5"));
+    }
+}

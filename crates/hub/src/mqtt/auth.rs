@@ -1,0 +1,346 @@
+//! The one place a device connection is admitted or refused.
+//!
+//! SAS (device key, or a policy with DeviceConnect), selfSigned (thumbprint) and
+//! certificateAuthority (chain to a verified CA, CN = id). Every refusal has a specific reason,
+//! which is logged and counted; the peer only sees the CONNACK code.
+
+use base64::Engine as _;
+use iot_auth::sas::{Audience, SasError, SasToken};
+use mqtt_codec::ConnectReturnCode;
+use pki::{Certificate, Purpose, Reason};
+use rustls::pki_types::CertificateDer;
+
+use crate::Hub;
+use crate::config::Right;
+use crate::model::{AuthType, Authentication, Status};
+
+/// Who connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub device_id: String,
+    pub module_id: Option<String>,
+    /// `sas`, `selfSigned`, `certificateAuthority`; `sas` also for policy tokens.
+    pub auth_type: AuthType,
+    pub generation_id: String,
+}
+
+impl Identity {
+    /// The MQTT client id of this identity: `device` or `device/module`.
+    pub fn client_id(&self) -> String {
+        match &self.module_id {
+            Some(m) => format!("{}/{m}", self.device_id),
+            None => self.device_id.clone(),
+        }
+    }
+
+    pub fn scope(&self) -> &'static str {
+        if self.module_id.is_some() {
+            "module"
+        } else {
+            "device"
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("malformed username: {0}")]
+    BadUsername(String),
+    #[error("client id {client_id:?} does not match the identity {identity:?} in the username")]
+    ClientIdMismatch { client_id: String, identity: String },
+    #[error("unknown device {0}")]
+    UnknownDevice(String),
+    #[error("unknown module {0}")]
+    UnknownModule(String),
+    #[error("device {0} is disabled")]
+    Disabled(String),
+    #[error("SAS authentication is disabled for {0}s on this hub")]
+    SasDisabled(&'static str),
+    #[error("malformed SAS token: {0}")]
+    BadToken(String),
+    #[error("SAS token expired")]
+    ExpiredToken,
+    #[error("SAS token signature does not match")]
+    BadSignature,
+    #[error("SAS token is for {0}, not this identity on this hub")]
+    WrongAudience(String),
+    #[error("policy {0:?} unknown or without DeviceConnect")]
+    BadPolicy(String),
+    #[error("identity uses {expected} authentication, the client offered {offered}")]
+    WrongAuthType {
+        expected: &'static str,
+        offered: &'static str,
+    },
+    #[error("no client certificate was presented")]
+    NoClientCertificate,
+    #[error("certificate thumbprint {0} does not match the registered thumbprints")]
+    WrongThumbprint(String),
+    #[error("certificate expired")]
+    CertExpired,
+    #[error("certificate not yet valid")]
+    CertNotYetValid,
+    #[error("the certificate chains to a CA that is uploaded but not verified")]
+    UnverifiedCa,
+    #[error("the certificate does not chain to a registered CA")]
+    UnknownCa,
+    #[error("certificate CN {cn:?} is not the identity {identity:?}")]
+    CnMismatch { cn: String, identity: String },
+    #[error("certificate chain refused: {0}")]
+    ChainInvalid(String),
+    #[error("registry unavailable")]
+    Unavailable,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadUsername(_) => "bad_username",
+            Self::ClientIdMismatch { .. } => "client_id_mismatch",
+            Self::UnknownDevice(_) => "unknown_device",
+            Self::UnknownModule(_) => "unknown_module",
+            Self::Disabled(_) => "disabled",
+            Self::SasDisabled(_) => "sas_disabled",
+            Self::BadToken(_) => "bad_token",
+            Self::ExpiredToken => "expired_token",
+            Self::BadSignature => "bad_signature",
+            Self::WrongAudience(_) => "wrong_audience",
+            Self::BadPolicy(_) => "bad_policy",
+            Self::WrongAuthType { .. } => "wrong_auth_type",
+            Self::NoClientCertificate => "no_client_certificate",
+            Self::WrongThumbprint(_) => "wrong_thumbprint",
+            Self::CertExpired => "cert_expired",
+            Self::CertNotYetValid => "cert_not_yet_valid",
+            Self::UnverifiedCa => "unverified_ca",
+            Self::UnknownCa => "unknown_ca",
+            Self::CnMismatch { .. } => "cn_mismatch",
+            Self::ChainInvalid(_) => "chain_invalid",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The CONNACK code the SDKs expect: 5 for identity problems (not retried), 4 for a malformed
+    /// username, 2 for a client id mismatch, 3 when the hub itself cannot decide (retried).
+    pub fn connack(&self) -> ConnectReturnCode {
+        match self {
+            Self::BadUsername(_) => ConnectReturnCode::BadUsernameOrPassword,
+            Self::ClientIdMismatch { .. } => ConnectReturnCode::IdentifierRejected,
+            Self::Unavailable => ConnectReturnCode::ServerUnavailable,
+            _ => ConnectReturnCode::NotAuthorized,
+        }
+    }
+}
+
+/// Decides whether a CONNECT may proceed.
+pub fn authenticate(
+    hub: &Hub,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+    peer_chain: &[CertificateDer<'_>],
+) -> Result<Identity, Refusal> {
+    let user = iot_auth::username::parse_mqtt_username(username.unwrap_or_default())
+        .map_err(|e| Refusal::BadUsername(e.to_string()))?;
+    let module_id = user.module_id.clone();
+    let identity_id = match &module_id {
+        Some(m) => format!("{}/{m}", user.device_id),
+        None => user.device_id.clone(),
+    };
+    if identity_id != client_id {
+        return Err(Refusal::ClientIdMismatch {
+            client_id: client_id.into(),
+            identity: identity_id,
+        });
+    }
+    let store = hub.registry.store();
+    let device = store
+        .get_device(&user.device_id)
+        .map_err(|_| Refusal::Unavailable)?
+        .ok_or_else(|| Refusal::UnknownDevice(user.device_id.clone()))?;
+    if device.status == Status::Disabled {
+        return Err(Refusal::Disabled(device.device_id));
+    }
+    let (auth, generation_id) = match &module_id {
+        None => (device.authentication.clone(), device.generation_id.clone()),
+        Some(m) => {
+            let module = store
+                .get_module(&device.device_id, m)
+                .map_err(|_| Refusal::Unavailable)?
+                .ok_or_else(|| Refusal::UnknownModule(identity_id.clone()))?;
+            (module.authentication, module.generation_id)
+        }
+    };
+    let password = password.filter(|p| !p.is_empty());
+    let auth_type = match password {
+        Some(pw) => check_sas(
+            hub,
+            &user.device_id,
+            module_id.as_deref(),
+            &auth,
+            &device.authentication,
+            pw,
+        )?,
+        None => check_x509(hub, &identity_id, &auth, peer_chain)?,
+    };
+    Ok(Identity {
+        device_id: user.device_id,
+        module_id,
+        auth_type,
+        generation_id,
+    })
+}
+
+fn check_sas(
+    hub: &Hub,
+    device_id: &str,
+    module_id: Option<&str>,
+    auth: &Authentication,
+    device_auth: &Authentication,
+    password: &[u8],
+) -> Result<AuthType, Refusal> {
+    let settings = &hub.config.auth;
+    if module_id.is_none() && settings.disable_device_sas {
+        return Err(Refusal::SasDisabled("device"));
+    }
+    if module_id.is_some() && settings.disable_module_sas {
+        return Err(Refusal::SasDisabled("module"));
+    }
+    let text = std::str::from_utf8(password).map_err(|_| Refusal::BadToken("not UTF-8".into()))?;
+    let token = SasToken::parse(text).map_err(|e| Refusal::BadToken(e.to_string()))?;
+    let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap_or(0);
+    let device_level = check_audience(&hub.config.hostname, &token, device_id, module_id)?;
+    let keys: Vec<Vec<u8>> = match token.key_name() {
+        Some(policy) => {
+            let p = hub
+                .config
+                .policy(policy)
+                .filter(|p| p.rights.contains(&Right::DeviceConnect))
+                .ok_or_else(|| Refusal::BadPolicy(policy.to_owned()))?;
+            [&p.primary_key, &p.secondary_key]
+                .iter()
+                .filter_map(|k| decode_key(k))
+                .collect()
+        }
+        None => {
+            // A module may use a token signed with its device's key.
+            let source = if device_level && module_id.is_some() {
+                device_auth
+            } else {
+                auth
+            };
+            if source.kind() != AuthType::Sas {
+                return Err(Refusal::WrongAuthType {
+                    expected: source.kind().as_str(),
+                    offered: "sas",
+                });
+            }
+            source.keys().iter().filter_map(|k| decode_key(k)).collect()
+        }
+    };
+    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    token.verify_any(&key_refs, now).map_err(|e| match e {
+        SasError::Expired { .. } => Refusal::ExpiredToken,
+        _ => Refusal::BadSignature,
+    })?;
+    Ok(AuthType::Sas)
+}
+
+/// Checks the token's audience; returns true when it is device-level (no `/modules/...`).
+fn check_audience(
+    hostname: &str,
+    token: &SasToken,
+    device_id: &str,
+    module_id: Option<&str>,
+) -> Result<bool, Refusal> {
+    let host_ok = |h: &str| h.eq_ignore_ascii_case(hostname);
+    match token.audience() {
+        Audience::Device { host, device_id: d }
+            if host_ok(&host) && d.eq_ignore_ascii_case(device_id) =>
+        {
+            Ok(true)
+        }
+        Audience::Module {
+            host,
+            device_id: d,
+            module_id: m,
+        } if host_ok(&host)
+            && d.eq_ignore_ascii_case(device_id)
+            && Some(m.as_str()) == module_id =>
+        {
+            Ok(false)
+        }
+        other => Err(Refusal::WrongAudience(format!("{other:?}"))),
+    }
+}
+
+fn decode_key(k: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(k).ok()
+}
+
+fn check_x509(
+    hub: &Hub,
+    identity_id: &str,
+    auth: &Authentication,
+    chain: &[CertificateDer<'_>],
+) -> Result<AuthType, Refusal> {
+    let kind = auth.kind();
+    if !matches!(kind, AuthType::SelfSigned | AuthType::CertificateAuthority) {
+        return Err(Refusal::WrongAuthType {
+            expected: kind.as_str(),
+            offered: "x509",
+        });
+    }
+    let leaf_der = chain.first().ok_or(Refusal::NoClientCertificate)?;
+    let leaf = Certificate::from_der(leaf_der.as_ref().to_vec())
+        .map_err(|e| Refusal::ChainInvalid(e.to_string()))?;
+    let now = hub.clock.now();
+    if kind == AuthType::SelfSigned {
+        if now > leaf.not_after() {
+            return Err(Refusal::CertExpired);
+        }
+        if now < leaf.not_before() {
+            return Err(Refusal::CertNotYetValid);
+        }
+        let registered = auth.thumbprints();
+        let (sha1, sha256) = (leaf.thumbprint_sha1(), leaf.thumbprint_sha256());
+        if !registered.iter().any(|t| *t == sha1 || *t == sha256) {
+            return Err(Refusal::WrongThumbprint(sha1));
+        }
+        return Ok(AuthType::SelfSigned);
+    }
+    let validator = hub
+        .cas
+        .verified_validator()
+        .map_err(|_| Refusal::Unavailable)?;
+    let rest: Vec<&[u8]> = chain[1..].iter().map(|c| c.as_ref()).collect();
+    if let Err(e) = validator.verify_der(leaf_der.as_ref(), &rest, now, Purpose::ClientAuth) {
+        return Err(match e.reason {
+            Reason::Expired { .. } => Refusal::CertExpired,
+            Reason::NotYetValid { .. } => Refusal::CertNotYetValid,
+            Reason::UnknownIssuer | Reason::SelfSignedNotTrusted => {
+                let unverified = std::iter::once(leaf.issuer())
+                    .chain(chain[1..].iter().filter_map(|c| {
+                        Certificate::from_der(c.as_ref().to_vec())
+                            .ok()
+                            .map(|c| c.issuer())
+                    }))
+                    .any(|issuer| hub.cas.is_unverified_issuer(&issuer).unwrap_or(false));
+                if unverified {
+                    Refusal::UnverifiedCa
+                } else {
+                    Refusal::UnknownCa
+                }
+            }
+            _ => Refusal::ChainInvalid(e.to_string()),
+        });
+    }
+    let cn = leaf.common_name().unwrap_or_default();
+    if cn != identity_id {
+        return Err(Refusal::CnMismatch {
+            cn,
+            identity: identity_id.to_owned(),
+        });
+    }
+    Ok(AuthType::CertificateAuthority)
+}

@@ -1,0 +1,385 @@
+//! One device connection: CONNECT and authentication, the session, then the packet loop.
+//!
+//! Three tasks per connection: this reader loop, a writer that owns the write half and coalesces
+//! outgoing packets, and an acker that sends PUBACKs in order as telemetry becomes durable.
+//! Backpressure: when `max_inflight_per_connection` publishes await durability, reading pauses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckReturnCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+use super::auth::{self, Identity};
+use super::io::PacketReader;
+use super::session::ConnHandle;
+use super::telemetry;
+use crate::Hub;
+use crate::metrics::Metrics;
+use crate::store::SessionRecord;
+
+/// Why the packet loop ended.
+enum End {
+    /// DISCONNECT from the client: the will is discarded.
+    Graceful,
+    /// Network error, protocol violation, kick: the will (if any) is published.
+    Ungraceful,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve<S>(
+    hub: Arc<Hub>,
+    stream: S,
+    peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut reader = PacketReader::new(hub.config.limits.max_packet_bytes);
+    let connect_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
+    let first = match tokio::time::timeout(connect_timeout, reader.next(&mut rd)).await {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            Metrics::inc(&hub.metrics.protocol_errors);
+            warn!(error = %e, "Closing connection: malformed first packet");
+            return;
+        }
+        Err(_) => {
+            info!(
+                timeout_secs = connect_timeout.as_secs(),
+                "Closing connection: no CONNECT in time"
+            );
+            return;
+        }
+    };
+    let Packet::Connect(connect) = first else {
+        Metrics::inc(&hub.metrics.protocol_errors);
+        warn!("Closing connection: the first packet is not CONNECT");
+        return;
+    };
+    let refuse = |code| {
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+        })
+    };
+    if connect.protocol_level != 4 {
+        warn!(client_id = %connect.client_id, level = connect.protocol_level, "Refusing connection: only MQTT 3.1.1 is supported");
+        let _ = write_packet(
+            &mut wr,
+            &refuse(ConnectReturnCode::UnacceptableProtocolVersion),
+        )
+        .await;
+        return;
+    }
+    let identity = match auth::authenticate(
+        &hub,
+        &connect.client_id,
+        connect.username.as_deref(),
+        connect.password.as_deref(),
+        &peer_chain,
+    ) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            hub.metrics.auth_failure(refusal.reason());
+            warn!(client_id = %connect.client_id, reason = %refusal, code = refusal.reason(), "Refusing connection");
+            let _ = write_packet(&mut wr, &refuse(refusal.connack())).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
+    tracing::Instrument::instrument(run_session(hub, identity, connect, reader, rd, wr), span)
+        .await;
+}
+
+async fn run_session<S>(
+    hub: Arc<Hub>,
+    identity: Identity,
+    connect: mqtt_codec::Connect,
+    mut reader: PacketReader,
+    mut rd: ReadHalf<S>,
+    mut wr: WriteHalf<S>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let client_id = identity.client_id();
+    let store = hub.registry.store().clone();
+    let session = if connect.clean_session {
+        store.delete_session(&client_id).map(|()| None)
+    } else {
+        store.get_session(&client_id)
+    };
+    let (session_present, subscriptions) = match session {
+        Ok(Some(s)) => (true, s.subscriptions),
+        Ok(None) => (false, Vec::new()),
+        Err(e) => {
+            warn!(error = %e, "Refusing connection: session storage unavailable");
+            let _ = write_packet(
+                &mut wr,
+                &Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    code: ConnectReturnCode::ServerUnavailable,
+                }),
+            )
+            .await;
+            return;
+        }
+    };
+    let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
+    let kick = Arc::new(Notify::new());
+    let conn_id = hub.connections.next_id();
+    if hub.connections.register(
+        &client_id,
+        ConnHandle {
+            id: conn_id,
+            kick: kick.clone(),
+            outbound: out_tx.clone(),
+        },
+    ) {
+        info!("A newer connection replaces the previous one for this client id");
+    }
+    if let Err(e) =
+        hub.registry
+            .set_connection(&identity.device_id, identity.module_id.as_deref(), true)
+    {
+        warn!(error = %e, "Could not record the connection state");
+    }
+    let ack = Packet::ConnAck(ConnAck {
+        session_present,
+        code: ConnectReturnCode::Accepted,
+    });
+    if write_packet(&mut wr, &ack).await.is_err() {
+        hub.connections.unregister(&client_id, conn_id);
+        return;
+    }
+    Metrics::inc(&hub.metrics.connections_active);
+    info!(
+        clean_session = connect.clean_session,
+        session_present,
+        keep_alive = connect.keep_alive,
+        "Device connected"
+    );
+    let writer = tokio::spawn(writer_task(wr, out_rx));
+    let (ack_tx, ack_rx) = mpsc::channel(hub.config.limits.max_inflight_per_connection);
+    let acker = tokio::spawn(telemetry::acker_task(
+        ack_rx,
+        out_tx.clone(),
+        hub.clone(),
+        kick.clone(),
+    ));
+    let mut state = State {
+        hub: hub.clone(),
+        identity,
+        clean: connect.clean_session,
+        subscriptions,
+        out: out_tx,
+        ack: ack_tx,
+    };
+    let keep_alive = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let end = loop {
+        tokio::select! {
+            () = kick.notified() => {
+                info!("Closing connection: replaced by a newer one or the identity changed");
+                break End::Ungraceful;
+            }
+            read = read_timeout(&mut reader, &mut rd, keep_alive) => match read {
+                Ok(Some(packet)) => {
+                    if let Some(end) = state.handle(packet).await {
+                        break end;
+                    }
+                }
+                Ok(None) => {
+                    debug!("Connection closed by the device");
+                    break End::Ungraceful;
+                }
+                Err(e) => {
+                    Metrics::inc(&hub.metrics.protocol_errors);
+                    warn!(error = %e, "Closing connection");
+                    break End::Ungraceful;
+                }
+            }
+        }
+    };
+    hub.connections.unregister(&client_id, conn_id);
+    hub.metrics
+        .connections_active
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if let (End::Ungraceful, Some(will)) = (&end, &connect.will) {
+        telemetry::publish_will(&hub, &state.identity, will).await;
+    }
+    let State {
+        identity, out, ack, ..
+    } = state;
+    drop((out, ack));
+    let _ = acker.await;
+    let _ = writer.await;
+    if let Err(e) = hub.registry.set_connection(
+        &identity.device_id,
+        identity.module_id.as_deref(),
+        hub.connections.is_connected(&client_id),
+    ) {
+        warn!(error = %e, "Could not record the connection state");
+    }
+    info!("Device disconnected");
+}
+
+async fn read_timeout<R: AsyncRead + Unpin>(
+    reader: &mut PacketReader,
+    rd: &mut R,
+    keep_alive: Option<Duration>,
+) -> Result<Option<Packet>, super::io::ReadError> {
+    match keep_alive {
+        None => reader.next(rd).await,
+        Some(limit) => tokio::time::timeout(limit, reader.next(rd))
+            .await
+            .unwrap_or(Err(super::io::ReadError::KeepAliveExpired(limit))),
+    }
+}
+
+struct State {
+    hub: Arc<Hub>,
+    identity: Identity,
+    clean: bool,
+    subscriptions: Vec<(String, u8)>,
+    out: mpsc::Sender<Packet>,
+    ack: mpsc::Sender<telemetry::PendingAck>,
+}
+
+impl State {
+    /// Handles one packet; `Some` ends the connection.
+    async fn handle(&mut self, packet: Packet) -> Option<End> {
+        match packet {
+            Packet::Publish(p) => self.publish(p).await,
+            Packet::Subscribe(s) => {
+                let mut codes = Vec::with_capacity(s.filters.len());
+                for (filter, qos) in &s.filters {
+                    if let Err(e) = iot_auth::topic::classify_subscription(
+                        filter,
+                        &self.identity.device_id,
+                        self.identity.module_id.as_deref(),
+                    ) {
+                        return self.violation(format!("subscription to {filter:?} refused: {e}"));
+                    }
+                    let granted = if *qos == QoS::AtMostOnce {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
+                    self.subscriptions.retain(|(f, _)| f != filter);
+                    self.subscriptions.push((filter.clone(), granted as u8));
+                    codes.push(SubAckReturnCode::Success(granted));
+                }
+                self.persist();
+                self.send(Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    return_codes: codes,
+                }))
+                .await
+            }
+            Packet::Unsubscribe(u) => {
+                self.subscriptions.retain(|(f, _)| !u.filters.contains(f));
+                self.persist();
+                self.send(Packet::UnsubAck(u.packet_id)).await
+            }
+            Packet::PingReq => self.send(Packet::PingResp).await,
+            Packet::Disconnect => Some(End::Graceful),
+            // Acknowledgements of messages the hub sent (cloud-to-device arrives with its issue).
+            Packet::PubAck(_) => None,
+            other => self.violation(format!("unexpected packet {}", packet_name(&other))),
+        }
+    }
+
+    async fn publish(&mut self, p: Publish) -> Option<End> {
+        if p.qos == QoS::ExactlyOnce {
+            return self.violation("QoS 2 publishes are not supported".into());
+        }
+        match telemetry::accept(&self.hub, &self.identity, &p) {
+            Ok(pending) => {
+                if let Some(pending) = pending {
+                    // Waits when too many publishes are not yet durable: backpressure.
+                    if self.ack.send(pending).await.is_err() {
+                        return Some(End::Ungraceful);
+                    }
+                }
+                None
+            }
+            Err(reason) => self.violation(reason),
+        }
+    }
+
+    fn persist(&self) {
+        if self.clean {
+            return;
+        }
+        let record = SessionRecord {
+            subscriptions: self.subscriptions.clone(),
+        };
+        if let Err(e) = self
+            .hub
+            .registry
+            .store()
+            .put_session(&self.identity.client_id(), &record)
+        {
+            warn!(error = %e, "Could not persist the session");
+        }
+    }
+
+    async fn send(&self, packet: Packet) -> Option<End> {
+        match self.out.send(packet).await {
+            Ok(()) => None,
+            Err(_) => Some(End::Ungraceful),
+        }
+    }
+
+    fn violation(&self, reason: String) -> Option<End> {
+        Metrics::inc(&self.hub.metrics.protocol_errors);
+        warn!(%reason, "Disconnecting device");
+        Some(End::Ungraceful)
+    }
+}
+
+fn packet_name(p: &Packet) -> &'static str {
+    match p {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => "QoS 2 flow",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingResp => "PINGRESP",
+        _ => "packet",
+    }
+}
+
+async fn write_packet<W: AsyncWrite + Unpin>(wr: &mut W, packet: &Packet) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(64);
+    mqtt_codec::encode(packet, &mut buf).map_err(std::io::Error::other)?;
+    wr.write_all(&buf).await?;
+    wr.flush().await
+}
+
+/// Owns the write half; coalesces whatever is queued into one write.
+async fn writer_task<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>) {
+    let mut buf = Vec::with_capacity(4096);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(p) = next {
+            if let Err(e) = mqtt_codec::encode(&p, &mut buf) {
+                warn!(error = %e, "Could not encode an outgoing packet");
+            }
+            next = if buf.len() < 64 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

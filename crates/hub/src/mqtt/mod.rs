@@ -1,0 +1,80 @@
+//! The MQTT 3.1.1 over TLS device endpoint.
+
+pub mod auth;
+mod conn;
+mod io;
+pub mod session;
+mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument as _, info, warn};
+
+use crate::Hub;
+use crate::metrics::Metrics;
+
+pub use telemetry::MAX_BODY_BYTES;
+
+/// Accepts connections until `shutdown` turns true. Each connection runs in its own task, within
+/// `limits.max_connections`; TLS and CONNECT must complete within `limits.connect_timeout_secs`.
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(hub.config.limits.max_connections));
+    let handshake_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        Metrics::inc(&hub.metrics.connections_accepted);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            Metrics::inc(&hub.metrics.connections_refused_limit);
+            warn!(%peer, limit = hub.config.limits.max_connections, "Refusing connection: limits.max_connections reached");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (hub, acceptor) = (hub.clone(), acceptor.clone());
+        let span = tracing::info_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        info!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        info!("TLS handshake timed out");
+                        return;
+                    }
+                };
+                let chain = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                conn::serve(hub, tls, chain).await;
+            }
+            .instrument(span),
+        );
+    }
+    info!("MQTT listener stopped");
+}

@@ -1,0 +1,421 @@
+//! Registry rules on top of the storage: create-versus-update by `If-Match`, etags, generated keys
+//! and generation ids, edge device scopes and system modules, statistics.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+
+use crate::error::ApiError;
+use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
+use crate::store::Registry;
+use crate::time::{SharedClock, rfc3339};
+
+/// Module ids the hub creates for every edge device.
+pub const EDGE_SYSTEM_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
+
+/// The registry service shared by the REST API, the MQTT endpoint and the CLI.
+pub struct RegistryService {
+    store: Arc<dyn Registry>,
+    clock: SharedClock,
+    /// Serialises read-modify-write sequences (etag checks) on the single-node store.
+    write: Mutex<()>,
+}
+
+/// How a write treats an existing record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No header: create only; an existing record is a conflict.
+    Absent,
+    /// `*`: create or replace.
+    Any,
+    /// A quoted etag: replace only that version.
+    Etag(String),
+}
+
+impl IfMatch {
+    /// From an `If-Match` header value (quotes optional).
+    pub fn from_header(v: Option<&str>) -> Self {
+        match v.map(str::trim) {
+            None | Some("") => Self::Absent,
+            Some("*") => Self::Any,
+            Some(e) => Self::Etag(e.trim_matches('"').to_owned()),
+        }
+    }
+
+    fn check(&self, existing: Option<&str>, what: &str) -> Result<(), ApiError> {
+        match (self, existing) {
+            (Self::Etag(want), Some(have)) if want != have => Err(ApiError::precondition(format!(
+                "{what} has etag {have}, not {want}"
+            ))),
+            (Self::Etag(_), None) => Err(ApiError::precondition(format!("{what} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Device counts for `/statistics/devices`.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStats {
+    pub total_device_count: u64,
+    pub enabled_device_count: u64,
+    pub disabled_device_count: u64,
+}
+
+impl RegistryService {
+    pub fn new(store: Arc<dyn Registry>, clock: SharedClock) -> Self {
+        Self {
+            store,
+            clock,
+            write: Mutex::new(()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Registry> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // A poisoned lock only means another writer panicked; the store itself is consistent.
+        self.write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn now(&self) -> String {
+        rfc3339(self.clock.now())
+    }
+
+    pub fn get_device(&self, id: &str) -> Result<Device, ApiError> {
+        self.store
+            .get_device(id)?
+            .ok_or_else(|| ApiError::not_found("DeviceNotFound", format!("Device {id} not found")))
+    }
+
+    pub fn list_devices(&self, top: Option<usize>) -> Result<Vec<Device>, ApiError> {
+        let mut all = self.store.list_devices()?;
+        if let Some(top) = top {
+            all.truncate(top);
+        }
+        Ok(all)
+    }
+
+    /// `PUT /devices/{id}`: create (no `If-Match`) or replace (`*` or the current etag).
+    pub fn put_device(
+        &self,
+        id: &str,
+        mut input: Device,
+        if_match: &IfMatch,
+    ) -> Result<Device, ApiError> {
+        pki::names::check_device_id(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if !input.device_id.is_empty() && input.device_id != id {
+            return Err(ApiError::bad_request(format!(
+                "deviceId {} in the body does not match {id} in the path",
+                input.device_id
+            )));
+        }
+        model::normalize_auth(&mut input.authentication, &mut gen_key)
+            .map_err(|e| ApiError::bad_request(e.0))?;
+        let _guard = self.lock();
+        let existing = self.store.get_device(id)?;
+        if let (IfMatch::Absent, Some(_)) = (if_match, &existing) {
+            return Err(ApiError::conflict(
+                "DeviceAlreadyExists",
+                format!("A device with ID '{id}' is already registered"),
+            ));
+        }
+        if_match.check(
+            existing.as_ref().map(|d| d.etag.as_str()),
+            &format!("device {id}"),
+        )?;
+        let now = self.now();
+        let device = match existing {
+            None => self.new_device(id, input, &now),
+            Some(old) => replace_device(old, input, &now),
+        };
+        self.store.put_device(&device)?;
+        if device.capabilities.iot_edge {
+            self.ensure_system_modules(id, &now)?;
+        }
+        Ok(device)
+    }
+
+    fn new_device(&self, id: &str, input: Device, now: &str) -> Device {
+        let generation_id = generation_id();
+        let device_scope = if input.capabilities.iot_edge {
+            Some(format!("ms-azure-iot-edge://{id}-{generation_id}"))
+        } else {
+            input.device_scope.filter(|s| !s.is_empty())
+        };
+        let parent_scopes = parent_scopes(
+            &input.parent_scopes,
+            input.capabilities,
+            device_scope.as_deref(),
+        );
+        Device {
+            device_id: id.to_owned(),
+            generation_id,
+            etag: new_etag(),
+            connection_state: ConnectionState::Disconnected,
+            status: input.status,
+            status_reason: input.status_reason,
+            connection_state_updated_time: model::NEVER.into(),
+            status_updated_time: now.to_owned(),
+            last_activity_time: model::NEVER.into(),
+            cloud_to_device_message_count: 0,
+            authentication: input.authentication,
+            capabilities: input.capabilities,
+            device_scope,
+            parent_scopes,
+        }
+    }
+
+    fn ensure_system_modules(&self, device_id: &str, now: &str) -> Result<(), ApiError> {
+        for module_id in EDGE_SYSTEM_MODULES {
+            if self.store.get_module(device_id, module_id)?.is_none() {
+                let mut m = Module {
+                    module_id: module_id.into(),
+                    device_id: device_id.into(),
+                    managed_by: Some("iotEdge".into()),
+                    generation_id: generation_id(),
+                    etag: new_etag(),
+                    connection_state_updated_time: now.to_owned(),
+                    ..Default::default()
+                };
+                model::normalize_auth(&mut m.authentication, &mut gen_key)
+                    .map_err(|e| ApiError::bad_request(e.0))?;
+                self.store.put_module(&m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `DELETE /devices/{id}`.
+    pub fn delete_device(&self, id: &str, if_match: &IfMatch) -> Result<(), ApiError> {
+        let _guard = self.lock();
+        let existing = self.get_device(id)?;
+        if let IfMatch::Etag(_) = if_match {
+            if_match.check(Some(&existing.etag), &format!("device {id}"))?;
+        }
+        self.store.delete_device(id)?;
+        Ok(())
+    }
+
+    /// Enables or disables a device (CLI `set-status`).
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: Status,
+        reason: Option<String>,
+    ) -> Result<Device, ApiError> {
+        let current = self.get_device(id)?;
+        let mut input = current.clone();
+        input.status = status;
+        input.status_reason = reason;
+        self.put_device(id, input, &IfMatch::Etag(current.etag))
+    }
+
+    /// Records a connect or disconnect for a device or module.
+    pub fn set_connection(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+        connected: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock();
+        let now = self.now();
+        let state = if connected {
+            ConnectionState::Connected
+        } else {
+            ConnectionState::Disconnected
+        };
+        match module_id {
+            None => {
+                if let Some(mut d) = self.store.get_device(device_id)? {
+                    d.connection_state = state;
+                    d.connection_state_updated_time.clone_from(&now);
+                    d.last_activity_time = now;
+                    self.store.put_device(&d)?;
+                }
+            }
+            Some(m) => {
+                if let Some(mut md) = self.store.get_module(device_id, m)? {
+                    md.connection_state = state;
+                    md.connection_state_updated_time.clone_from(&now);
+                    md.last_activity_time = now;
+                    self.store.put_module(&md)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn statistics(&self) -> Result<DeviceStats, ApiError> {
+        let all = self.store.list_devices()?;
+        let enabled = all.iter().filter(|d| d.status == Status::Enabled).count() as u64;
+        Ok(DeviceStats {
+            total_device_count: all.len() as u64,
+            enabled_device_count: enabled,
+            disabled_device_count: all.len() as u64 - enabled,
+        })
+    }
+
+    pub fn get_module(&self, device_id: &str, module_id: &str) -> Result<Module, ApiError> {
+        self.store.get_module(device_id, module_id)?.ok_or_else(|| {
+            ApiError::not_found(
+                "ModuleNotFound",
+                format!("Module {module_id} on device {device_id} not found"),
+            )
+        })
+    }
+
+    pub fn list_modules(&self, device_id: &str) -> Result<Vec<Module>, ApiError> {
+        self.get_device(device_id)?;
+        Ok(self.store.list_modules(device_id)?)
+    }
+
+    /// `PUT /devices/{id}/modules/{mid}`; returns the module and whether it was created.
+    pub fn put_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        mut input: Module,
+        if_match: &IfMatch,
+    ) -> Result<(Module, bool), ApiError> {
+        pki::names::check_module_id(module_id.trim_start_matches('$'))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.get_device(device_id)?;
+        model::normalize_auth(&mut input.authentication, &mut gen_key)
+            .map_err(|e| ApiError::bad_request(e.0))?;
+        let _guard = self.lock();
+        let existing = self.store.get_module(device_id, module_id)?;
+        if let (IfMatch::Absent, Some(_)) = (if_match, &existing) {
+            return Err(ApiError::conflict(
+                "ModuleAlreadyExistsOnDevice",
+                format!("A module with ID '{module_id}' already exists on device '{device_id}'"),
+            ));
+        }
+        if_match.check(
+            existing.as_ref().map(|m| m.etag.as_str()),
+            &format!("module {device_id}/{module_id}"),
+        )?;
+        let created = existing.is_none();
+        let module = match existing {
+            Some(old) => Module {
+                authentication: input.authentication,
+                managed_by: input.managed_by.or(old.managed_by.clone()),
+                etag: new_etag(),
+                ..old
+            },
+            None => Module {
+                module_id: module_id.into(),
+                device_id: device_id.into(),
+                managed_by: input.managed_by,
+                generation_id: generation_id(),
+                etag: new_etag(),
+                authentication: input.authentication,
+                ..Default::default()
+            },
+        };
+        self.store.put_module(&module)?;
+        Ok((module, created))
+    }
+
+    pub fn delete_module(
+        &self,
+        device_id: &str,
+        module_id: &str,
+        if_match: &IfMatch,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock();
+        let existing = self.get_module(device_id, module_id)?;
+        if let IfMatch::Etag(_) = if_match {
+            if_match.check(
+                Some(&existing.etag),
+                &format!("module {device_id}/{module_id}"),
+            )?;
+        }
+        self.store.delete_module(device_id, module_id)?;
+        Ok(())
+    }
+}
+
+fn replace_device(old: Device, input: Device, now: &str) -> Device {
+    let status_changed = old.status != input.status;
+    // An edge device's scope is assigned by the hub and never changes.
+    let device_scope = if old.capabilities.iot_edge || input.capabilities.iot_edge {
+        old.device_scope.clone().or_else(|| {
+            Some(format!(
+                "ms-azure-iot-edge://{}-{}",
+                old.device_id, old.generation_id
+            ))
+        })
+    } else {
+        input.device_scope.filter(|s| !s.is_empty())
+    };
+    let parent_scopes = parent_scopes(
+        &input.parent_scopes,
+        input.capabilities,
+        device_scope.as_deref(),
+    );
+    Device {
+        etag: new_etag(),
+        status: input.status,
+        status_reason: input.status_reason,
+        status_updated_time: if status_changed {
+            now.to_owned()
+        } else {
+            old.status_updated_time.clone()
+        },
+        authentication: input.authentication,
+        capabilities: input.capabilities,
+        device_scope,
+        parent_scopes,
+        ..old
+    }
+}
+
+/// A leaf's parent scope defaults to its deviceScope (the parent edge device's scope).
+fn parent_scopes(given: &[String], caps: Capabilities, scope: Option<&str>) -> Vec<String> {
+    if !given.is_empty() {
+        return given.to_vec();
+    }
+    match scope {
+        Some(s) if !caps.iot_edge => vec![s.to_owned()],
+        _ => vec![],
+    }
+}
+
+/// Random bytes for identifiers (etags, generation ids). If the system RNG ever failed these would
+/// repeat, which breaks no secret; keys use [`gen_key`], which fails instead.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if pki::random_fill(&mut b).is_err() {
+        tracing::error!("The system random source failed while making an identifier");
+    }
+    b
+}
+
+/// A fresh opaque etag.
+pub fn new_etag() -> String {
+    base64::engine::general_purpose::STANDARD.encode(random_bytes::<9>())
+}
+
+/// An 18-digit decimal generation id, like the hub's.
+pub fn generation_id() -> String {
+    let n =
+        u64::from_le_bytes(random_bytes::<8>()) % 900_000_000_000_000_000 + 100_000_000_000_000_000;
+    n.to_string()
+}
+
+/// A new random SAS key (32 bytes, base64). Fails rather than return a predictable key.
+pub fn gen_key() -> Result<String, model::Invalid> {
+    let mut b = [0u8; 32];
+    pki::random_fill(&mut b)
+        .map_err(|_| model::Invalid("the system random source failed".into()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}

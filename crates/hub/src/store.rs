@@ -1,0 +1,310 @@
+//! Persistent state behind the [`Registry`] trait: identities, CA certificates, MQTT sessions.
+//!
+//! The embedded implementation is one SQLite file in WAL mode. Records are stored as the JSON the
+//! API serves, keyed by id, so the schema stays stable as fields are added. A PostgreSQL
+//! implementation can follow the same trait for scale-out.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Device, Module};
+
+/// A storage failure (I/O, corruption, a full disk). The caller answers 500 / CONNACK 3.
+#[derive(Debug, thiserror::Error)]
+#[error("registry storage: {0}")]
+pub struct StoreError(String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("stored record does not parse: {e}"))
+    }
+}
+
+/// A CA certificate registered for `certificateAuthority` devices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRecord {
+    pub name: String,
+    pub etag: String,
+    /// PEM of the CA certificate.
+    pub certificate: String,
+    pub subject: String,
+    /// Upper-case SHA-1 thumbprint.
+    pub thumbprint: String,
+    pub expiry: String,
+    pub is_verified: bool,
+    pub created: String,
+    pub updated: String,
+    /// The outstanding proof-of-possession code, if one was generated.
+    #[serde(default)]
+    pub verification_code: Option<String>,
+    /// Unix seconds after which the code is no longer accepted.
+    #[serde(default)]
+    pub verification_code_expiry: Option<i64>,
+}
+
+/// A persisted MQTT session: the subscriptions of a client that connected with clean_session=0.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Topic filter and granted QoS.
+    pub subscriptions: Vec<(String, u8)>,
+}
+
+/// The registry's storage operations. Read-modify-write sequences are serialised by the caller.
+pub trait Registry: Send + Sync + 'static {
+    fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+    fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
+    fn put_device(&self, device: &Device) -> Result<(), StoreError>;
+    /// Deletes the device, its modules and its session; false when it did not exist.
+    fn delete_device(&self, id: &str) -> Result<bool, StoreError>;
+
+    fn get_module(&self, device_id: &str, module_id: &str) -> Result<Option<Module>, StoreError>;
+    fn list_modules(&self, device_id: &str) -> Result<Vec<Module>, StoreError>;
+    fn put_module(&self, module: &Module) -> Result<(), StoreError>;
+    fn delete_module(&self, device_id: &str, module_id: &str) -> Result<bool, StoreError>;
+
+    fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
+    fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
+    fn put_ca(&self, ca: &CaRecord) -> Result<(), StoreError>;
+    fn delete_ca(&self, name: &str) -> Result<bool, StoreError>;
+
+    fn get_session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+    fn put_session(&self, client_id: &str, session: &SessionRecord) -> Result<(), StoreError>;
+    fn delete_session(&self, client_id: &str) -> Result<(), StoreError>;
+}
+
+/// The embedded SQLite registry.
+pub struct SqliteRegistry {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules (device_id TEXT NOT NULL, module_id TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (device_id, module_id));
+CREATE TABLE IF NOT EXISTS certificates (name TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+";
+
+impl SqliteRegistry {
+    /// Opens (creating if needed) the registry file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// An in-memory registry, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError("registry lock poisoned".into()))?;
+        f(&conn)
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        sql: &str,
+        args: &[&str],
+    ) -> Result<Option<T>, StoreError> {
+        self.with(|c| {
+            let body: Option<String> = c
+                .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))
+                .optional()?;
+            body.map(|b| serde_json::from_str(&b).map_err(StoreError::from))
+                .transpose()
+        })
+    }
+
+    fn list<T: for<'de> Deserialize<'de>>(
+        &self,
+        sql: &str,
+        args: &[&str],
+    ) -> Result<Vec<T>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
+            rows.map(|b| Ok(serde_json::from_str(&b?)?)).collect()
+        })
+    }
+
+    fn exec(&self, sql: &str, args: &[&str]) -> Result<usize, StoreError> {
+        self.with(|c| Ok(c.execute(sql, rusqlite::params_from_iter(args))?))
+    }
+}
+
+impl Registry for SqliteRegistry {
+    fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.get("SELECT body FROM devices WHERE id = ?1", &[id])
+    }
+
+    fn list_devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.list("SELECT body FROM devices ORDER BY id", &[])
+    }
+
+    fn put_device(&self, device: &Device) -> Result<(), StoreError> {
+        let body = serde_json::to_string(device)?;
+        self.exec(
+            "INSERT OR REPLACE INTO devices (id, body) VALUES (?1, ?2)",
+            &[&device.device_id, &body],
+        )
+        .map(drop)
+    }
+
+    fn delete_device(&self, id: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            let n = tx.execute("DELETE FROM devices WHERE id = ?1", params![id])?;
+            tx.execute("DELETE FROM modules WHERE device_id = ?1", params![id])?;
+            tx.execute(
+                "DELETE FROM sessions WHERE client_id = ?1 OR client_id LIKE ?2",
+                params![id, format!("{}/%", id.replace('%', "\\%"))],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn get_module(&self, device_id: &str, module_id: &str) -> Result<Option<Module>, StoreError> {
+        self.get(
+            "SELECT body FROM modules WHERE device_id = ?1 AND module_id = ?2",
+            &[device_id, module_id],
+        )
+    }
+
+    fn list_modules(&self, device_id: &str) -> Result<Vec<Module>, StoreError> {
+        self.list(
+            "SELECT body FROM modules WHERE device_id = ?1 ORDER BY module_id",
+            &[device_id],
+        )
+    }
+
+    fn put_module(&self, module: &Module) -> Result<(), StoreError> {
+        let body = serde_json::to_string(module)?;
+        self.exec(
+            "INSERT OR REPLACE INTO modules (device_id, module_id, body) VALUES (?1, ?2, ?3)",
+            &[&module.device_id, &module.module_id, &body],
+        )
+        .map(drop)
+    }
+
+    fn delete_module(&self, device_id: &str, module_id: &str) -> Result<bool, StoreError> {
+        let n = self.exec(
+            "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2",
+            &[device_id, module_id],
+        )?;
+        self.delete_session(&format!("{device_id}/{module_id}"))?;
+        Ok(n > 0)
+    }
+
+    fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
+        self.get("SELECT body FROM certificates WHERE name = ?1", &[name])
+    }
+
+    fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
+        self.list("SELECT body FROM certificates ORDER BY name", &[])
+    }
+
+    fn put_ca(&self, ca: &CaRecord) -> Result<(), StoreError> {
+        let body = serde_json::to_string(ca)?;
+        self.exec(
+            "INSERT OR REPLACE INTO certificates (name, body) VALUES (?1, ?2)",
+            &[&ca.name, &body],
+        )
+        .map(drop)
+    }
+
+    fn delete_ca(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.exec("DELETE FROM certificates WHERE name = ?1", &[name])? > 0)
+    }
+
+    fn get_session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.get(
+            "SELECT body FROM sessions WHERE client_id = ?1",
+            &[client_id],
+        )
+    }
+
+    fn put_session(&self, client_id: &str, session: &SessionRecord) -> Result<(), StoreError> {
+        let body = serde_json::to_string(session)?;
+        self.exec(
+            "INSERT OR REPLACE INTO sessions (client_id, body) VALUES (?1, ?2)",
+            &[client_id, &body],
+        )
+        .map(drop)
+    }
+
+    fn delete_session(&self, client_id: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM sessions WHERE client_id = ?1", &[client_id])
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_reopen_and_cascades_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.sqlite");
+        {
+            let r = SqliteRegistry::open(&path).unwrap();
+            r.put_device(&Device {
+                device_id: "d1".into(),
+                ..Default::default()
+            })
+            .unwrap();
+            r.put_module(&Module {
+                device_id: "d1".into(),
+                module_id: "m1".into(),
+                ..Default::default()
+            })
+            .unwrap();
+            r.put_session(
+                "d1",
+                &SessionRecord {
+                    subscriptions: vec![("$iothub/twin/res/#".into(), 1)],
+                },
+            )
+            .unwrap();
+            r.put_session("d1/m1", &SessionRecord::default()).unwrap();
+        }
+        let r = SqliteRegistry::open(&path).unwrap();
+        assert_eq!(r.get_device("d1").unwrap().unwrap().device_id, "d1");
+        assert_eq!(r.list_modules("d1").unwrap().len(), 1);
+        assert_eq!(r.get_session("d1").unwrap().unwrap().subscriptions.len(), 1);
+        assert!(r.delete_device("d1").unwrap());
+        assert!(!r.delete_device("d1").unwrap());
+        assert!(r.list_modules("d1").unwrap().is_empty());
+        assert!(r.get_session("d1").unwrap().is_none());
+        assert!(r.get_session("d1/m1").unwrap().is_none());
+    }
+}

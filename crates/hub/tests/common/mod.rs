@@ -1,0 +1,289 @@
+//! An in-process hub on ephemeral loopback ports, and a minimal MQTT client over TLS.
+#![allow(clippy::unwrap_used, dead_code)] // test helpers: a panic is a test failure
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
+use hub::time::{FixedClock, SharedClock};
+use hub::{Hub, Listeners};
+use mqtt_codec::{Connect, Packet};
+use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const HOST: &str = "localhost";
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+pub struct TestHub {
+    pub hub: Arc<Hub>,
+    pub mqtt: SocketAddr,
+    pub https: SocketAddr,
+    pub root: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub clock: Arc<FixedClock>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Writes a CA and a server certificate for localhost / 127.0.0.1 into `dir`.
+pub fn server_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+    // Valid from 2020 for decades: TLS clients check it against real time, the hub's auth checks
+    // run on the fixed test clock.
+    let start = OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap();
+    let mut ca_req = CertRequest::new(Profile::RootCa, "Test Hub CA", start);
+    ca_req.days = 20_000;
+    let ca = pki::issue(&ca_req, &ca_key, None).unwrap();
+    let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+    let mut req = CertRequest::new(Profile::Server, HOST, start);
+    req.days = 20_000;
+    req.subject_alt_names = vec![HOST.into(), "127.0.0.1".into()];
+    let cert = pki::issue(
+        &req,
+        &key,
+        Some(Signer {
+            cert: &ca,
+            key: &ca_key,
+        }),
+    )
+    .unwrap();
+    let (root, chain, key_path) = (
+        dir.join("root.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&root, ca.to_pem()).unwrap();
+    std::fs::write(&chain, cert.to_pem() + &ca.to_pem()).unwrap();
+    std::fs::write(&key_path, key.to_pem()).unwrap();
+    (root, chain, key_path)
+}
+
+pub fn config(dir: &Path, cert: PathBuf, key: PathBuf, root: PathBuf) -> HubConfig {
+    HubConfig {
+        hostname: HOST.into(),
+        listen: Listen::default(),
+        tls: Tls {
+            cert,
+            key,
+            ca: Some(root),
+        },
+        storage: Storage {
+            registry: dir.join("registry.sqlite"),
+            events: dir.join("events"),
+            fsync: true,
+            retention_hours: None,
+            retention_mib: None,
+        },
+        auth: AuthSettings::default(),
+        limits: Limits {
+            max_packet_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        policies: vec![Policy {
+            name: "iothubowner".into(),
+            primary_key: KEY.into(),
+            secondary_key: KEY.into(),
+            rights: vec![
+                Right::RegistryRead,
+                Right::RegistryWrite,
+                Right::ServiceConnect,
+                Right::DeviceConnect,
+            ],
+        }],
+    }
+}
+
+impl TestHub {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut HubConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, cert, key) = server_pki(dir.path());
+        let mut cfg = config(dir.path(), cert, key, root.clone());
+        tweak(&mut cfg);
+        Self::start_in(dir, cfg, root).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, cfg: HubConfig, root: PathBuf) -> Self {
+        let clock = Arc::new(FixedClock(std::sync::Mutex::new(now())));
+        let shared: SharedClock = clock.clone();
+        let hub = Hub::open(cfg, shared).unwrap();
+        let mqtt = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let h = hub.clone();
+        let task = tokio::spawn(async move {
+            hub::run(h, Listeners { mqtt, https }, rx).await.unwrap();
+        });
+        Self {
+            hub,
+            mqtt: mqtt_addr,
+            https: https_addr,
+            root,
+            dir,
+            clock,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the hub and returns its directory and config, for a restart.
+    pub async fn stop(self) -> (tempfile::TempDir, HubConfig, PathBuf) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let cfg = self.hub.config.clone();
+        drop(self.hub);
+        (self.dir, cfg, self.root)
+    }
+
+    /// Moves the hub's clock.
+    pub fn set_time(&self, t: OffsetDateTime) {
+        *self.clock.0.lock().unwrap() = t;
+    }
+
+    pub fn client(&self) -> hub::client::ServiceClient {
+        let tls = hub::tls::client_config(&self.root).unwrap();
+        let key = base64_decode(KEY);
+        hub::client::ServiceClient::new(
+            self.https.to_string(),
+            HOST.into(),
+            "iothubowner".into(),
+            key,
+            tls,
+        )
+        .with_token_time(u64::try_from(now().unix_timestamp()).unwrap())
+    }
+}
+
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// A device certificate chain and key to present at the TLS handshake.
+pub struct ClientCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl ClientCert {
+    pub fn new(certs: &[&Certificate], key: &PrivateKey) -> Self {
+        Self {
+            chain: certs.iter().map(|c| c.to_rustls()).collect(),
+            key: PrivateKeyDer::from_pem_slice(key.to_pem().as_bytes()).unwrap(),
+        }
+    }
+}
+
+pub struct Mqtt {
+    pub stream: TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Mqtt {
+    pub async fn tls(hub: &TestHub, cert: Option<ClientCert>) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&hub.root).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let cfg = match cert {
+            Some(c) => builder.with_client_auth_cert(c.chain, c.key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let tcp = TcpStream::connect(hub.mqtt).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from(HOST).unwrap(), tcp)
+            .await
+            .unwrap();
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, p: &Packet) {
+        let mut out = Vec::new();
+        mqtt_codec::encode(p, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// The next packet, or None when the hub closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some((p, n)) = mqtt_codec::decode(&self.buf, 1 << 20).unwrap() {
+                self.buf.drain(..n);
+                return Some(p);
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read(&mut chunk),
+            )
+            .await
+            .unwrap();
+            match read {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// CONNECT as `client_id` with the standard username and `password`; returns the CONNACK code.
+    pub async fn connect(
+        &mut self,
+        client_id: &str,
+        password: Option<String>,
+        clean: bool,
+    ) -> (bool, mqtt_codec::ConnectReturnCode) {
+        let username = format!("{HOST}/{client_id}/?api-version=2021-04-12&DeviceClientType=test");
+        self.send(&Packet::Connect(Connect {
+            protocol_name: "MQTT".into(),
+            protocol_level: 4,
+            clean_session: clean,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: Some(username),
+            password: password.map(String::into_bytes),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::ConnAck(a)) => (a.session_present, a.code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+}
+
+/// A device SAS token for `device` (or `device/modules/module`) signed with `key`.
+pub fn device_token(resource: &str, key: &str, expiry: u64) -> String {
+    iot_auth::sas::generate_sas_token(
+        &format!("{HOST}/devices/{resource}"),
+        &base64_decode(key),
+        None,
+        expiry,
+    )
+}
+
+pub fn expiry() -> u64 {
+    u64::try_from(now().unix_timestamp()).unwrap() + 3600
+}
