@@ -1,6 +1,7 @@
 //! `ferrohub`: one binary, one subcommand per role. Kept thin: parsing, logging, dispatch.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod certs;
 mod clock;
 mod hub_cmd;
@@ -32,6 +33,9 @@ enum Cmd {
     /// The IoT hub: `hub init` creates a configuration, `hub --config FILE` serves it; devices,
     /// CA certificates and telemetry are managed through its service API.
     Hub(hub_cmd::HubArgs),
+    /// Load generators: measured runs against an in-process server on loopback.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
     /// Run the seed scenario end to end on this machine (loopback, high ports, no root needed).
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Cmd::Certs(args) => certs::run(args),
         Cmd::Quickstart(args) => quickstart::run(&args),
         Cmd::Hub(args) => hub_cmd::run(args),
+        Cmd::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
