@@ -28,38 +28,62 @@ impl Expr {
     }
 
     /// Like [`Expr::eval`], but borrows literals and document values instead of cloning them.
+    ///
+    /// Each arm delegates to a helper so that this frame, which is on the stack once per tree
+    /// level, stays small.
     fn eval_ref<'a>(&'a self, doc: &'a Value) -> Option<Cow<'a, Value>> {
         match self {
             Expr::Literal(value) => Some(Cow::Borrowed(value)),
             Expr::Path(path) => lookup(doc, path).map(Cow::Borrowed),
             Expr::Not(inner) => Some(bool_value(!inner.matches(doc))),
-            Expr::Neg(inner) => negate(&*inner.eval_ref(doc)?).map(Cow::Owned),
+            Expr::Neg(inner) => eval_neg(inner, doc),
             Expr::And(items) => Some(bool_value(items.iter().all(|e| e.matches(doc)))),
             Expr::Or(items) => Some(bool_value(items.iter().any(|e| e.matches(doc)))),
-            Expr::Compare { op, lhs, rhs } => {
-                let result = match (lhs.eval_ref(doc), rhs.eval_ref(doc)) {
-                    (Some(l), Some(r)) => compare(*op, &l, &r),
-                    _ => false,
-                };
-                Some(bool_value(result))
-            }
-            Expr::Arith { op, lhs, rhs } => {
-                arith(*op, &*lhs.eval_ref(doc)?, &*rhs.eval_ref(doc)?).map(Cow::Owned)
-            }
+            Expr::Compare { op, lhs, rhs } => Some(bool_value(eval_compare(*op, lhs, rhs, doc))),
+            Expr::Arith { op, lhs, rhs } => eval_arith(*op, lhs, rhs, doc),
             Expr::In {
                 expr,
                 list,
                 negated,
-            } => {
-                let result = expr.eval_ref(doc).is_some_and(|value| {
-                    let found = list.iter().any(|item| compare(CompareOp::Eq, &value, item));
-                    found != *negated
-                });
-                Some(bool_value(result))
-            }
-            Expr::Call { func, args } => call(*func, args, doc),
+            } => Some(bool_value(eval_in(expr, list, *negated, doc))),
+            Expr::Call { func, args } => eval_call(*func, args, doc),
         }
     }
+}
+
+fn eval_neg<'a>(inner: &'a Expr, doc: &'a Value) -> Option<Cow<'a, Value>> {
+    negate(&*inner.eval_ref(doc)?).map(Cow::Owned)
+}
+
+fn eval_compare(op: CompareOp, lhs: &Expr, rhs: &Expr, doc: &Value) -> bool {
+    match (lhs.eval_ref(doc), rhs.eval_ref(doc)) {
+        (Some(l), Some(r)) => compare(op, &l, &r),
+        _ => false,
+    }
+}
+
+fn eval_arith<'a>(
+    op: ArithOp,
+    lhs: &'a Expr,
+    rhs: &'a Expr,
+    doc: &'a Value,
+) -> Option<Cow<'a, Value>> {
+    let l = lhs.eval_ref(doc)?;
+    let r = rhs.eval_ref(doc)?;
+    arith(op, &l, &r).map(Cow::Owned)
+}
+
+fn eval_in(expr: &Expr, list: &[Value], negated: bool, doc: &Value) -> bool {
+    expr.eval_ref(doc).is_some_and(|value| {
+        let found = list.iter().any(|item| compare(CompareOp::Eq, &value, item));
+        found != negated
+    })
+}
+
+fn eval_call<'a>(func: Function, args: &'a [Expr], doc: &'a Value) -> Option<Cow<'a, Value>> {
+    let first = args.first().and_then(|e| e.eval_ref(doc));
+    let second = args.get(1).and_then(|e| e.eval_ref(doc));
+    apply(func, first.as_deref(), second.as_deref()).map(Cow::Owned)
 }
 
 fn bool_value<'a>(b: bool) -> Cow<'a, Value> {
@@ -193,16 +217,13 @@ fn abs(value: &Value) -> Option<Value> {
     Number::from_f64(n.as_f64()?.abs()).map(Value::Number)
 }
 
-fn call<'a>(func: Function, args: &'a [Expr], doc: &'a Value) -> Option<Cow<'a, Value>> {
-    let arg = |i: usize| args.get(i).and_then(|e| e.eval_ref(doc));
-    let test = |pred: fn(&Value) -> bool| Some(bool_value(arg(0).is_some_and(|v| pred(&v))));
-    let strings = |pred: fn(&str, &str) -> bool| -> Option<Cow<'a, Value>> {
-        let (a, b) = (arg(0)?, arg(1)?);
-        Some(bool_value(pred(a.as_str()?, b.as_str()?)))
-    };
-    let owned = |value: Value| Some(Cow::Owned(value));
+/// Applies a function to its (at most two) evaluated arguments; `None` means undefined.
+fn apply(func: Function, first: Option<&Value>, second: Option<&Value>) -> Option<Value> {
+    let test = |pred: fn(&Value) -> bool| Some(Value::Bool(first.is_some_and(pred)));
+    let strings =
+        |pred: fn(&str, &str) -> bool| Some(Value::Bool(pred(first?.as_str()?, second?.as_str()?)));
     match func {
-        Function::IsDefined => Some(bool_value(arg(0).is_some())),
+        Function::IsDefined => Some(Value::Bool(first.is_some())),
         Function::IsNull => test(Value::is_null),
         Function::IsString => test(Value::is_string),
         Function::IsNumber => test(Value::is_number),
@@ -213,10 +234,10 @@ fn call<'a>(func: Function, args: &'a [Expr], doc: &'a Value) -> Option<Cow<'a, 
         Function::StartsWith => strings(|s, p| s.starts_with(p)),
         Function::EndsWith => strings(|s, p| s.ends_with(p)),
         Function::Contains => strings(|s, p| s.contains(p)),
-        Function::Lower => owned(Value::String(arg(0)?.as_str()?.to_lowercase())),
-        Function::Upper => owned(Value::String(arg(0)?.as_str()?.to_uppercase())),
-        Function::Length => owned(Value::from(arg(0)?.as_str()?.chars().count())),
-        Function::Abs => owned(abs(&*arg(0)?)?),
+        Function::Lower => Some(Value::String(first?.as_str()?.to_lowercase())),
+        Function::Upper => Some(Value::String(first?.as_str()?.to_uppercase())),
+        Function::Length => Some(Value::from(first?.as_str()?.chars().count())),
+        Function::Abs => abs(first?),
     }
 }
 

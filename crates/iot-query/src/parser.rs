@@ -1,13 +1,11 @@
-//! Recursive-descent parser. Recursion is bounded by [`MAX_DEPTH`], which also bounds the depth
-//! of the resulting tree (and hence of evaluation and drop).
+//! Recursive-descent parser for the query structure; expressions are in [`expr`]. Recursion is
+//! bounded by [`MAX_DEPTH`], which also bounds the depth of the resulting tree (and hence of
+//! evaluation and drop).
 
-use serde_json::Value;
+mod expr;
 
-use crate::ast::{
-    Aggregate, ArithOp, CompareOp, Expr, Function, Query, Select, SelectItem, Source,
-};
+use crate::ast::{Aggregate, Expr, Query, Select, SelectItem, Source};
 use crate::error::{MAX_DEPTH, QueryError};
-use crate::eval::negate;
 use crate::lexer::{Tok, Token, check_limits, tokenize};
 use crate::run::validate_select;
 
@@ -28,7 +26,7 @@ pub(crate) fn parse_query(text: &str) -> Result<Query, QueryError> {
 pub(crate) fn parse_expr(text: &str) -> Result<Expr, QueryError> {
     let mut parser = Parser::new(text)?;
     parser.expect_value_start("a condition")?;
-    let expr = parser.or()?;
+    let expr = parser.expr(0)?;
     if !matches!(parser.peek(), Tok::Eof) {
         return Err(parser.error("AND, OR or end of query"));
     }
@@ -71,9 +69,7 @@ impl<'a> Parser<'a> {
     }
 
     fn pos(&self) -> usize {
-        self.toks
-            .get(self.idx)
-            .map_or(self.text.len(), |t| t.start)
+        self.toks.get(self.idx).map_or(self.text.len(), |t| t.start)
     }
 
     fn bump(&mut self) -> Tok {
@@ -107,10 +103,7 @@ impl<'a> Parser<'a> {
     /// A syntax error at the current token.
     fn error(&self, expected: impl Into<String>) -> QueryError {
         let found = match self.toks.get(self.idx) {
-            None
-            | Some(Token {
-                tok: Tok::Eof, ..
-            }) => "end of query".to_owned(),
+            None | Some(Token { tok: Tok::Eof, .. }) => "end of query".to_owned(),
             Some(t) => {
                 let written = self.text.get(t.start..t.end).unwrap_or("?");
                 let mut shown: String = written.chars().take(MAX_FOUND_CHARS).collect();
@@ -143,16 +136,27 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Fails with "expected {what}" unless the current token can begin an expression.
-    fn expect_value_start(&self, what: &str) -> Result<(), QueryError> {
-        let ok = match self.peek() {
+    /// Whether the current token can begin an expression.
+    fn can_start_value(&self) -> bool {
+        match self.peek() {
             Tok::Str(_) | Tok::Num(_) | Tok::LParen | Tok::Minus => true,
             Tok::Ident(w) => {
-                !is_reserved(w) || ["NOT", "TRUE", "FALSE", "NULL"].iter().any(|k| k.eq_ignore_ascii_case(w))
+                !is_reserved(w)
+                    || ["NOT", "TRUE", "FALSE", "NULL"]
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(w))
             }
             _ => false,
-        };
-        if ok { Ok(()) } else { Err(self.error(what)) }
+        }
+    }
+
+    /// Fails with "expected {what}" unless the current token can begin an expression.
+    fn expect_value_start(&self, what: &str) -> Result<(), QueryError> {
+        if self.can_start_value() {
+            Ok(())
+        } else {
+            Err(self.error(what))
+        }
     }
 
     /// Enters one nesting level, failing past [`MAX_DEPTH`].
@@ -167,14 +171,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn nested<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, QueryError>,
-    ) -> Result<T, QueryError> {
-        self.enter()?;
-        let result = f(self);
+    /// Leaves a nesting level entered with [`Parser::enter`].
+    fn leave(&mut self) {
         self.depth = self.depth.saturating_sub(1);
-        result
     }
 
     // ----- query structure -----------------------------------------------------------------
@@ -186,7 +185,7 @@ impl<'a> Parser<'a> {
         let source = self.source()?;
         let filter = if self.eat_keyword("WHERE") {
             self.expect_value_start("a condition after WHERE")?;
-            Some(self.or()?)
+            Some(self.expr(0)?)
         } else {
             None
         };
@@ -354,248 +353,4 @@ impl<'a> Parser<'a> {
         self.expect(&Tok::RBracket, "']'")?;
         Ok(segment)
     }
-
-    // ----- expressions ---------------------------------------------------------------------
-
-    fn or(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.and()?];
-        while self.eat_keyword("OR") {
-            self.expect_value_start("a condition after OR")?;
-            items.push(self.and()?);
-        }
-        Ok(flatten(items, Expr::Or))
-    }
-
-    fn and(&mut self) -> Result<Expr, QueryError> {
-        let mut items = vec![self.not()?];
-        while self.eat_keyword("AND") {
-            self.expect_value_start("a condition after AND")?;
-            items.push(self.not()?);
-        }
-        Ok(flatten(items, Expr::And))
-    }
-
-    fn not(&mut self) -> Result<Expr, QueryError> {
-        if !self.eat_keyword("NOT") {
-            return self.comparison();
-        }
-        self.expect_value_start("a condition after NOT")?;
-        let inner = self.nested(Self::not)?;
-        Ok(Expr::Not(Box::new(inner)))
-    }
-
-    fn comparison(&mut self) -> Result<Expr, QueryError> {
-        let lhs = self.additive()?;
-        let (op, symbol) = match self.peek() {
-            Tok::Eq => (CompareOp::Eq, "="),
-            Tok::Ne => (CompareOp::Ne, "!="),
-            Tok::Lt => (CompareOp::Lt, "<"),
-            Tok::Gt => (CompareOp::Gt, ">"),
-            Tok::Le => (CompareOp::Le, "<="),
-            Tok::Ge => (CompareOp::Ge, ">="),
-            _ if self.at_keyword("IN") || self.at_keyword("NIN") => {
-                let negated = self.at_keyword("NIN");
-                self.bump();
-                let list = self.literal_list()?;
-                return Ok(Expr::In {
-                    expr: Box::new(lhs),
-                    list,
-                    negated,
-                });
-            }
-            _ => return Ok(lhs),
-        };
-        self.bump();
-        self.expect_value_start(&format!("a value after '{symbol}'"))?;
-        let rhs = self.additive()?;
-        Ok(Expr::Compare {
-            op,
-            lhs: Box::new(lhs),
-            rhs: Box::new(rhs),
-        })
-    }
-
-    /// `'[' [literal (',' literal)*] ']'` after IN / NIN.
-    fn literal_list(&mut self) -> Result<Vec<Value>, QueryError> {
-        self.expect(&Tok::LBracket, "'[' after IN")?;
-        let mut list = Vec::new();
-        if self.eat(&Tok::RBracket) {
-            return Ok(list);
-        }
-        loop {
-            list.push(self.literal_value()?);
-            if self.eat(&Tok::RBracket) {
-                return Ok(list);
-            }
-            self.expect(&Tok::Comma, "',' or ']'")?;
-        }
-    }
-
-    fn literal_value(&mut self) -> Result<Value, QueryError> {
-        let negative = self.eat(&Tok::Minus);
-        let value = match self.peek() {
-            Tok::Num(n) => Value::Number(n.clone()),
-            Tok::Str(s) if !negative => Value::String(s.clone()),
-            Tok::Ident(_) if !negative => match self.keyword_literal() {
-                Some(v) => v,
-                None => return Err(self.error("a literal value in the list")),
-            },
-            _ => return Err(self.error("a literal value in the list")),
-        };
-        self.bump();
-        if negative {
-            return negate(&value).ok_or_else(|| self.error("a negatable number"));
-        }
-        Ok(value)
-    }
-
-    fn keyword_literal(&self) -> Option<Value> {
-        let Tok::Ident(word) = self.peek() else {
-            return None;
-        };
-        [
-            ("TRUE", Value::Bool(true)),
-            ("FALSE", Value::Bool(false)),
-            ("NULL", Value::Null),
-        ]
-        .into_iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(word))
-        .map(|(_, v)| v)
-    }
-
-    fn additive(&mut self) -> Result<Expr, QueryError> {
-        self.binary_chain(Self::multiplicative, |tok| match tok {
-            Tok::Plus => Some((ArithOp::Add, "+")),
-            Tok::Minus => Some((ArithOp::Sub, "-")),
-            _ => None,
-        })
-    }
-
-    fn multiplicative(&mut self) -> Result<Expr, QueryError> {
-        self.binary_chain(Self::unary, |tok| match tok {
-            Tok::Star => Some((ArithOp::Mul, "*")),
-            Tok::Slash => Some((ArithOp::Div, "/")),
-            Tok::Percent => Some((ArithOp::Rem, "%")),
-            _ => None,
-        })
-    }
-
-    /// A left-associative chain; each operator adds a nesting level to the tree.
-    fn binary_chain(
-        &mut self,
-        operand: fn(&mut Self) -> Result<Expr, QueryError>,
-        operator: fn(&Tok) -> Option<(ArithOp, &'static str)>,
-    ) -> Result<Expr, QueryError> {
-        let mut lhs = operand(self)?;
-        let depth_before = self.depth;
-        while let Some((op, symbol)) = operator(self.peek()) {
-            self.bump();
-            self.expect_value_start(&format!("a value after '{symbol}'"))?;
-            self.enter()?;
-            let rhs = operand(self)?;
-            lhs = Expr::Arith {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
-        }
-        self.depth = depth_before;
-        Ok(lhs)
-    }
-
-    fn unary(&mut self) -> Result<Expr, QueryError> {
-        if !self.eat(&Tok::Minus) {
-            return self.primary();
-        }
-        self.expect_value_start("a value after '-'")?;
-        let inner = self.nested(Self::unary)?;
-        if let Expr::Literal(value) = &inner
-            && let Some(negated) = negate(value)
-        {
-            return Ok(Expr::Literal(negated));
-        }
-        Ok(Expr::Neg(Box::new(inner)))
-    }
-
-    fn primary(&mut self) -> Result<Expr, QueryError> {
-        match self.peek() {
-            Tok::Str(s) => {
-                let value = Value::String(s.clone());
-                self.bump();
-                Ok(Expr::Literal(value))
-            }
-            Tok::Num(n) => {
-                let value = Value::Number(n.clone());
-                self.bump();
-                Ok(Expr::Literal(value))
-            }
-            Tok::LParen => {
-                self.bump();
-                self.expect_value_start("a condition after '('")?;
-                let inner = self.nested(Self::or)?;
-                self.expect(&Tok::RParen, "an operator or ')'")?;
-                Ok(inner)
-            }
-            Tok::Ident(_) => self.identifier_expr(),
-            _ => Err(self.error("a value")),
-        }
-    }
-
-    /// A keyword literal, a function call or a property path.
-    fn identifier_expr(&mut self) -> Result<Expr, QueryError> {
-        if let Some(value) = self.keyword_literal() {
-            self.bump();
-            return Ok(Expr::Literal(value));
-        }
-        if matches!(self.peek_at(1), Tok::LParen) {
-            return self.call();
-        }
-        Ok(Expr::Path(self.path("a value")?))
-    }
-
-    fn call(&mut self) -> Result<Expr, QueryError> {
-        let pos = self.pos();
-        let Tok::Ident(name) = self.bump() else {
-            return Err(self.error("a function name"));
-        };
-        let Some(func) = Function::from_name(&name) else {
-            return Err(QueryError::UnknownFunction { pos, name });
-        };
-        self.bump();
-        let args = self.nested(Self::arguments)?;
-        if args.len() != func.arity() {
-            return Err(QueryError::WrongArity {
-                pos,
-                name: func.name(),
-                expected: func.arity(),
-                found: args.len(),
-            });
-        }
-        Ok(Expr::Call { func, args })
-    }
-
-    /// Arguments after '(' up to and including ')'.
-    fn arguments(&mut self) -> Result<Vec<Expr>, QueryError> {
-        let mut args = Vec::new();
-        if self.eat(&Tok::RParen) {
-            return Ok(args);
-        }
-        loop {
-            self.expect_value_start("a function argument")?;
-            args.push(self.or()?);
-            if self.eat(&Tok::RParen) {
-                return Ok(args);
-            }
-            self.expect(&Tok::Comma, "',' or ')'")?;
-        }
-    }
-}
-
-fn flatten(mut items: Vec<Expr>, wrap: fn(Vec<Expr>) -> Expr) -> Expr {
-    if items.len() == 1
-        && let Some(only) = items.pop()
-    {
-        return only;
-    }
-    wrap(items)
 }

@@ -95,6 +95,20 @@ fn trailing_garbage() {
             .to_string()
             .starts_with("at 6:")
     );
+    for (chained, pos) in [("a = b = c", 6), ("NOT a = 1 = 2", 10), ("a < b > c", 6)] {
+        let err = parse_condition(chained).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("at {pos}: expected AND, OR or end of query")),
+            "{err}"
+        );
+    }
+    assert!(
+        parse_condition("a = NOT b")
+            .unwrap_err()
+            .to_string()
+            .starts_with("at 4:")
+    );
+    assert!(parse_condition("(NOT a) = false").is_ok());
 }
 
 #[test]
@@ -225,4 +239,28 @@ fn nine_kilobyte_query_is_a_length_error() {
     let at_limit = format!("a = '{}'", "x".repeat(MAX_QUERY_LEN - 6));
     assert_eq!(at_limit.len(), MAX_QUERY_LEN);
     assert!(parse_condition(&at_limit).is_ok());
+}
+
+#[test]
+fn deepest_accepted_inputs_fit_in_a_small_stack() {
+    let shapes: Vec<String> = [("(", ")"), ("ABS(", ")"), ("NOT (", ")"), ("-(", ")")]
+        .iter()
+        .map(|(open, close)| {
+            let levels = MAX_DEPTH / open.matches(['(', '-', 'N']).count();
+            format!("{}1{} = 1", open.repeat(levels), close.repeat(levels))
+        })
+        .collect();
+    // Well under the 2 MiB default of std and tokio threads, even in debug builds.
+    let worker = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || {
+            for text in &shapes {
+                let expr = parse_condition(text).unwrap();
+                let _ = expr.eval(&serde_json::json!({}));
+                let query = parse(&format!("SELECT * FROM devices WHERE {text}")).unwrap();
+                let _ = query.run(&[serde_json::json!({"a": 1})]).unwrap();
+            }
+        })
+        .unwrap();
+    worker.join().unwrap();
 }
