@@ -21,8 +21,10 @@ use crate::clock;
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// QoS 1 telemetry from N X.509 devices over TLS into an in-process hub (fsync on).
-    #[command(after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 2000\n  \
-        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate")]
+    #[command(
+        after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 2000\n  \
+        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate"
+    )]
     Telemetry(TelemetryArgs),
 }
 
@@ -53,7 +55,9 @@ pub struct TelemetryArgs {
 
 pub fn run(cmd: BenchCmd) -> Result<bool> {
     let BenchCmd::Telemetry(args) = cmd;
-    crate::hub_cmd::runtime()?.block_on(telemetry(args)).map(|()| true)
+    crate::hub_cmd::runtime()?
+        .block_on(telemetry(args))
+        .map(|()| true)
 }
 
 struct DeviceCreds {
@@ -67,11 +71,22 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
     let now = clock::now();
     let start = now - time::Duration::days(1);
     let ca_key = PrivateKey::generate(KeyAlgorithm::P256)?;
-    let ca = pki::issue(&CertRequest::new(Profile::RootCa, "Bench CA", start), &ca_key, None)?;
+    let ca = pki::issue(
+        &CertRequest::new(Profile::RootCa, "Bench CA", start),
+        &ca_key,
+        None,
+    )?;
     let server_key = PrivateKey::generate(KeyAlgorithm::P256)?;
     let mut req = CertRequest::new(Profile::Server, "localhost", start);
     req.subject_alt_names = vec!["localhost".into()];
-    let server = pki::issue(&req, &server_key, Some(Signer { cert: &ca, key: &ca_key }))?;
+    let server = pki::issue(
+        &req,
+        &server_key,
+        Some(Signer {
+            cert: &ca,
+            key: &ca_key,
+        }),
+    )?;
     let path = |n: &str| dir.path().join(n);
     std::fs::write(path("ca.pem"), ca.to_pem())?;
     std::fs::write(path("server.pem"), server.to_pem() + &ca.to_pem())?;
@@ -79,24 +94,58 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
     let cfg = HubConfig {
         hostname: "localhost".into(),
         listen: Listen::default(),
-        tls: Tls { cert: path("server.pem"), key: path("server.key"), ca: Some(path("ca.pem")) },
-        storage: Storage { registry: path("registry.sqlite"), events: path("events"), fsync: !args.no_fsync, retention_hours: None, retention_mib: None },
+        tls: Tls {
+            cert: path("server.pem"),
+            key: path("server.key"),
+            ca: Some(path("ca.pem")),
+        },
+        storage: Storage {
+            registry: path("registry.sqlite"),
+            events: path("events"),
+            fsync: !args.no_fsync,
+            retention_hours: None,
+            retention_mib: None,
+        },
         auth: AuthSettings::default(),
-        limits: Limits { max_inflight_per_connection: args.inflight.max(1) * 2, ..Limits::default() },
+        limits: Limits {
+            max_inflight_per_connection: args.inflight.max(1) * 2,
+            ..Limits::default()
+        },
         policies: vec![],
     };
     let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
-    hub.cas.upload("bench", &ca.to_pem(), true, &IfMatch::Absent)?;
+    hub.cas
+        .upload("bench", &ca.to_pem(), true, &IfMatch::Absent)?;
     let pb = indicatif::ProgressBar::new(args.devices as u64);
     pb.set_message("issuing device certificates");
     let mut creds = Vec::with_capacity(args.devices);
     for i in 0..args.devices {
         let id = format!("bench-{i:05}");
         let key = PrivateKey::generate(KeyAlgorithm::P256)?;
-        let cert = pki::issue(&CertRequest::new(Profile::DeviceClient, id.clone(), start), &key, Some(Signer { cert: &ca, key: &ca_key }))?;
-        let device = Device { device_id: id.clone(), authentication: Authentication { kind: Some(AuthType::CertificateAuthority), ..Default::default() }, ..Default::default() };
-        hub.registry.put_device(&id, device, &IfMatch::Absent).map_err(|e| anyhow::anyhow!("{e}"))?;
-        creds.push(DeviceCreds { id, chain: vec![cert.to_rustls(), ca.to_rustls()], key_pem: key.to_pem() });
+        let cert = pki::issue(
+            &CertRequest::new(Profile::DeviceClient, id.clone(), start),
+            &key,
+            Some(Signer {
+                cert: &ca,
+                key: &ca_key,
+            }),
+        )?;
+        let device = Device {
+            device_id: id.clone(),
+            authentication: Authentication {
+                kind: Some(AuthType::CertificateAuthority),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        hub.registry
+            .put_device(&id, device, &IfMatch::Absent)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        creds.push(DeviceCreds {
+            id,
+            chain: vec![cert.to_rustls(), ca.to_rustls()],
+            key_pem: key.to_pem(),
+        });
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -109,13 +158,18 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.to_rustls())?;
     let roots = Arc::new(roots);
-    let per_device_rate = args.rate.map(|r| (r as f64 / args.devices as f64).max(0.001));
+    let per_device_rate = args
+        .rate
+        .map(|r| (r as f64 / args.devices as f64).max(0.001));
     let total = match args.rate {
         Some(r) => r * args.seconds,
         None => (args.devices * args.messages) as u64,
     };
     let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} msgs {per_sec}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} msgs {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let began = clock::instant();
     let mut tasks = Vec::new();
     for c in creds {
@@ -124,8 +178,15 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
             None => args.messages,
         };
         let (roots, pb) = (roots.clone(), pb.clone());
-        let opts = DeviceRun { messages, inflight: args.inflight, payload: args.payload, rate: per_device_rate };
-        tasks.push(tokio::spawn(async move { device_run(addr, roots, c, opts, pb).await }));
+        let opts = DeviceRun {
+            messages,
+            inflight: args.inflight,
+            payload: args.payload,
+            rate: per_device_rate,
+        };
+        tasks.push(tokio::spawn(async move {
+            device_run(addr, roots, c, opts, pb).await
+        }));
     }
     let mut latencies: Vec<u32> = Vec::new();
     for t in tasks {
@@ -146,23 +207,48 @@ struct DeviceRun {
     rate: Option<f64>,
 }
 
-async fn device_run(addr: std::net::SocketAddr, roots: Arc<rustls::RootCertStore>, c: DeviceCreds, o: DeviceRun, pb: indicatif::ProgressBar) -> Result<Vec<u32>> {
+async fn device_run(
+    addr: std::net::SocketAddr,
+    roots: Arc<rustls::RootCertStore>,
+    c: DeviceCreds,
+    o: DeviceRun,
+    pb: indicatif::ProgressBar,
+) -> Result<Vec<u32>> {
     let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())?;
-    let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_client_auth_cert(c.chain, key)?;
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(c.chain, key)?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(ServerName::try_from("localhost")?, tcp).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let mut out = Vec::new();
     let username = format!("localhost/{}/?api-version=2021-04-12", c.id);
-    mqtt_codec::encode(&Packet::Connect(Connect { protocol_name: "MQTT".into(), protocol_level: 4, clean_session: true, keep_alive: 60, client_id: c.id.clone(), will: None, username: Some(username), password: None }), &mut out)?;
+    mqtt_codec::encode(
+        &Packet::Connect(Connect {
+            protocol_name: "MQTT".into(),
+            protocol_level: 4,
+            clean_session: true,
+            keep_alive: 60,
+            client_id: c.id.clone(),
+            will: None,
+            username: Some(username),
+            password: None,
+        }),
+        &mut out,
+    )?;
     wr.write_all(&out).await?;
     let mut buf = Vec::with_capacity(64 * 1024);
     match read_packet(&mut rd, &mut buf).await? {
         Packet::ConnAck(a) if a.code == mqtt_codec::ConnectReturnCode::Accepted => {}
         other => anyhow::bail!("{} was refused: {other:?}", c.id),
     }
-    let topic = format!("devices/{}/messages/events/%24.ct=application%2Fjson&bench=1", c.id);
+    let topic = format!(
+        "devices/{}/messages/events/%24.ct=application%2Fjson&bench=1",
+        c.id
+    );
     let body = vec![b'x'; o.payload];
     let mut sent_at = vec![None; o.messages + 1];
     let mut latencies = Vec::with_capacity(o.messages);
@@ -174,7 +260,17 @@ async fn device_run(addr: std::net::SocketAddr, roots: Arc<rustls::RootCertStore
         if next <= o.messages && window < o.inflight && due {
             out.clear();
             let pid = u16::try_from(next % 65_535 + 1).unwrap_or(1);
-            mqtt_codec::encode(&Packet::Publish(Publish { dup: false, qos: QoS::AtLeastOnce, retain: false, topic: topic.clone(), packet_id: Some(pid), payload: body.clone() }), &mut out)?;
+            mqtt_codec::encode(
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: topic.clone(),
+                    packet_id: Some(pid),
+                    payload: body.clone(),
+                }),
+                &mut out,
+            )?;
             wr.write_all(&out).await?;
             sent_at[next] = Some(clock::instant());
             next += 1;
@@ -182,10 +278,14 @@ async fn device_run(addr: std::net::SocketAddr, roots: Arc<rustls::RootCertStore
             continue;
         }
         let wait = match interval {
-            Some(i) if next <= o.messages && window < o.inflight => i.mul_f64((next - 1) as f64).saturating_sub(t0.elapsed()),
+            Some(i) if next <= o.messages && window < o.inflight => {
+                i.mul_f64((next - 1) as f64).saturating_sub(t0.elapsed())
+            }
             _ => Duration::from_secs(30),
         };
-        let Ok(packet) = tokio::time::timeout(wait, read_packet(&mut rd, &mut buf)).await else { continue };
+        let Ok(packet) = tokio::time::timeout(wait, read_packet(&mut rd, &mut buf)).await else {
+            continue;
+        };
         if let Packet::PubAck(_) = packet? {
             acked += 1;
             window -= 1;
@@ -199,7 +299,10 @@ async fn device_run(addr: std::net::SocketAddr, roots: Arc<rustls::RootCertStore
     Ok(latencies)
 }
 
-async fn read_packet<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Result<Packet> {
+async fn read_packet<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Packet> {
     loop {
         if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20)? {
             buf.drain(..n);
@@ -213,14 +316,40 @@ async fn read_packet<R: tokio::io::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<
 
 fn report(args: &TelemetryArgs, lat: &mut [u32], elapsed: Duration, hub: &hub::Hub) {
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let rate = lat.len() as f64 / elapsed.as_secs_f64();
-    println!("telemetry: {} devices, QoS 1, {} B bodies, inflight {}/device, fsync {}", args.devices, args.payload, args.inflight, if args.no_fsync { "off" } else { "on" });
+    println!(
+        "telemetry: {} devices, QoS 1, {} B bodies, inflight {}/device, fsync {}",
+        args.devices,
+        args.payload,
+        args.inflight,
+        if args.no_fsync { "off" } else { "on" }
+    );
     if let Some(r) = args.rate {
         println!("  offered rate:  {r} msg/s for {} s", args.seconds);
     }
-    println!("  acknowledged:  {} messages in {:.2} s = {rate:.0} msg/s", lat.len(), elapsed.as_secs_f64());
-    println!("  latency (PUBLISH -> durable PUBACK): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms", pct(0.50), pct(0.99), pct(0.999), pct(1.0));
+    println!(
+        "  acknowledged:  {} messages in {:.2} s = {rate:.0} msg/s",
+        lat.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency (PUBLISH -> durable PUBACK): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
     let stats = hub.events.stats();
-    println!("  events log: {} records, {} fsync'ed commits ({:.1} records/commit)", stats.records, stats.commits, stats.records as f64 / stats.commits.max(1) as f64);
+    println!(
+        "  events log: {} records, {} fsync'ed commits ({:.1} records/commit)",
+        stats.records,
+        stats.commits,
+        stats.records as f64 / stats.commits.max(1) as f64
+    );
 }

@@ -23,6 +23,7 @@ pub mod events;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+mod net;
 pub mod registry;
 pub mod store;
 pub mod time;

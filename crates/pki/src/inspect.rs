@@ -173,12 +173,7 @@ fn key_description(c: &x509_parser::certificate::X509Certificate<'_>) -> String 
     match spki.parsed() {
         Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
         Ok(PublicKey::EC(_)) => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
+            let curve = crate::verify::ec_curve_oid(spki);
             match curve.as_deref() {
                 Some("1.2.840.10045.3.1.7") => "ECDSA P-256".into(),
                 Some("1.3.132.0.34") => "ECDSA P-384".into(),

@@ -22,7 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{Instrument as _, info, warn};
+use tracing::{Instrument as _, info};
 
 use crate::Hub;
 use crate::config::Right;
@@ -151,28 +151,13 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(hub.clone());
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "HTTPS accept failed");
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, "https").await {
         let (acceptor, app) = (acceptor.clone(), app.clone());
         let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
         tokio::spawn(
             async move {
-                let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        info!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
+                let Some(tls) = crate::net::handshake(&acceptor, tcp, timeout).await else {
+                    return;
                 };
                 let service = TowerToHyperService::new(app);
                 if let Err(e) = auto::Builder::new(TokioExecutor::new())

@@ -29,18 +29,7 @@ pub async fn serve(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(hub.config.limits.max_connections));
     let handshake_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, "mqtt").await {
         Metrics::inc(&hub.metrics.connections_accepted);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             Metrics::inc(&hub.metrics.connections_refused_limit);
@@ -53,17 +42,9 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        info!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        info!("TLS handshake timed out");
-                        return;
-                    }
+                let Some(tls) = crate::net::handshake(&acceptor, tcp, handshake_timeout).await
+                else {
+                    return;
                 };
                 let chain = tls
                     .get_ref()

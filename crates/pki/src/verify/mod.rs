@@ -28,6 +28,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub use error::{ChainError, Reason};
 use facts::Facts;
 use sig::IssuerKey;
+pub(crate) use sig::ec_curve_oid;
 
 use crate::cert::Certificate;
 

@@ -152,6 +152,15 @@ impl IssuerKey {
     }
 }
 
+/// The named-curve OID of an EC SubjectPublicKeyInfo, dotted.
+pub(crate) fn ec_curve_oid(spki: &SubjectPublicKeyInfo<'_>) -> Option<String> {
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|o| o.to_id_string())
+}
+
 /// The key kind of a SubjectPublicKeyInfo.
 pub(crate) fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Reason> {
     let alg = spki.algorithm.algorithm.to_id_string();
@@ -159,12 +168,7 @@ pub(crate) fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Reaso
         OID_RSA => Ok(KeyKind::Rsa),
         OID_ED25519 => Ok(KeyKind::Ed25519),
         OID_EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
+            let curve = ec_curve_oid(spki);
             match curve.as_deref() {
                 Some(OID_P256) => Ok(KeyKind::P256),
                 Some(OID_P384) => Ok(KeyKind::P384),
