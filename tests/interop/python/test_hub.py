@@ -111,8 +111,9 @@ def test_self_signed_device_sends_messages(hub, tmp_path):
     client = IoTHubDeviceClient.create_from_x509_certificate(
         x509, hostname="localhost", device_id=device_id, server_verification_cert=hub.root_pem(), connection_retry=False
     )
-    send(client, device_id, 20, "thumb")
-    check_events(hub, device_id, 20, "thumb")
+    send(client, device_id, 100, "thumb")
+    events = check_events(hub, device_id, 100, "thumb")
+    assert json.loads(events[0]["systemProperties"]["iothub-connection-auth-method"])["type"] == "x509Certificate"
 
 
 # ---- the negative matrix: each refusal is an SDK auth error and a logged reason ----------------
