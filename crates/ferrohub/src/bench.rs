@@ -10,13 +10,12 @@ use clap::{Args, Subcommand};
 use hub::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
 use hub::model::{AuthType, Authentication, Device};
 use hub::registry::IfMatch;
-use mqtt_codec::{Connect, Packet, Publish, QoS};
+use mqtt_codec::Packet;
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use rustls::pki_types::CertificateDer;
 
 use crate::clock;
+use crate::device_client::DeviceConn;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
@@ -214,37 +213,8 @@ async fn device_run(
     o: DeviceRun,
     pb: indicatif::ProgressBar,
 ) -> Result<Vec<u32>> {
-    let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes())?;
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(c.chain, key)?;
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost")?, tcp)
-        .await?;
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let mut out = Vec::new();
-    let username = format!("localhost/{}/?api-version=2021-04-12", c.id);
-    mqtt_codec::encode(
-        &Packet::Connect(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: true,
-            keep_alive: 60,
-            client_id: c.id.clone(),
-            will: None,
-            username: Some(username),
-            password: None,
-        }),
-        &mut out,
-    )?;
-    wr.write_all(&out).await?;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    match read_packet(&mut rd, &mut buf).await? {
-        Packet::ConnAck(a) if a.code == mqtt_codec::ConnectReturnCode::Accepted => {}
-        other => anyhow::bail!("{} was refused: {other:?}", c.id),
-    }
+    let mut conn =
+        DeviceConn::connect_x509(addr, "localhost", roots, &c.id, c.chain, &c.key_pem).await?;
     let topic = format!(
         "devices/{}/messages/events/%24.ct=application%2Fjson&bench=1",
         c.id
@@ -258,20 +228,7 @@ async fn device_run(
     while acked < o.messages {
         let due = interval.is_none_or(|i| t0.elapsed() >= i.mul_f64((next - 1) as f64));
         if next <= o.messages && window < o.inflight && due {
-            out.clear();
-            let pid = u16::try_from(next % 65_535 + 1).unwrap_or(1);
-            mqtt_codec::encode(
-                &Packet::Publish(Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: topic.clone(),
-                    packet_id: Some(pid),
-                    payload: body.clone(),
-                }),
-                &mut out,
-            )?;
-            wr.write_all(&out).await?;
+            conn.publish(&topic, body.clone()).await?;
             sent_at[next] = Some(clock::instant());
             next += 1;
             window += 1;
@@ -283,9 +240,10 @@ async fn device_run(
             }
             _ => Duration::from_secs(30),
         };
-        let Ok(packet) = tokio::time::timeout(wait, read_packet(&mut rd, &mut buf)).await else {
+        let Ok(packet) = tokio::time::timeout(wait, conn.recv()).await else {
             continue;
         };
+        // PUBACKs arrive in publish order, so the n-th one answers the n-th publish.
         if let Packet::PubAck(_) = packet? {
             acked += 1;
             window -= 1;
@@ -295,23 +253,8 @@ async fn device_run(
             pb.inc(1);
         }
     }
-    let _ = wr.write_all(&[0xE0, 0x00]).await;
+    conn.disconnect().await;
     Ok(latencies)
-}
-
-async fn read_packet<R: tokio::io::AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut Vec<u8>,
-) -> Result<Packet> {
-    loop {
-        if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20)? {
-            buf.drain(..n);
-            return Ok(p);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            anyhow::bail!("the hub closed the connection");
-        }
-    }
 }
 
 fn report(args: &TelemetryArgs, lat: &mut [u32], elapsed: Duration, hub: &hub::Hub) {

@@ -4,8 +4,10 @@
 mod bench;
 mod certs;
 mod clock;
+mod device_client;
 mod hub_cmd;
 mod quickstart;
+mod quickstart_hub;
 mod tls_probe;
 
 use std::process::ExitCode;

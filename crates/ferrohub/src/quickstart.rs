@@ -1,9 +1,10 @@
 //! `ferrohub quickstart`: the seed scenario end to end on this machine.
 //!
-//! Today it runs the PKI stage (seeds 000, 002, 003): the certificate hierarchy, the gateway's
-//! server chain, device identities, a proof-of-possession certificate, chain validation and a
-//! real TLS handshake. The hub, DPS, identity service and gateway stages join as they land; the
-//! summary says which stages did not run.
+//! Today it runs the PKI stage (seeds 000, 002, 003: the certificate hierarchy, the gateway's
+//! server chain, device identities, a proof-of-possession certificate, chain validation and a real
+//! TLS handshake) and the hub stage (an in-process hub on loopback, the intermediate CA verified by
+//! proof of possession, both downstream devices registered and sending durable telemetry). DPS,
+//! the identity service and the gateway join as they land; the summary says which did not run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use pki::{Certificate, ChainValidator, KeyAlgorithm, Profile, Purpose};
 
 use crate::certs::store::{self, load_cert};
 use crate::certs::{KeyOpts, Plan, issue_files};
+use crate::quickstart_hub::HubStage;
 use crate::{clock, tls_probe};
 
 #[derive(Debug, Args)]
@@ -49,18 +51,27 @@ type StepFn<'a> = Box<dyn Fn(&Path) -> Result<String> + 'a>;
 
 pub fn run(args: &QuickstartArgs) -> Result<bool> {
     let dir = args.data_dir.join("certs");
-    if args.fresh && dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    if args.fresh {
+        for d in [dir.clone(), args.data_dir.join("hub-data")] {
+            if d.exists() {
+                std::fs::remove_dir_all(&d)
+                    .with_context(|| format!("cannot remove {}", d.display()))?;
+            }
+        }
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     println!(
-        "ferrohub quickstart: PKI stage (seeds 000, 002, 003) in {}",
-        dir.display()
+        "ferrohub quickstart: PKI and hub stages (seeds 000, 002, 003) in {}",
+        args.data_dir.display()
     );
     println!(
-        "The hub, provisioning, identity-service and gateway stages are not part of this build yet.\n"
+        "The provisioning, identity-service and gateway stages are not part of this build yet.\n"
     );
+    let hub = HubStage::new()?;
+    let children = [
+        (CHILD_X509, format!("iot-device-{CHILD_X509}")),
+        (CHILD_THUMB, format!("self-signed-{CHILD_THUMB}")),
+    ];
 
     let steps: Vec<(&'static str, StepFn<'_>)> = vec![
         ("Root CA", Box::new(|d| ensure(d, root_plan()))),
@@ -94,6 +105,23 @@ pub fn run(args: &QuickstartArgs) -> Result<bool> {
         ),
         ("Chain validation of every leaf", Box::new(validate_all)),
         ("TLS handshake with the gateway chain", Box::new(tls_check)),
+        (
+            "Hub started on loopback (in-process)",
+            Box::new(|d| hub.start(d)),
+        ),
+        (
+            "Intermediate CA uploaded, verified by proof of possession",
+            Box::new(|d| hub.verify_ca(d)),
+        ),
+        (
+            "Downstream devices registered at the hub",
+            Box::new(|d| hub.register(d, CHILD_X509, CHILD_THUMB)),
+        ),
+        (
+            "Telemetry from both devices, durable, read back",
+            Box::new(|d| hub.telemetry(d, &children)),
+        ),
+        ("Hub stopped cleanly", Box::new(|_| hub.stop())),
     ];
     let mut results = Vec::new();
     for (name, step) in &steps {
@@ -143,7 +171,7 @@ fn run_step(
 }
 
 fn print_summary(results: &[StepResult], dir: &Path) {
-    println!("\n{:<46} {:>6} {:>8}  detail", "step", "result", "ms");
+    println!("\n{:<58} {:>6} {:>8}  detail", "step", "result", "ms");
     for r in results {
         let first: String = r
             .detail
@@ -154,7 +182,7 @@ fn print_summary(results: &[StepResult], dir: &Path) {
             .take(72)
             .collect();
         println!(
-            "{:<46} {:>6} {:>8}  {first}",
+            "{:<58} {:>6} {:>8}  {first}",
             r.name,
             if r.ok { "✓" } else { "✗" },
             r.took.as_millis()
@@ -167,7 +195,7 @@ fn print_summary(results: &[StepResult], dir: &Path) {
         dir.display()
     );
     println!(
-        "Not run in this build: hub, DPS provisioning, identity service, gateway and outage stages."
+        "Not run in this build: DPS provisioning, identity service, gateway and outage stages."
     );
 }
 

@@ -23,7 +23,11 @@ fn quickstart_runs_and_reuses_its_pki() {
     let tmp = tempfile::tempdir().unwrap();
     let (ok, text) = quickstart(tmp.path(), &["--fresh"]);
     assert!(ok, "{text}");
-    assert!(text.contains("10 of 10 steps verified"), "{text}");
+    assert!(text.contains("15 of 15 steps verified"), "{text}");
+    assert!(
+        text.contains("child-x509: 10 messages acknowledged after fsync and read back"),
+        "{text}"
+    );
     assert!(
         text.contains("TLS handshake with the gateway chain"),
         "{text}"
