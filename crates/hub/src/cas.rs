@@ -130,20 +130,11 @@ impl CaService {
         }
         let _guard = self.lock();
         let existing = self.store.get_ca(name)?;
-        match (if_match, &existing) {
-            (IfMatch::Etag(want), Some(have)) if *want != have.etag => {
-                return Err(ApiError::precondition(format!(
-                    "certificate {name} has etag {}, not {want}",
-                    have.etag
-                )));
-            }
-            (IfMatch::Etag(_), None) => {
-                return Err(ApiError::precondition(format!(
-                    "certificate {name} does not exist"
-                )));
-            }
-            _ => {}
-        }
+        // Re-uploading under the same name replaces the certificate (and its verification).
+        if_match.check(
+            existing.as_ref().map(|e| e.etag.as_str()),
+            &format!("certificate {name}"),
+        )?;
         let now = rfc3339(self.clock.now());
         let record = CaRecord {
             name: name.to_owned(),
@@ -174,7 +165,7 @@ impl CaService {
     ) -> Result<(CaRecord, String), ApiError> {
         let _guard = self.lock();
         let mut record = self.get(name)?;
-        check_etag(if_match, &record)?;
+        if_match.check(Some(&record.etag), &format!("certificate {name}"))?;
         let code = pki::pop::new_verification_code().map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -200,7 +191,7 @@ impl CaService {
     ) -> Result<CaRecord, ApiError> {
         let _guard = self.lock();
         let mut record = self.get(name)?;
-        check_etag(if_match, &record)?;
+        if_match.check(Some(&record.etag), &format!("certificate {name}"))?;
         let now = self.clock.now();
         let code = match (&record.verification_code, record.verification_code_expiry) {
             (Some(c), Some(exp)) if exp >= now.unix_timestamp() => c.clone(),
@@ -236,7 +227,7 @@ impl CaService {
     pub fn delete(&self, name: &str, if_match: &IfMatch) -> Result<(), ApiError> {
         let _guard = self.lock();
         let record = self.get(name)?;
-        check_etag(if_match, &record)?;
+        if_match.check(Some(&record.etag), &format!("certificate {name}"))?;
         self.store.delete_ca(name)?;
         self.invalidate();
         Ok(())
@@ -282,16 +273,6 @@ impl CaService {
             .list_cas()?
             .iter()
             .any(|r| !r.is_verified && r.subject == issuer_subject))
-    }
-}
-
-fn check_etag(if_match: &IfMatch, record: &CaRecord) -> Result<(), ApiError> {
-    match if_match {
-        IfMatch::Etag(want) if *want != record.etag => Err(ApiError::precondition(format!(
-            "certificate {} has etag {}, not {want}",
-            record.name, record.etag
-        ))),
-        _ => Ok(()),
     }
 }
 

@@ -42,7 +42,22 @@ impl IfMatch {
         }
     }
 
-    fn check(&self, existing: Option<&str>, what: &str) -> Result<(), ApiError> {
+    /// The rule for a create-or-replace: no header on an existing record is `conflict`, an etag
+    /// must match the existing one.
+    pub fn check_write(
+        &self,
+        existing: Option<&str>,
+        what: &str,
+        conflict: impl FnOnce() -> ApiError,
+    ) -> Result<(), ApiError> {
+        if let (Self::Absent, Some(_)) = (self, existing) {
+            return Err(conflict());
+        }
+        self.check(existing, what)
+    }
+
+    /// An etag, when given, must match the existing one (`*` and no header match anything).
+    pub fn check(&self, existing: Option<&str>, what: &str) -> Result<(), ApiError> {
         match (self, existing) {
             (Self::Etag(want), Some(have)) if want != have => Err(ApiError::precondition(format!(
                 "{what} has etag {have}, not {want}"
@@ -122,15 +137,15 @@ impl RegistryService {
             .map_err(|e| ApiError::bad_request(e.0))?;
         let _guard = self.lock();
         let existing = self.store.get_device(id)?;
-        if let (IfMatch::Absent, Some(_)) = (if_match, &existing) {
-            return Err(ApiError::conflict(
-                "DeviceAlreadyExists",
-                format!("A device with ID '{id}' is already registered"),
-            ));
-        }
-        if_match.check(
+        if_match.check_write(
             existing.as_ref().map(|d| d.etag.as_str()),
             &format!("device {id}"),
+            || {
+                ApiError::conflict(
+                    "DeviceAlreadyExists",
+                    format!("A device with ID '{id}' is already registered"),
+                )
+            },
         )?;
         let now = self.now();
         let device = match existing {
@@ -198,9 +213,7 @@ impl RegistryService {
     pub fn delete_device(&self, id: &str, if_match: &IfMatch) -> Result<(), ApiError> {
         let _guard = self.lock();
         let existing = self.get_device(id)?;
-        if let IfMatch::Etag(_) = if_match {
-            if_match.check(Some(&existing.etag), &format!("device {id}"))?;
-        }
+        if_match.check(Some(&existing.etag), &format!("device {id}"))?;
         self.store.delete_device(id)?;
         Ok(())
     }
@@ -293,15 +306,17 @@ impl RegistryService {
             .map_err(|e| ApiError::bad_request(e.0))?;
         let _guard = self.lock();
         let existing = self.store.get_module(device_id, module_id)?;
-        if let (IfMatch::Absent, Some(_)) = (if_match, &existing) {
-            return Err(ApiError::conflict(
-                "ModuleAlreadyExistsOnDevice",
-                format!("A module with ID '{module_id}' already exists on device '{device_id}'"),
-            ));
-        }
-        if_match.check(
+        if_match.check_write(
             existing.as_ref().map(|m| m.etag.as_str()),
             &format!("module {device_id}/{module_id}"),
+            || {
+                ApiError::conflict(
+                    "ModuleAlreadyExistsOnDevice",
+                    format!(
+                        "A module with ID '{module_id}' already exists on device '{device_id}'"
+                    ),
+                )
+            },
         )?;
         let created = existing.is_none();
         let module = match existing {
@@ -333,12 +348,10 @@ impl RegistryService {
     ) -> Result<(), ApiError> {
         let _guard = self.lock();
         let existing = self.get_module(device_id, module_id)?;
-        if let IfMatch::Etag(_) = if_match {
-            if_match.check(
-                Some(&existing.etag),
-                &format!("module {device_id}/{module_id}"),
-            )?;
-        }
+        if_match.check(
+            Some(&existing.etag),
+            &format!("module {device_id}/{module_id}"),
+        )?;
         self.store.delete_module(device_id, module_id)?;
         Ok(())
     }
