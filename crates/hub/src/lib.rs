@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod c2d;
 pub mod cas;
 pub mod client;
 pub mod config;

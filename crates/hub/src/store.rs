@@ -59,6 +59,27 @@ pub struct SessionRecord {
     pub subscriptions: Vec<(String, u8)>,
 }
 
+/// A cloud-to-device message waiting in a device's queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct C2dMessage {
+    /// Position in the device's queue (assigned by the store).
+    #[serde(default)]
+    pub seq: i64,
+    pub message_id: String,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// Application properties.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The body, base64.
+    pub body: String,
+    pub enqueued_ms: i64,
+    pub expiry_ms: i64,
+    #[serde(default)]
+    pub delivery_count: u32,
+}
+
 /// The registry's storage operations. Read-modify-write sequences are serialised by the caller.
 pub trait Registry: Send + Sync + 'static {
     fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
@@ -80,6 +101,24 @@ pub trait Registry: Send + Sync + 'static {
     fn get_session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     fn put_session(&self, client_id: &str, session: &SessionRecord) -> Result<(), StoreError>;
     fn delete_session(&self, client_id: &str) -> Result<(), StoreError>;
+
+    /// Appends to a device's cloud-to-device queue unless it already holds `max_depth` live
+    /// messages; returns the sequence number, or `None` when the queue is full.
+    fn c2d_enqueue(
+        &self,
+        device_id: &str,
+        msg: &C2dMessage,
+        max_depth: usize,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Live messages in queue order (expired ones are removed).
+    fn c2d_pending(&self, device_id: &str, now_ms: i64) -> Result<Vec<C2dMessage>, StoreError>;
+    /// Counts one more delivery attempt.
+    fn c2d_delivered(&self, device_id: &str, seq: i64) -> Result<(), StoreError>;
+    /// Removes an acknowledged message.
+    fn c2d_complete(&self, device_id: &str, seq: i64) -> Result<(), StoreError>;
+    /// Empties a device's queue; returns how many messages were removed.
+    fn c2d_purge(&self, device_id: &str) -> Result<usize, StoreError>;
 }
 
 /// The embedded SQLite registry.
@@ -93,6 +132,9 @@ CREATE TABLE IF NOT EXISTS modules (device_id TEXT NOT NULL, module_id TEXT NOT 
     PRIMARY KEY (device_id, module_id));
 CREATE TABLE IF NOT EXISTS certificates (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS c2d (device_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    expiry_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS c2d_device ON c2d (device_id, seq);
 ";
 
 impl SqliteRegistry {
@@ -183,6 +225,7 @@ impl Registry for SqliteRegistry {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute("DELETE FROM devices WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM modules WHERE device_id = ?1", params![id])?;
+            tx.execute("DELETE FROM c2d WHERE device_id = ?1", params![id])?;
             tx.execute(
                 "DELETE FROM sessions WHERE client_id = ?1 OR client_id LIKE ?2",
                 params![id, format!("{}/%", id.replace('%', "\\%"))],
@@ -264,6 +307,94 @@ impl Registry for SqliteRegistry {
     fn delete_session(&self, client_id: &str) -> Result<(), StoreError> {
         self.exec("DELETE FROM sessions WHERE client_id = ?1", &[client_id])
             .map(drop)
+    }
+
+    fn c2d_enqueue(
+        &self,
+        device_id: &str,
+        msg: &C2dMessage,
+        max_depth: usize,
+        now_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let body = serde_json::to_string(msg)?;
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM c2d WHERE device_id = ?1 AND expiry_ms <= ?2",
+                params![device_id, now_ms],
+            )?;
+            let depth: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM c2d WHERE device_id = ?1",
+                params![device_id],
+                |r| r.get(0),
+            )?;
+            if usize::try_from(depth).unwrap_or(usize::MAX) >= max_depth {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO c2d (device_id, expiry_ms, body) VALUES (?1, ?2, ?3)",
+                params![device_id, msg.expiry_ms, body],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(Some(seq))
+        })
+    }
+
+    fn c2d_pending(&self, device_id: &str, now_ms: i64) -> Result<Vec<C2dMessage>, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM c2d WHERE device_id = ?1 AND expiry_ms <= ?2",
+                params![device_id, now_ms],
+            )?;
+            let mut stmt =
+                c.prepare_cached("SELECT seq, body FROM c2d WHERE device_id = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map(params![device_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            rows.map(|row| {
+                let (seq, body) = row?;
+                let mut m: C2dMessage = serde_json::from_str(&body)?;
+                m.seq = seq;
+                Ok(m)
+            })
+            .collect()
+        })
+    }
+
+    fn c2d_delivered(&self, device_id: &str, seq: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM c2d WHERE device_id = ?1 AND seq = ?2",
+                    params![device_id, seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(body) = body {
+                let mut m: C2dMessage = serde_json::from_str(&body)?;
+                m.delivery_count += 1;
+                c.execute(
+                    "UPDATE c2d SET body = ?1 WHERE seq = ?2",
+                    params![serde_json::to_string(&m)?, seq],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn c2d_complete(&self, device_id: &str, seq: i64) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM c2d WHERE device_id = ?1 AND seq = ?2",
+                params![device_id, seq],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn c2d_purge(&self, device_id: &str) -> Result<usize, StoreError> {
+        self.with(|c| Ok(c.execute("DELETE FROM c2d WHERE device_id = ?1", params![device_id])?))
     }
 }
 

@@ -341,6 +341,33 @@ def test_restart_keeps_messages_registry_and_sessions(hub):
     check_events(hub, device_id, 5, "after")
 
 
+def test_c2d_reaches_the_python_client_before_and_after_a_restart(hub):
+    """The SDK subscribes once (clean_session = 0) and never again: after the hub restarts, the
+    persisted session is what keeps the client's subscription served."""
+    import queue
+    device_id = unique("py-c2d")
+    d = registry(hub).create_device_with_sas(device_id, "", "", "enabled")
+    cs = f"HostName=localhost;DeviceId={device_id};SharedAccessKey={d.authentication.symmetric_key.primary_key}"
+    client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=hub.root_pem(), connection_retry_interval=1)
+    received = queue.Queue()
+    client.on_message_received = received.put
+    client.connect()
+    hub.cli("hub", "c2d", "send", device_id, "--body", "hello-1", "--prop", "color=red blue")
+    m = received.get(timeout=15)
+    assert m.data == b"hello-1"
+    assert m.custom_properties["color"] == "red blue"
+    assert m.message_id
+    hub.restart()
+    hub.cli("hub", "c2d", "send", device_id, "--body", "hello-2")
+    m = received.get(timeout=60)
+    assert m.data == b"hello-2"
+    client.shutdown()
+    log = hub.log_text().splitlines()
+    connects = [l for l in log if device_id in l and "Device connected" in l]
+    subscribes = [l for l in log if device_id in l and "Subscribed" in l and "devicebound" in l]
+    assert len(connects) >= 2, "the client reconnected after the restart"
+    assert len(subscribes) == 1, f"served from the persisted session, not a new SUBSCRIBE: {subscribes}"
+
 def test_zz_sas_disabled_hub_wide_refuses_sas_devices(hub):
     """Runs last: it restarts the hub with [auth] disable_device_sas = true, then restores it."""
     device_id = unique("py-nosas")

@@ -523,3 +523,76 @@ fn print_ca(r: &Value) {
         p["isVerified"].as_bool().unwrap_or(false)
     );
 }
+
+#[derive(Debug, Subcommand)]
+pub enum C2dCmd {
+    /// Queue a message for a device (delivered when it is subscribed; kept until acknowledged or expired).
+    #[command(
+        after_help = "Example:\n  ferrohub hub c2d send dev1 --body '{\"led\":\"on\"}' --prop kind=command --config hub/hub.toml"
+    )]
+    Send {
+        id: String,
+        /// Message body (text).
+        #[arg(long)]
+        body: String,
+        /// Application property KEY=VALUE (repeat for more).
+        #[arg(long = "prop", value_name = "KEY=VALUE")]
+        props: Vec<String>,
+        /// Time to live in seconds [default: 3600].
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Delete every queued message of a device.
+    Purge {
+        id: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn c2d(cmd: C2dCmd) -> Result<()> {
+    match cmd {
+        C2dCmd::Send {
+            id,
+            body,
+            props,
+            ttl,
+            conn,
+        } => {
+            let mut properties = serde_json::Map::new();
+            for p in props {
+                let Some((k, v)) = p.split_once('=') else {
+                    bail!("--prop {p:?} is not KEY=VALUE")
+                };
+                properties.insert(k.to_owned(), json!(v));
+            }
+            let req = json!({"body": body, "properties": properties, "ttlSeconds": ttl});
+            let r = call(
+                &conn.client()?,
+                Method::POST,
+                &format!("/devices/{}/messages/deviceBound", enc(&id)),
+                Some(&req),
+                &[],
+            )
+            .await?;
+            println!(
+                "Queued message {} for {id}",
+                r["messageId"].as_str().unwrap_or_default()
+            );
+        }
+        C2dCmd::Purge { id, conn } => {
+            let r = call(
+                &conn.client()?,
+                Method::DELETE,
+                &format!("/devices/{}/commands", enc(&id)),
+                None,
+                &[],
+            )
+            .await?;
+            println!("Purged {} messages for {id}", r["totalMessagesPurged"]);
+        }
+    }
+    Ok(())
+}

@@ -54,6 +54,9 @@ pub enum HubCmd {
     /// CA certificates with proof of possession.
     #[command(subcommand)]
     Ca(admin::CaCmd),
+    /// Cloud-to-device messages: send to a device's queue, or purge it.
+    #[command(subcommand)]
+    C2d(admin::C2dCmd),
 }
 
 /// `--config FILE`, for commands that talk to a hub.
@@ -83,6 +86,7 @@ pub fn run(args: HubArgs) -> Result<bool> {
         (Some(HubCmd::Events(a)), _) => runtime()?.block_on(admin::events(a)).map(|()| true),
         (Some(HubCmd::Device(cmd)), _) => runtime()?.block_on(admin::device(cmd)).map(|()| true),
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
+        (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
     }
 }
 

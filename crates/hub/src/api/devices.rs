@@ -265,3 +265,36 @@ pub async fn query(
     }
     Ok(resp)
 }
+
+/// `POST /devices/{id}/messages/deviceBound` (ferrohub extension): queue a cloud-to-device message.
+pub async fn send_c2d(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    let req: crate::c2d::SendRequest = json_body(&body)?;
+    let msg = crate::c2d::send(&hub, &id, req)?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "messageId": msg.message_id, "sequenceNumber": msg.seq, "expiryTimeUtcMs": msg.expiry_ms }),
+    ))
+}
+
+/// `DELETE /devices/{id}/commands`: purge the device's cloud-to-device queue.
+pub async fn purge_c2d(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    hub.registry.get_device(&id)?;
+    let n = hub.registry.store().c2d_purge(&id)?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "deviceId": id, "totalMessagesPurged": n }),
+    ))
+}

@@ -46,6 +46,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .put(devices::put_device)
                 .delete(devices::delete_device),
         )
+        .route(
+            "/devices/{id}/messages/deviceBound",
+            post(devices::send_c2d),
+        )
+        .route(
+            "/devices/{id}/commands",
+            axum::routing::delete(devices::purge_c2d),
+        )
         .route("/devices/{id}/modules", get(devices::list_modules))
         .route(
             "/devices/{id}/modules/{mid}",

@@ -130,6 +130,7 @@ async fn run_session<S>(
     };
     let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
     let kick = Arc::new(Notify::new());
+    let c2d_wake = Arc::new(Notify::new());
     let conn_id = hub.connections.next_id();
     if hub.connections.register(
         &client_id,
@@ -137,6 +138,7 @@ async fn run_session<S>(
             id: conn_id,
             kick: kick.clone(),
             outbound: out_tx.clone(),
+            c2d: c2d_wake.clone(),
         },
     ) {
         info!("A newer connection replaces the previous one for this client id");
@@ -177,7 +179,11 @@ async fn run_session<S>(
         subscriptions,
         out: out_tx,
         ack: ack_tx,
+        c2d_inflight: std::collections::HashMap::new(),
+        next_packet_id: 1,
     };
+    // A restored session may already be subscribed to cloud-to-device messages.
+    state.deliver_c2d().await;
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let end = loop {
@@ -186,6 +192,7 @@ async fn run_session<S>(
                 info!("Closing connection: replaced by a newer one or the identity changed");
                 break End::Ungraceful;
             }
+            () = c2d_wake.notified() => state.deliver_c2d().await,
             read = read_timeout(&mut reader, &mut rd, keep_alive) => match read {
                 Ok(Some(packet)) => {
                     if let Some(end) = state.handle(packet).await {
@@ -247,7 +254,13 @@ struct State {
     subscriptions: Vec<(String, u8)>,
     out: mpsc::Sender<Packet>,
     ack: mpsc::Sender<telemetry::PendingAck>,
+    /// Cloud-to-device messages sent and not yet acknowledged: packet id → queue sequence.
+    c2d_inflight: std::collections::HashMap<u16, i64>,
+    next_packet_id: u16,
 }
+
+/// Unacknowledged cloud-to-device messages per connection.
+const C2D_WINDOW: usize = 16;
 
 impl State {
     /// Handles one packet; `Some` ends the connection.
@@ -274,11 +287,16 @@ impl State {
                     codes.push(SubAckReturnCode::Success(granted));
                 }
                 self.persist();
-                self.send(Packet::SubAck(SubAck {
-                    packet_id: s.packet_id,
-                    return_codes: codes,
-                }))
-                .await
+                let filters: Vec<&str> = s.filters.iter().map(|(f, _)| f.as_str()).collect();
+                info!(?filters, "Subscribed");
+                let end = self
+                    .send(Packet::SubAck(SubAck {
+                        packet_id: s.packet_id,
+                        return_codes: codes,
+                    }))
+                    .await;
+                self.deliver_c2d().await;
+                end
             }
             Packet::Unsubscribe(u) => {
                 self.subscriptions.retain(|(f, _)| !u.filters.contains(f));
@@ -288,7 +306,20 @@ impl State {
             Packet::PingReq => self.send(Packet::PingResp).await,
             Packet::Disconnect => Some(End::Graceful),
             // Acknowledgements of messages the hub sent (cloud-to-device arrives with its issue).
-            Packet::PubAck(_) => None,
+            Packet::PubAck(id) => {
+                if let Some(seq) = self.c2d_inflight.remove(&id) {
+                    if let Err(e) = self
+                        .hub
+                        .registry
+                        .store()
+                        .c2d_complete(&self.identity.device_id, seq)
+                    {
+                        warn!(error = %e, "Could not complete a cloud-to-device message");
+                    }
+                    self.deliver_c2d().await;
+                }
+                None
+            }
             other => self.violation(format!("unexpected packet {}", packet_name(&other))),
         }
     }
@@ -308,6 +339,63 @@ impl State {
                 None
             }
             Err(reason) => self.violation(reason),
+        }
+    }
+
+    /// Sends queued cloud-to-device messages while the device is subscribed to them.
+    async fn deliver_c2d(&mut self) {
+        if self.identity.module_id.is_some() {
+            return;
+        }
+        let prefix = format!("devices/{}/messages/devicebound", self.identity.device_id);
+        if !self
+            .subscriptions
+            .iter()
+            .any(|(f, _)| f.starts_with(&prefix))
+            || self.c2d_inflight.len() >= C2D_WINDOW
+        {
+            return;
+        }
+        let now_ms =
+            i64::try_from(self.hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let store = self.hub.registry.store().clone();
+        let pending = match store.c2d_pending(&self.identity.device_id, now_ms) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "Could not read the cloud-to-device queue");
+                return;
+            }
+        };
+        for msg in pending {
+            if self.c2d_inflight.len() >= C2D_WINDOW {
+                break;
+            }
+            if self.c2d_inflight.values().any(|s| *s == msg.seq) {
+                continue;
+            }
+            let (topic, payload) = crate::c2d::publication(&self.identity.device_id, &msg);
+            let packet_id = self.next_packet_id;
+            self.next_packet_id = self
+                .next_packet_id
+                .checked_add(1)
+                .filter(|n| *n != 0)
+                .unwrap_or(1);
+            let publish = Publish {
+                dup: msg.delivery_count > 0,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic,
+                packet_id: Some(packet_id),
+                payload,
+            };
+            if self.out.send(Packet::Publish(publish)).await.is_err() {
+                return;
+            }
+            self.c2d_inflight.insert(packet_id, msg.seq);
+            Metrics::inc(&self.hub.metrics.messages_out);
+            if let Err(e) = store.c2d_delivered(&self.identity.device_id, msg.seq) {
+                warn!(error = %e, "Could not count a cloud-to-device delivery");
+            }
         }
     }
 

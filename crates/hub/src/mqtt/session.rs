@@ -15,6 +15,8 @@ pub struct ConnHandle {
     pub kick: std::sync::Arc<Notify>,
     /// Packets to send to the device.
     pub outbound: mpsc::Sender<Packet>,
+    /// Cloud-to-device messages are waiting.
+    pub c2d: std::sync::Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -67,6 +69,15 @@ impl Connections {
                     h.kick.notify_one();
                 }
             }
+        }
+    }
+
+    /// Tells a device's connection that cloud-to-device messages are waiting.
+    pub fn wake(&self, client_id: &str) {
+        if let Ok(live) = self.live.lock()
+            && let Some(h) = live.get(client_id)
+        {
+            h.c2d.notify_one();
         }
     }
 

@@ -1,0 +1,112 @@
+//! Cloud-to-device messages: a per-device durable queue in the registry store (depth limit, TTL),
+//! delivered over MQTT on `devices/{id}/messages/devicebound/{props}` and completed by PUBACK.
+//! Unacknowledged messages stay queued and are delivered again after a reconnect.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::Hub;
+use crate::error::ApiError;
+use crate::store::C2dMessage;
+
+/// Azure's default queue depth per device.
+pub const MAX_QUEUE_DEPTH: usize = 50;
+/// Default and maximum time to live.
+pub const DEFAULT_TTL_SECS: u64 = 3600;
+pub const MAX_TTL_SECS: u64 = 48 * 3600;
+
+/// The body of `POST /devices/{id}/messages/deviceBound` (a ferrohub extension; the SDKs send
+/// over AMQP, which ferrohub does not serve yet).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendRequest {
+    pub body: String,
+    /// `utf-8` (default) or `base64`.
+    #[serde(default)]
+    pub body_encoding: Option<String>,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Queues a message for a device and wakes its connection.
+pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, ApiError> {
+    hub.registry.get_device(device_id)?;
+    let bytes = match req.body_encoding.as_deref() {
+        None | Some("utf-8") => req.body.into_bytes(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(&req.body)
+            .map_err(|_| ApiError::bad_request("body is not base64"))?,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "bodyEncoding {other:?} is not utf-8 or base64"
+            )));
+        }
+    };
+    if bytes.len() > 64 * 1024 {
+        return Err(ApiError::bad_request(
+            "cloud-to-device bodies are limited to 64 KiB",
+        ));
+    }
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_SECS);
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        return Err(ApiError::bad_request(format!(
+            "ttlSeconds must be 1 to {MAX_TTL_SECS}"
+        )));
+    }
+    let now_ms = i64::try_from(hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let mut msg = C2dMessage {
+        seq: 0,
+        message_id: req.message_id.unwrap_or_else(crate::registry::new_etag),
+        correlation_id: req.correlation_id,
+        properties: req.properties,
+        body: base64::engine::general_purpose::STANDARD.encode(bytes),
+        enqueued_ms: now_ms,
+        expiry_ms: now_ms + i64::try_from(ttl * 1000).unwrap_or(i64::MAX),
+        delivery_count: 0,
+    };
+    match hub
+        .registry
+        .store()
+        .c2d_enqueue(device_id, &msg, MAX_QUEUE_DEPTH, now_ms)?
+    {
+        Some(seq) => msg.seq = seq,
+        None => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "DeviceMaximumQueueDepthExceeded",
+                format!("the queue of {device_id} already holds {MAX_QUEUE_DEPTH} messages"),
+            ));
+        }
+    }
+    hub.connections.wake(device_id);
+    Ok(msg)
+}
+
+/// The MQTT topic and payload of a queued message.
+pub fn publication(device_id: &str, msg: &C2dMessage) -> (String, Vec<u8>) {
+    use iot_auth::topic::{PropertyBag, SystemProperty};
+    let mut bag = PropertyBag::new();
+    bag.push_system(SystemProperty::MessageId, msg.message_id.clone());
+    bag.push_system(
+        SystemProperty::To,
+        format!("/devices/{device_id}/messages/deviceBound"),
+    );
+    if let Some(c) = &msg.correlation_id {
+        bag.push_system(SystemProperty::CorrelationId, c.clone());
+    }
+    for (k, v) in &msg.properties {
+        bag.push(k.clone(), Some(v.clone()));
+    }
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&msg.body)
+        .unwrap_or_default();
+    (iot_auth::topic::c2d_topic(device_id, &bag), body)
+}
