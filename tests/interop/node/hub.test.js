@@ -136,11 +136,11 @@ test('an X.509 CA-signed device sends messages over MQTT', async () => {
   cli('certs', 'device', id, '--dir', pki);
   registry('create', { deviceId: id, authentication: { type: 'certificateAuthority' } });
   const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};x509=true`, Mqtt);
-  await sendAll(client, id, 20, 'node-x509', {
+  await sendAll(client, id, 100, 'node-x509', {
     cert: fs.readFileSync(path.join(pki, `iot-device-${id}-full-chain.cert.pem`), 'utf8'),
     key: fs.readFileSync(path.join(pki, `iot-device-${id}.key.pem`), 'utf8'),
   });
-  checkEvents(id, 20, 'node-x509');
+  checkEvents(id, 100, 'node-x509');
 });
 
 test('a wrong key is refused with an UnauthorizedError', async () => {
