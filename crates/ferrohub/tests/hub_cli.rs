@@ -178,7 +178,9 @@ fn init_serve_manage_and_restart() {
     let child = start(&config, https);
     assert!(ok(hub(&config, &["device", "show", "dev1"])).contains("status:          disabled"));
     assert!(ok(hub(&config, &["ca", "list"])).contains("my-ca"));
-    ok(hub(&config, &["device", "delete", "dev1"]));
+    let deleted: serde_json::Value =
+        serde_json::from_str(&ok(hub(&config, &["device", "delete", "dev1", "--json"]))).unwrap();
+    assert_eq!(deleted["deleted"], true);
     assert!(!hub(&config, &["device", "show", "dev1"]).status.success());
     stop(child);
 }

@@ -196,6 +196,8 @@ pub enum DeviceCmd {
         id: String,
         #[command(flatten)]
         conn: Conn,
+        #[arg(long)]
+        json: bool,
     },
     /// Enable or disable a device; a disabled device is disconnected and refused.
     SetStatus {
@@ -309,7 +311,7 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
             }
             Ok(())
         }
-        DeviceCmd::Delete { id, conn } => {
+        DeviceCmd::Delete { id, conn, json } => {
             call(
                 &conn.client()?,
                 Method::DELETE,
@@ -318,7 +320,11 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 &[("if-match", "*")],
             )
             .await?;
-            println!("Deleted device {id}");
+            if json {
+                println!("{}", serde_json::json!({ "deviceId": id, "deleted": true }));
+            } else {
+                println!("Deleted device {id}");
+            }
             Ok(())
         }
         DeviceCmd::SetStatus {
