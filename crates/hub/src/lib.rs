@@ -29,6 +29,7 @@ pub mod registry;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod twin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,7 @@ pub struct Hub {
     pub clock: SharedClock,
     pub connections: mqtt::session::Connections,
     pub metrics: metrics::Metrics,
+    pub twins: twin::TwinService,
 }
 
 impl Hub {
@@ -99,6 +101,7 @@ impl Hub {
             clock,
             connections: mqtt::session::Connections::default(),
             metrics: metrics::Metrics::default(),
+            twins: twin::TwinService::default(),
             config,
         }))
     }

@@ -119,6 +119,10 @@ pub trait Registry: Send + Sync + 'static {
     fn c2d_complete(&self, device_id: &str, seq: i64) -> Result<(), StoreError>;
     /// Empties a device's queue; returns how many messages were removed.
     fn c2d_purge(&self, device_id: &str) -> Result<usize, StoreError>;
+
+    /// The twin of `device` or `device/module`, if one was ever written.
+    fn get_twin(&self, client_id: &str) -> Result<Option<crate::twin::TwinState>, StoreError>;
+    fn put_twin(&self, client_id: &str, twin: &crate::twin::TwinState) -> Result<(), StoreError>;
 }
 
 /// The embedded SQLite registry.
@@ -135,6 +139,7 @@ CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, body TEXT NOT N
 CREATE TABLE IF NOT EXISTS c2d (device_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
     expiry_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS c2d_device ON c2d (device_id, seq);
+CREATE TABLE IF NOT EXISTS twins (client_id TEXT PRIMARY KEY, body TEXT NOT NULL);
 ";
 
 impl SqliteRegistry {
@@ -226,6 +231,10 @@ impl Registry for SqliteRegistry {
             let n = tx.execute("DELETE FROM devices WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM modules WHERE device_id = ?1", params![id])?;
             tx.execute("DELETE FROM c2d WHERE device_id = ?1", params![id])?;
+            tx.execute(
+                "DELETE FROM twins WHERE client_id = ?1 OR client_id LIKE ?2",
+                params![id, format!("{}/%", id.replace('%', "\\%"))],
+            )?;
             tx.execute(
                 "DELETE FROM sessions WHERE client_id = ?1 OR client_id LIKE ?2",
                 params![id, format!("{}/%", id.replace('%', "\\%"))],
@@ -395,6 +404,19 @@ impl Registry for SqliteRegistry {
 
     fn c2d_purge(&self, device_id: &str) -> Result<usize, StoreError> {
         self.with(|c| Ok(c.execute("DELETE FROM c2d WHERE device_id = ?1", params![device_id])?))
+    }
+
+    fn get_twin(&self, client_id: &str) -> Result<Option<crate::twin::TwinState>, StoreError> {
+        self.get("SELECT body FROM twins WHERE client_id = ?1", &[client_id])
+    }
+
+    fn put_twin(&self, client_id: &str, twin: &crate::twin::TwinState) -> Result<(), StoreError> {
+        let body = serde_json::to_string(twin)?;
+        self.exec(
+            "INSERT OR REPLACE INTO twins (client_id, body) VALUES (?1, ?2)",
+            &[client_id, &body],
+        )
+        .map(drop)
     }
 }
 

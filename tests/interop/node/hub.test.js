@@ -153,3 +153,19 @@ test('a wrong key is refused with an UnauthorizedError', async () => {
   client.setOptions({ ca: fs.readFileSync(rootCa, 'utf8') });
   await assert.rejects(client.open(), (err) => err.constructor.name === 'UnauthorizedError');
 });
+
+test('twin get and reported update over MQTT', async () => {
+  const { Client } = require('azure-iot-device');
+  const { Mqtt } = require('azure-iot-device-mqtt');
+  const id = uid('node-twin');
+  const d = registry('create', { deviceId: id });
+  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+  await client.setOptions({ ca: fs.readFileSync(rootCa, 'utf8') });
+  await client.open();
+  const twin = await client.getTwin();
+  assert.ok(twin.properties.desired.$version >= 1);
+  await new Promise((resolve, reject) => twin.properties.reported.update({ fw: '2.0' }, (err) => (err ? reject(err) : resolve())));
+  const again = await client.getTwin();
+  assert.strictEqual(again.properties.reported.fw, '2.0');
+  await client.close();
+});

@@ -368,6 +368,41 @@ def test_c2d_reaches_the_python_client_before_and_after_a_restart(hub):
     assert len(connects) >= 2, "the client reconnected after the restart"
     assert len(subscribes) == 1, f"served from the persisted session, not a new SUBSCRIBE: {subscribes}"
 
+def test_twin_get_reported_and_desired_before_and_after_a_restart(hub):
+    import queue
+    from azure.iot.hub.models import QuerySpecification, Twin, TwinProperties
+    rm = registry(hub)
+    device_id = unique("py-twin")
+    d = rm.create_device_with_sas(device_id, "", "", "enabled")
+    cs = f"HostName=localhost;DeviceId={device_id};SharedAccessKey={d.authentication.symmetric_key.primary_key}"
+    client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=hub.root_pem(), connection_retry_interval=1)
+    patches = queue.Queue()
+    client.on_twin_desired_properties_patch_received = patches.put
+    client.connect()
+    twin = client.get_twin()
+    assert "$version" in twin["desired"] and "$version" in twin["reported"]
+    client.patch_twin_reported_properties({"fw": "1.2", "net": {"ip": "10.0.0.1"}})
+    svc = rm.get_twin(device_id)
+    assert svc.properties.reported["fw"] == "1.2"
+    with pytest.raises(HttpOperationError):
+        rm.update_twin(device_id, Twin(properties=TwinProperties(desired={"rate": 1})), "stale-etag")
+    rm.update_twin(device_id, Twin(tags={"site": "lab"}, properties=TwinProperties(desired={"rate": 5})), svc.etag)
+    p = patches.get(timeout=15)
+    assert p["rate"] == 5 and p["$version"] >= 2
+    q = rm.query_iot_hub(QuerySpecification(query="SELECT * FROM devices WHERE tags.site = 'lab' AND properties.reported.fw = '1.2'"))
+    assert [t.device_id for t in q.items] == [device_id]
+    hub.restart()
+    svc = rm.get_twin(device_id)
+    assert svc.tags["site"] == "lab"
+    rm.update_twin(device_id, Twin(properties=TwinProperties(desired={"rate": 7})), svc.etag)
+    deadline = time.monotonic() + 60
+    while True:
+        p = patches.get(timeout=max(0.1, deadline - time.monotonic()))
+        if p.get("rate") == 7:
+            break
+    assert client.get_twin()["reported"]["fw"] == "1.2"
+    client.shutdown()
+
 def test_zz_sas_disabled_hub_wide_refuses_sas_devices(hub):
     """Runs last: it restarts the hub with [auth] disable_device_sas = true, then restores it."""
     device_id = unique("py-nosas")

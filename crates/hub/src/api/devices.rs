@@ -159,11 +159,11 @@ pub async fn service_stats(
     ))
 }
 
-/// The twin-shaped document a device is queried as (tags and properties arrive with twins).
-pub fn device_document(d: &Device) -> Value {
+/// The twin document of a device: what `GET /twins/{id}` returns and what queries run over.
+pub fn device_document(d: &Device, t: &crate::twin::TwinState) -> Value {
     json!({
         "deviceId": d.device_id,
-        "etag": d.etag,
+        "etag": t.etag,
         "deviceEtag": d.etag,
         "status": d.status,
         "statusReason": d.status_reason,
@@ -176,9 +176,9 @@ pub fn device_document(d: &Device) -> Value {
         "capabilities": d.capabilities,
         "deviceScope": d.device_scope,
         "parentScopes": d.parent_scopes,
-        "version": 1,
-        "tags": {},
-        "properties": { "desired": { "$version": 1 }, "reported": { "$version": 1 } },
+        "version": t.version,
+        "tags": t.tags,
+        "properties": t.properties(),
     })
 }
 
@@ -211,12 +211,13 @@ pub async fn query(
         .ok_or_else(|| ApiError::bad_request("the body must be {\"query\": \"SELECT ...\"}"))?;
     let q = iot_query::parse(text).map_err(|e| ApiError::bad_request(format!("query: {e}")))?;
     let docs: Vec<Value> = match q.source {
-        iot_query::Source::Devices => hub
-            .registry
-            .list_devices(None)?
-            .iter()
-            .map(device_document)
-            .collect(),
+        iot_query::Source::Devices => {
+            let mut docs = Vec::new();
+            for d in hub.registry.list_devices(None)? {
+                docs.push(device_document(&d, &hub.twins.get(&hub, &d.device_id)?));
+            }
+            docs
+        }
         iot_query::Source::Modules => {
             let mut all = Vec::new();
             for d in hub.registry.list_devices(None)? {
@@ -297,4 +298,38 @@ pub async fn purge_c2d(
         StatusCode::OK,
         &json!({ "deviceId": id, "totalMessagesPurged": n }),
     ))
+}
+
+/// `GET /twins/{id}`.
+pub async fn get_twin(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    let d = hub.registry.get_device(&id)?;
+    Ok(json(
+        StatusCode::OK,
+        &device_document(&d, &hub.twins.get(&hub, &id)?),
+    ))
+}
+
+/// `PATCH /twins/{id}` merges tags and desired properties; `PUT` replaces them.
+pub async fn patch_twin(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<String>,
+    method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    let d = hub.registry.get_device(&id)?;
+    let patch: Value = json_body(&body)?;
+    let replace = method == axum::http::Method::PUT;
+    let twin = hub
+        .twins
+        .patch_service(&hub, &id, &patch, &if_match(&headers), replace)?;
+    Ok(json(StatusCode::OK, &device_document(&d, &twin)))
 }

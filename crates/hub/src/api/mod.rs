@@ -61,6 +61,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .put(devices::put_module)
                 .delete(devices::delete_module),
         )
+        .route(
+            "/twins/{id}",
+            get(devices::get_twin)
+                .patch(devices::patch_twin)
+                .put(devices::patch_twin),
+        )
         .route("/statistics/devices", get(devices::device_stats))
         .route("/statistics/service", get(devices::service_stats))
         .route("/certificates", get(certificates::list))

@@ -19,6 +19,7 @@ use super::telemetry;
 use crate::Hub;
 use crate::metrics::Metrics;
 use crate::store::SessionRecord;
+use iot_auth::topic::PublishTopic;
 
 /// Why the packet loop ended.
 enum End {
@@ -131,6 +132,9 @@ async fn run_session<S>(
     let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
     let kick = Arc::new(Notify::new());
     let c2d_wake = Arc::new(Notify::new());
+    let desired = Arc::new(std::sync::atomic::AtomicBool::new(
+        subscriptions.iter().any(|(f, _)| f == DESIRED_FILTER),
+    ));
     let conn_id = hub.connections.next_id();
     if hub.connections.register(
         &client_id,
@@ -139,6 +143,7 @@ async fn run_session<S>(
             kick: kick.clone(),
             outbound: out_tx.clone(),
             c2d: c2d_wake.clone(),
+            desired: desired.clone(),
         },
     ) {
         info!("A newer connection replaces the previous one for this client id");
@@ -181,6 +186,7 @@ async fn run_session<S>(
         ack: ack_tx,
         c2d_inflight: std::collections::HashMap::new(),
         next_packet_id: 1,
+        desired,
     };
     // A restored session may already be subscribed to cloud-to-device messages.
     state.deliver_c2d().await;
@@ -257,7 +263,11 @@ struct State {
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → queue sequence.
     c2d_inflight: std::collections::HashMap<u16, i64>,
     next_packet_id: u16,
+    /// Shared with the connection handle: desired patches are pushed only while subscribed.
+    desired: Arc<std::sync::atomic::AtomicBool>,
 }
+
+const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
 
 /// Unacknowledged cloud-to-device messages per connection.
 const C2D_WINDOW: usize = 16;
@@ -328,7 +338,18 @@ impl State {
         if p.qos == QoS::ExactlyOnce {
             return self.violation("QoS 2 publishes are not supported".into());
         }
-        match telemetry::accept(&self.hub, &self.identity, &p) {
+        let topic = match iot_auth::topic::parse_publish_topic(&p.topic) {
+            Ok(t) => t,
+            Err(e) => return self.violation(format!("publish to {:?} refused: {e}", p.topic)),
+        };
+        let topic = match topic {
+            PublishTopic::TwinGet { rid } => return self.twin_request(&p, rid, None).await,
+            PublishTopic::TwinPatchReported { rid } => {
+                return self.twin_request(&p, rid, Some(&p.payload)).await;
+            }
+            other => other,
+        };
+        match telemetry::accept(&self.hub, &self.identity, &p, topic) {
             Ok(pending) => {
                 if let Some(pending) = pending {
                     // Waits when too many publishes are not yet durable: backpressure.
@@ -340,6 +361,62 @@ impl State {
             }
             Err(reason) => self.violation(reason),
         }
+    }
+
+    /// A twin GET (`patch = None`) or reported-properties PATCH; answered on `$iothub/twin/res/...`.
+    async fn twin_request(
+        &mut self,
+        p: &Publish,
+        rid: String,
+        patch: Option<&Vec<u8>>,
+    ) -> Option<End> {
+        if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id)
+            && let Some(end) = self.send(Packet::PubAck(id)).await
+        {
+            return Some(end);
+        }
+        let client_id = self.identity.client_id();
+        let (status, version, body) = match patch {
+            None => match self.hub.twins.get(&self.hub, &client_id) {
+                Ok(t) => (200, None, t.properties().to_string()),
+                Err(e) => (500, None, twin_error(500_001, &e.to_string())),
+            },
+            Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Err(e) => (
+                    400,
+                    None,
+                    twin_error(400_004, &format!("invalid JSON: {e}")),
+                ),
+                Ok(patch) => match self.hub.twins.patch_reported(&self.hub, &client_id, &patch) {
+                    Ok(v) => (204, Some(v), String::new()),
+                    Err(e) => (
+                        i64::from(e.status.as_u16()),
+                        None,
+                        twin_error(400_004, &e.message),
+                    ),
+                },
+            },
+        };
+        if !self
+            .subscriptions
+            .iter()
+            .any(|(f, _)| f == "$iothub/twin/res/#")
+        {
+            warn!("Twin response dropped: the device is not subscribed to $iothub/twin/res/#");
+            return None;
+        }
+        let status = u16::try_from(status).unwrap_or(500);
+        let topic = iot_auth::topic::twin_response_topic(status, &rid, version);
+        let publish = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            payload: body.into_bytes(),
+        };
+        Metrics::inc(&self.hub.metrics.messages_out);
+        self.send(Packet::Publish(publish)).await
     }
 
     /// Sends queued cloud-to-device messages while the device is subscribed to them.
@@ -400,6 +477,9 @@ impl State {
     }
 
     fn persist(&self) {
+        let subscribed = self.subscriptions.iter().any(|(f, _)| f == DESIRED_FILTER);
+        self.desired
+            .store(subscribed, std::sync::atomic::Ordering::Relaxed);
         if self.clean {
             return;
         }
@@ -428,6 +508,11 @@ impl State {
         warn!(%reason, "Disconnecting device");
         Some(End::Ungraceful)
     }
+}
+
+/// Error bodies carry `errorCode`: the Node SDK only fails a twin request when it sees one.
+fn twin_error(code: u32, message: &str) -> String {
+    serde_json::json!({ "errorCode": code, "message": message }).to_string()
 }
 
 fn packet_name(p: &Packet) -> &'static str {

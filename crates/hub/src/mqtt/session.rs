@@ -17,6 +17,8 @@ pub struct ConnHandle {
     pub outbound: mpsc::Sender<Packet>,
     /// Cloud-to-device messages are waiting.
     pub c2d: std::sync::Arc<Notify>,
+    /// Whether the connection is subscribed to desired-property patches.
+    pub desired: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -78,6 +80,29 @@ impl Connections {
             && let Some(h) = live.get(client_id)
         {
             h.c2d.notify_one();
+        }
+    }
+
+    /// Sends a desired-property patch to a connected, subscribed client (QoS 0, as IoT Hub does).
+    pub fn push_desired(&self, client_id: &str, version: u64, patch: &serde_json::Value) {
+        let Ok(live) = self.live.lock() else { return };
+        let Some(h) = live.get(client_id) else { return };
+        if !h.desired.load(Ordering::Relaxed) {
+            return;
+        }
+        let publish = mqtt_codec::Publish {
+            dup: false,
+            qos: mqtt_codec::QoS::AtMostOnce,
+            retain: false,
+            topic: iot_auth::topic::desired_patch_topic(version),
+            packet_id: None,
+            payload: patch.to_string().into_bytes(),
+        };
+        if h.outbound.try_send(Packet::Publish(publish)).is_err() {
+            tracing::warn!(
+                client_id,
+                "Desired-property patch not sent: the connection is busy or closing"
+            );
         }
     }
 

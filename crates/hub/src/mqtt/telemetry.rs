@@ -33,9 +33,8 @@ pub fn accept(
     hub: &Arc<Hub>,
     identity: &Identity,
     p: &Publish,
+    topic: PublishTopic,
 ) -> Result<Option<PendingAck>, String> {
-    let topic = iot_auth::topic::parse_publish_topic(&p.topic)
-        .map_err(|e| format!("publish to {:?} refused: {e}", p.topic))?;
     let PublishTopic::Telemetry {
         device_id,
         module_id,
