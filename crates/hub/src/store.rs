@@ -231,14 +231,15 @@ impl Registry for SqliteRegistry {
             let n = tx.execute("DELETE FROM devices WHERE id = ?1", params![id])?;
             tx.execute("DELETE FROM modules WHERE device_id = ?1", params![id])?;
             tx.execute("DELETE FROM c2d WHERE device_id = ?1", params![id])?;
-            tx.execute(
-                "DELETE FROM twins WHERE client_id = ?1 OR client_id LIKE ?2",
-                params![id, format!("{}/%", id.replace('%', "\\%"))],
-            )?;
-            tx.execute(
-                "DELETE FROM sessions WHERE client_id = ?1 OR client_id LIKE ?2",
-                params![id, format!("{}/%", id.replace('%', "\\%"))],
-            )?;
+            // The device and its modules (`id/module`), compared exactly: ids may contain the LIKE
+            // wildcards `%` and `_`.
+            let prefix = format!("{id}/");
+            for table in ["twins", "sessions"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE client_id = ?1 OR substr(client_id, 1, length(?2)) = ?2"),
+                    params![id, prefix],
+                )?;
+            }
             tx.commit()?;
             Ok(n > 0)
         })
@@ -459,5 +460,32 @@ mod tests {
         assert!(r.list_modules("d1").unwrap().is_empty());
         assert!(r.get_session("d1").unwrap().is_none());
         assert!(r.get_session("d1/m1").unwrap().is_none());
+    }
+
+    #[test]
+    fn deleting_a_device_whose_id_has_like_wildcards_spares_other_devices() {
+        let r = SqliteRegistry::in_memory().unwrap();
+        for id in ["a_", "ab", "a%"] {
+            r.put_device(&Device {
+                device_id: id.into(),
+                ..Default::default()
+            })
+            .unwrap();
+            r.put_session(&format!("{id}/m"), &SessionRecord::default())
+                .unwrap();
+            r.put_twin(&format!("{id}/m"), &crate::twin::TwinState::default())
+                .unwrap();
+        }
+        assert!(r.delete_device("a_").unwrap());
+        assert!(r.delete_device("a%").unwrap());
+        assert!(r.get_session("a_/m").unwrap().is_none());
+        assert!(
+            r.get_session("ab/m").unwrap().is_some(),
+            "another device's module session survives"
+        );
+        assert!(
+            r.get_twin("ab/m").unwrap().is_some(),
+            "another device's module twin survives"
+        );
     }
 }
