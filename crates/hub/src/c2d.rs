@@ -61,7 +61,7 @@ pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, 
             "ttlSeconds must be 1 to {MAX_TTL_SECS}"
         )));
     }
-    let now_ms = i64::try_from(hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let now_ms = crate::time::now_ms(hub.clock.as_ref());
     let mut msg = C2dMessage {
         seq: 0,
         message_id: req.message_id.unwrap_or_else(crate::registry::new_etag),

@@ -169,7 +169,7 @@ async fn retention_task(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let now_ms = u64::try_from(hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let now_ms = time::now_ms(hub.clock.as_ref()).unsigned_abs();
         if let Err(e) = hub.events.enforce_retention(now_ms) {
             warn!(error = %e, "Events retention failed");
         }

@@ -31,6 +31,13 @@ impl Clock for FixedClock {
 
 pub type SharedClock = Arc<dyn Clock>;
 
+/// Unix milliseconds on `clock` (0 before 1970).
+pub fn now_ms(clock: &dyn Clock) -> i64 {
+    i64::try_from(clock.now().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(0)
+        .max(0)
+}
+
 /// RFC 3339 with a `Z` suffix, as the service API shows times.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.replace_nanosecond(0)

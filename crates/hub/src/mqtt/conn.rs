@@ -433,8 +433,7 @@ impl State {
         {
             return;
         }
-        let now_ms =
-            i64::try_from(self.hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let now_ms = crate::time::now_ms(self.hub.clock.as_ref());
         let store = self.hub.registry.store().clone();
         let pending = match store.c2d_pending(&self.identity.device_id, now_ms) {
             Ok(p) => p,

@@ -79,7 +79,7 @@ pub fn accept(
 
 /// Queues the record on the log now (preserving arrival order) and returns its completion.
 fn submit(hub: &Arc<Hub>, bytes: Vec<u8>) -> JoinHandle<Result<u64, durable_log::LogError>> {
-    let ts = u64::try_from(hub.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let ts = crate::time::now_ms(hub.clock.as_ref()).unsigned_abs();
     let pending = hub.events.submit(ts, bytes);
     tokio::spawn(pending)
 }
