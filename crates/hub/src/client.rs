@@ -80,7 +80,10 @@ impl ClientResponse {
 pub struct ServiceClient {
     addr: String,
     hostname: String,
-    policy: String,
+    /// The token's `sr`: the hub host name, or `{host}/devices/{id}` for a device's own token.
+    resource: String,
+    /// The token's `skn`: a shared-access policy, or none for a device's own token.
+    policy: Option<String>,
     key: Vec<u8>,
     tls: tokio_rustls::TlsConnector,
     api_version: String,
@@ -108,13 +111,29 @@ impl ServiceClient {
     ) -> Self {
         Self {
             addr,
+            resource: hostname.clone(),
             hostname,
-            policy,
+            policy: Some(policy),
             key,
             tls: tokio_rustls::TlsConnector::from(tls),
             api_version: "2021-04-12".into(),
             token_time: None,
         }
+    }
+
+    /// A client that signs with a device's own key (`sr={host}/devices/{id}`, no policy name):
+    /// the hub lets a device manage its own modules and their twins with it.
+    pub fn for_device(
+        addr: String,
+        hostname: String,
+        device_id: &str,
+        key: Vec<u8>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let mut client = Self::new(addr, hostname, String::new(), key, tls);
+        client.resource = format!("{}/devices/{device_id}", client.hostname);
+        client.policy = None;
+        client
     }
 
     /// Signs tokens relative to `unix_secs` instead of the wall clock.
@@ -131,7 +150,12 @@ impl ServiceClient {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         });
-        iot_auth::sas::generate_sas_token(&self.hostname, &self.key, Some(&self.policy), now + 3600)
+        iot_auth::sas::generate_sas_token(
+            &self.resource,
+            &self.key,
+            self.policy.as_deref(),
+            now + 3600,
+        )
     }
 
     async fn connect(

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
@@ -65,6 +66,7 @@ pub struct Hub {
     pub connections: mqtt::session::Connections,
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
+    pub methods: methods::Methods,
 }
 
 impl Hub {
@@ -102,6 +104,7 @@ impl Hub {
             connections: mqtt::session::Connections::default(),
             metrics: metrics::Metrics::default(),
             twins: twin::TwinService::default(),
+            methods: methods::Methods::default(),
             config,
         }))
     }

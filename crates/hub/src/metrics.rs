@@ -63,6 +63,10 @@ pub struct Metrics {
     pub telemetry_latency: Histogram,
     pub http_requests: AtomicU64,
     pub http_errors: AtomicU64,
+    pub methods_not_online: AtomicU64,
+    pub methods_timed_out: AtomicU64,
+    /// From the method request leaving the hub's queue to the device's answer.
+    pub method_latency: Histogram,
 }
 
 impl Metrics {
@@ -163,6 +167,20 @@ impl Metrics {
             "Service API requests answered with an error.",
             get(&self.http_errors),
         );
+        counter(
+            &mut out,
+            "ferrohub_methods_not_online_total",
+            "counter",
+            "Direct-method calls refused because the target was not connected and subscribed.",
+            get(&self.methods_not_online),
+        );
+        counter(
+            &mut out,
+            "ferrohub_methods_timed_out_total",
+            "counter",
+            "Direct-method calls the target did not answer in time.",
+            get(&self.methods_timed_out),
+        );
         let _ = writeln!(
             out,
             "# HELP ferrohub_auth_failures_total Refused device authentications by reason.\n# TYPE ferrohub_auth_failures_total counter"
@@ -178,6 +196,11 @@ impl Metrics {
         self.telemetry_latency.render(
             "ferrohub_telemetry_durable_seconds",
             "Time from PUBLISH received to the record being durable.",
+            &mut out,
+        );
+        self.method_latency.render(
+            "ferrohub_method_roundtrip_seconds",
+            "Time from a direct method call being sent to the device's answer.",
             &mut out,
         );
         out

@@ -186,6 +186,13 @@ pub struct Module {
     pub authentication: Authentication,
 }
 
+impl Module {
+    /// `{deviceId}/{moduleId}`: the MQTT client id, and the key of its twin and session.
+    pub fn client_id(&self) -> String {
+        format!("{}/{}", self.device_id, self.module_id)
+    }
+}
+
 fn never() -> String {
     NEVER.to_owned()
 }

@@ -47,21 +47,78 @@ pub fn check_api_version(query: Option<&str>) -> Result<(), ApiError> {
 
 /// Checks the `Authorization` header for a policy token granting `right`.
 pub fn authorize(hub: &Hub, headers: &HeaderMap, right: Right) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    check_host(hub, &token)?;
+    authorize_policy(hub, &token, right)
+}
+
+/// Like [`authorize`], and also accepts a token signed with the key of device `device_id` itself
+/// (audience `{host}/devices/{device_id}`, no policy name): a device may manage its own modules.
+pub fn authorize_device_scope(
+    hub: &Hub,
+    headers: &HeaderMap,
+    right: Right,
+    device_id: &str,
+) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    check_host(hub, &token)?;
+    if token.key_name().is_some() {
+        return authorize_policy(hub, &token, right);
+    }
+    let iot_auth::sas::Audience::Device { device_id: d, .. } = token.audience() else {
+        return Err(refuse(
+            "a token without a policy name (skn) must be a device token for this device".into(),
+        ));
+    };
+    if d != device_id {
+        return Err(refuse(format!(
+            "the token of device {d:?} does not grant access to device {device_id:?}"
+        )));
+    }
+    let device = hub
+        .registry
+        .get_device(device_id)
+        .map_err(|_| refuse(format!("device {device_id:?} is not registered")))?;
+    if device.status != crate::model::Status::Enabled {
+        return Err(refuse(format!("device {device_id:?} is disabled")));
+    }
+    if device.authentication.keys().is_empty() {
+        return Err(refuse(format!(
+            "device {device_id:?} has no symmetric keys; use a policy token (e.g. registryReadWrite)"
+        )));
+    }
+    let keys: Vec<Vec<u8>> = device
+        .authentication
+        .keys()
+        .iter()
+        .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .collect();
+    verify(hub, &token, &keys)?;
+    Ok(format!("device:{device_id}"))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<SasToken, ApiError> {
     let raw = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
             ApiError::unauthorized("missing Authorization header (a SharedAccessSignature)")
         })?;
-    let token = SasToken::parse(raw).map_err(|e| refuse(format!("malformed SAS token: {e}")))?;
+    SasToken::parse(raw).map_err(|e| refuse(format!("malformed SAS token: {e}")))
+}
+
+fn check_host(hub: &Hub, token: &SasToken) -> Result<(), ApiError> {
     let audience = token.audience();
     let host = audience
         .host()
-        .ok_or_else(|| refuse(format!("token audience {audience:?} is not this hub")))?
-        .to_owned();
+        .ok_or_else(|| refuse(format!("token audience {audience:?} is not this hub")))?;
     if !host.eq_ignore_ascii_case(&hub.config.hostname) {
         return Err(refuse(format!("token audience {host:?} is not this hub")));
     }
+    Ok(())
+}
+
+fn authorize_policy(hub: &Hub, token: &SasToken, right: Right) -> Result<String, ApiError> {
     let name = token
         .key_name()
         .ok_or_else(|| refuse("the token names no policy (skn)".into()))?
@@ -74,12 +131,7 @@ pub fn authorize(hub: &Hub, headers: &HeaderMap, right: Right) -> Result<String,
         .iter()
         .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
         .collect();
-    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap_or(0);
-    token.verify_any(&key_refs, now).map_err(|e| match e {
-        SasError::Expired { .. } => refuse("SAS token expired".into()),
-        _ => refuse("SAS token signature does not match".into()),
-    })?;
+    verify(hub, token, &keys)?;
     if !policy.rights.contains(&right) {
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
@@ -88,6 +140,15 @@ pub fn authorize(hub: &Hub, headers: &HeaderMap, right: Right) -> Result<String,
         ));
     }
     Ok(name)
+}
+
+fn verify(hub: &Hub, token: &SasToken, keys: &[Vec<u8>]) -> Result<(), ApiError> {
+    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap_or(0);
+    token.verify_any(&key_refs, now).map_err(|e| match e {
+        SasError::Expired { .. } => refuse("SAS token expired".into()),
+        _ => refuse("SAS token signature does not match".into()),
+    })
 }
 
 fn refuse(reason: String) -> ApiError {

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{admit, if_match, json, json_body};
+use super::{admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
@@ -90,7 +90,7 @@ pub async fn list_modules(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id)?;
     Ok(json(StatusCode::OK, &hub.registry.list_modules(&id)?))
 }
 
@@ -100,7 +100,7 @@ pub async fn get_module(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id)?;
     Ok(json(StatusCode::OK, &hub.registry.get_module(&id, &mid)?))
 }
 
@@ -111,7 +111,7 @@ pub async fn put_module(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id)?;
     let input: Module = json_body(&body)?;
     let (module, created) = hub
         .registry
@@ -132,7 +132,7 @@ pub async fn delete_module(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id)?;
     hub.registry.delete_module(&id, &mid, &if_match(&headers))?;
     hub.connections.kick(&format!("{id}/{mid}"));
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -159,43 +159,6 @@ pub async fn service_stats(
     ))
 }
 
-/// The twin document of a device: what `GET /twins/{id}` returns and what queries run over.
-pub fn device_document(d: &Device, t: &crate::twin::TwinState) -> Value {
-    json!({
-        "deviceId": d.device_id,
-        "etag": t.etag,
-        "deviceEtag": d.etag,
-        "status": d.status,
-        "statusReason": d.status_reason,
-        "statusUpdateTime": d.status_updated_time,
-        "connectionState": d.connection_state,
-        "lastActivityTime": d.last_activity_time,
-        "cloudToDeviceMessageCount": d.cloud_to_device_message_count,
-        "authenticationType": d.authentication.kind(),
-        "x509Thumbprint": d.authentication.x509_thumbprint,
-        "capabilities": d.capabilities,
-        "deviceScope": d.device_scope,
-        "parentScopes": d.parent_scopes,
-        "version": t.version,
-        "tags": t.tags,
-        "properties": t.properties(),
-    })
-}
-
-fn module_document(m: &Module) -> Value {
-    json!({
-        "deviceId": m.device_id,
-        "moduleId": m.module_id,
-        "etag": m.etag,
-        "connectionState": m.connection_state,
-        "lastActivityTime": m.last_activity_time,
-        "authenticationType": m.authentication.kind(),
-        "version": 1,
-        "tags": {},
-        "properties": { "desired": { "$version": 1 }, "reported": { "$version": 1 } },
-    })
-}
-
 /// `POST /devices/query`, paged with `x-ms-max-item-count` / `x-ms-continuation`.
 pub async fn query(
     State(hub): State<Arc<Hub>>,
@@ -214,20 +177,20 @@ pub async fn query(
         iot_query::Source::Devices => {
             let mut docs = Vec::new();
             for d in hub.registry.list_devices(None)? {
-                docs.push(device_document(&d, &hub.twins.get(&hub, &d.device_id)?));
+                docs.push(super::twins::device_document(
+                    &d,
+                    &hub.twins.get(&hub, &d.device_id)?,
+                ));
             }
             docs
         }
         iot_query::Source::Modules => {
             let mut all = Vec::new();
             for d in hub.registry.list_devices(None)? {
-                all.extend(
-                    hub.registry
-                        .store()
-                        .list_modules(&d.device_id)?
-                        .iter()
-                        .map(module_document),
-                );
+                for m in hub.registry.store().list_modules(&d.device_id)? {
+                    let twin = hub.twins.get(&hub, &m.client_id())?;
+                    all.push(super::twins::module_document(&m, &twin));
+                }
             }
             all
         }
@@ -298,38 +261,4 @@ pub async fn purge_c2d(
         StatusCode::OK,
         &json!({ "deviceId": id, "totalMessagesPurged": n }),
     ))
-}
-
-/// `GET /twins/{id}`.
-pub async fn get_twin(
-    State(hub): State<Arc<Hub>>,
-    Path(id): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
-    let d = hub.registry.get_device(&id)?;
-    Ok(json(
-        StatusCode::OK,
-        &device_document(&d, &hub.twins.get(&hub, &id)?),
-    ))
-}
-
-/// `PATCH /twins/{id}` merges tags and desired properties; `PUT` replaces them.
-pub async fn patch_twin(
-    State(hub): State<Arc<Hub>>,
-    Path(id): Path<String>,
-    method: axum::http::Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
-    let d = hub.registry.get_device(&id)?;
-    let patch: Value = json_body(&body)?;
-    let replace = method == axum::http::Method::PUT;
-    let twin = hub
-        .twins
-        .patch_service(&hub, &id, &patch, &if_match(&headers), replace)?;
-    Ok(json(StatusCode::OK, &device_document(&d, &twin)))
 }

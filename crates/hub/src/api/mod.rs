@@ -7,6 +7,7 @@ mod auth;
 mod certificates;
 mod devices;
 mod events;
+mod twins;
 
 use std::sync::Arc;
 
@@ -63,9 +64,20 @@ pub fn router(hub: Arc<Hub>) -> Router {
         )
         .route(
             "/twins/{id}",
-            get(devices::get_twin)
-                .patch(devices::patch_twin)
-                .put(devices::patch_twin),
+            get(twins::get_twin)
+                .patch(twins::patch_twin)
+                .put(twins::patch_twin),
+        )
+        .route("/twins/{id}/methods", post(twins::invoke_method))
+        .route(
+            "/twins/{id}/modules/{mid}",
+            get(twins::get_module_twin)
+                .patch(twins::patch_module_twin)
+                .put(twins::patch_module_twin),
+        )
+        .route(
+            "/twins/{id}/modules/{mid}/methods",
+            post(twins::invoke_module_method),
         )
         .route("/statistics/devices", get(devices::device_stats))
         .route("/statistics/service", get(devices::service_stats))
@@ -114,6 +126,23 @@ pub(crate) fn admit(
     Metrics::inc(&hub.metrics.http_requests);
     let checked = auth::check_api_version(uri.query())
         .and_then(|()| auth::authorize(hub, headers, right).map(drop));
+    if checked.is_err() {
+        Metrics::inc(&hub.metrics.http_errors);
+    }
+    checked
+}
+
+/// Like [`admit`], also accepting device `device_id`'s own SAS token (its modules, their twins).
+pub(crate) fn admit_device(
+    hub: &Hub,
+    uri: &Uri,
+    headers: &HeaderMap,
+    right: Right,
+    device_id: &str,
+) -> Result<(), ApiError> {
+    Metrics::inc(&hub.metrics.http_requests);
+    let checked = auth::check_api_version(uri.query())
+        .and_then(|()| auth::authorize_device_scope(hub, headers, right, device_id).map(drop));
     if checked.is_err() {
         Metrics::inc(&hub.metrics.http_errors);
     }

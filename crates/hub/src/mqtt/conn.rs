@@ -132,9 +132,8 @@ async fn run_session<S>(
     let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
     let kick = Arc::new(Notify::new());
     let c2d_wake = Arc::new(Notify::new());
-    let desired = Arc::new(std::sync::atomic::AtomicBool::new(
-        subscriptions.iter().any(|(f, _)| f == DESIRED_FILTER),
-    ));
+    let features = Arc::new(super::session::Features::default());
+    set_features(&features, &subscriptions);
     let conn_id = hub.connections.next_id();
     if hub.connections.register(
         &client_id,
@@ -143,7 +142,7 @@ async fn run_session<S>(
             kick: kick.clone(),
             outbound: out_tx.clone(),
             c2d: c2d_wake.clone(),
-            desired: desired.clone(),
+            features: features.clone(),
         },
     ) {
         info!("A newer connection replaces the previous one for this client id");
@@ -186,7 +185,7 @@ async fn run_session<S>(
         ack: ack_tx,
         c2d_inflight: std::collections::HashMap::new(),
         next_packet_id: 1,
-        desired,
+        features,
     };
     // A restored session may already be subscribed to cloud-to-device messages.
     state.deliver_c2d().await;
@@ -263,11 +262,20 @@ struct State {
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → queue sequence.
     c2d_inflight: std::collections::HashMap<u16, i64>,
     next_packet_id: u16,
-    /// Shared with the connection handle: desired patches are pushed only while subscribed.
-    desired: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the connection handle: desired patches and methods are sent only while
+    /// subscribed.
+    features: Arc<super::session::Features>,
 }
 
 const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
+const METHODS_FILTER: &str = "$iothub/methods/POST/#";
+
+fn set_features(features: &super::session::Features, subscriptions: &[(String, u8)]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let has = |filter: &str| subscriptions.iter().any(|(f, _)| f == filter);
+    features.desired.store(has(DESIRED_FILTER), Relaxed);
+    features.methods.store(has(METHODS_FILTER), Relaxed);
+}
 
 /// Unacknowledged cloud-to-device messages per connection.
 const C2D_WINDOW: usize = 16;
@@ -347,6 +355,9 @@ impl State {
             PublishTopic::TwinPatchReported { rid } => {
                 return self.twin_request(&p, rid, Some(&p.payload)).await;
             }
+            PublishTopic::MethodResponse { status, rid } => {
+                return self.method_response(p, status, &rid).await;
+            }
             other => other,
         };
         match telemetry::accept(&self.hub, &self.identity, &p, topic) {
@@ -419,6 +430,28 @@ impl State {
         self.send(Packet::Publish(publish)).await
     }
 
+    /// A device's answer to a direct method call.
+    async fn method_response(&mut self, p: Publish, status: u16, rid: &str) -> Option<End> {
+        if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id)
+            && let Some(end) = self.send(Packet::PubAck(id)).await
+        {
+            return Some(end);
+        }
+        Metrics::inc(&self.hub.metrics.messages_in);
+        let client_id = self.identity.client_id();
+        if !self
+            .hub
+            .methods
+            .complete(&client_id, rid, status, p.payload)
+        {
+            info!(
+                rid,
+                "Method answer dropped: no call of this device is waiting for this $rid (late or unknown)"
+            );
+        }
+        None
+    }
+
     /// Sends queued cloud-to-device messages while the device is subscribed to them.
     async fn deliver_c2d(&mut self) {
         if self.identity.module_id.is_some() {
@@ -476,9 +509,8 @@ impl State {
     }
 
     fn persist(&self) {
-        let subscribed = self.subscriptions.iter().any(|(f, _)| f == DESIRED_FILTER);
-        self.desired
-            .store(subscribed, std::sync::atomic::Ordering::Relaxed);
+        set_features(&self.features, &self.subscriptions);
+        self.hub.connections.touch();
         if self.clean {
             return;
         }

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use mqtt_codec::Packet;
 
@@ -17,14 +18,34 @@ pub struct ConnHandle {
     pub outbound: mpsc::Sender<Packet>,
     /// Cloud-to-device messages are waiting.
     pub c2d: std::sync::Arc<Notify>,
-    /// Whether the connection is subscribed to desired-property patches.
-    pub desired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What the connection is subscribed to.
+    pub features: std::sync::Arc<Features>,
 }
 
+/// Subscriptions the hub needs to know about outside the connection task.
 #[derive(Default)]
+pub struct Features {
+    /// `$iothub/twin/PATCH/properties/desired/#`: desired patches are pushed.
+    pub desired: AtomicBool,
+    /// `$iothub/methods/POST/#`: direct methods can be delivered.
+    pub methods: AtomicBool,
+}
+
 pub struct Connections {
     next_id: AtomicU64,
     live: Mutex<HashMap<String, ConnHandle>>,
+    /// Bumped whenever a connection comes or goes or changes its subscriptions.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            next_id: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
 }
 
 impl Connections {
@@ -41,7 +62,41 @@ impl Connections {
         if let Some(old) = &replaced {
             old.kick.notify_one();
         }
+        drop(live);
+        self.touch();
         replaced.is_some()
+    }
+
+    /// Wakes everyone waiting in [`Connections::wait_for`].
+    pub fn touch(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits up to `timeout` for a connection of `client_id` for which `ready` holds; returns its
+    /// sender.
+    pub async fn wait_for(
+        &self,
+        client_id: &str,
+        timeout: Duration,
+        ready: impl Fn(&Features) -> bool,
+    ) -> Option<mpsc::Sender<Packet>> {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.borrow_and_update();
+            let found = self.live.lock().ok().and_then(|live| {
+                live.get(client_id)
+                    .filter(|h| ready(&h.features))
+                    .map(|h| h.outbound.clone())
+            });
+            if found.is_some() {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
     }
 
     /// Removes the entry if it still belongs to connection `id`.
@@ -51,6 +106,7 @@ impl Connections {
         {
             live.remove(client_id);
         }
+        self.touch();
     }
 
     /// Closes the connection of a client id (device deleted or disabled).
@@ -87,7 +143,7 @@ impl Connections {
     pub fn push_desired(&self, client_id: &str, version: u64, patch: &serde_json::Value) {
         let Ok(live) = self.live.lock() else { return };
         let Some(h) = live.get(client_id) else { return };
-        if !h.desired.load(Ordering::Relaxed) {
+        if !h.features.desired.load(Ordering::Relaxed) {
             return;
         }
         let publish = mqtt_codec::Publish {
