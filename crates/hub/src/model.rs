@@ -162,7 +162,7 @@ pub struct Device {
 }
 
 /// A module identity on a device.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Module {
     pub module_id: String,
@@ -184,6 +184,25 @@ pub struct Module {
     pub cloud_to_device_message_count: u64,
     #[serde(default)]
     pub authentication: Authentication,
+}
+
+impl Default for Module {
+    /// Never connected: the times are [`NEVER`], which the service SDKs can parse (an empty string
+    /// breaks their date-time deserialisation).
+    fn default() -> Self {
+        Self {
+            module_id: String::new(),
+            device_id: String::new(),
+            managed_by: None,
+            generation_id: String::new(),
+            etag: String::new(),
+            connection_state: ConnectionState::default(),
+            connection_state_updated_time: never(),
+            last_activity_time: never(),
+            cloud_to_device_message_count: 0,
+            authentication: Authentication::default(),
+        }
+    }
 }
 
 impl Module {
