@@ -33,11 +33,11 @@ pub enum IfMatch {
 }
 
 impl IfMatch {
-    /// From an `If-Match` header value (quotes optional).
+    /// From an `If-Match` header value (quotes optional: the Node service SDK quotes `*` too).
     pub fn from_header(v: Option<&str>) -> Self {
         match v.map(str::trim) {
             None | Some("") => Self::Absent,
-            Some("*") => Self::Any,
+            Some("*" | "\"*\"") => Self::Any,
             Some(e) => Self::Etag(e.trim_matches('"').to_owned()),
         }
     }
@@ -431,4 +431,20 @@ pub fn gen_key() -> Result<String, model::Invalid> {
     pki::random_fill(&mut b)
         .map_err(|_| model::Invalid("the system random source failed".into()))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfMatch;
+
+    #[test]
+    fn if_match_wildcard_quoted_or_not() {
+        assert_eq!(IfMatch::from_header(None), IfMatch::Absent);
+        assert_eq!(IfMatch::from_header(Some("*")), IfMatch::Any);
+        assert_eq!(IfMatch::from_header(Some("\"*\"")), IfMatch::Any);
+        assert_eq!(
+            IfMatch::from_header(Some("\"AAE=\"")),
+            IfMatch::Etag("AAE=".into())
+        );
+    }
 }

@@ -8,7 +8,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const net = require('node:net');
-const { spawn, execFileSync } = require('node:child_process');
+const { spawn, execFile, execFileSync } = require('node:child_process');
+const { promisify } = require('node:util');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const BIN = process.env.FERROHUB_BIN || path.join(REPO, 'target', 'debug', 'ferrohub');
@@ -65,6 +66,64 @@ function registry(op, arg) {
     env: { ...process.env, NODE_EXTRA_CA_CERTS: rootCa, CS: serviceCs, ARGS: JSON.stringify([op, arg]) },
   });
   return JSON.parse(out.trim().split('\n').pop());
+}
+
+// The service SDK (azure-iothub Registry and Client) in a child process, without blocking this one:
+// devices in this process answer methods while the child waits for the result.
+const SERVICE_SCRIPT = `
+  const { Registry, Client } = require('azure-iothub');
+  const cs = process.env.CS;
+  const [op, arg] = JSON.parse(process.env.ARGS);
+  const run = async () => {
+    if (op === 'invoke') {
+      const res = await Client.fromConnectionString(cs).invokeDeviceMethod(arg.deviceId, arg.method);
+      return res.result;
+    }
+    if (op === 'tagged-devices') {
+      const r = Registry.fromConnectionString(cs);
+      for (let i = 0; i < arg.count; i++) {
+        const deviceId = arg.prefix + '-' + i;
+        await r.create({ deviceId });
+        await r.updateTwin(deviceId, { tags: { batch: arg.prefix } }, '*');
+      }
+      return { created: arg.count };
+    }
+    if (op === 'query-pages') {
+      const q = Registry.fromConnectionString(cs).createQuery(arg.sql, arg.pageSize);
+      const pages = [];
+      while (q.hasMoreResults) {
+        if (pages.length > 10) throw new Error('the query does not end: ' + JSON.stringify(pages));
+        const res = await q.nextAsTwin();
+        pages.push(res.result.map((t) => t.deviceId));
+      }
+      return pages;
+    }
+    throw new Error('unknown op ' + op);
+  };
+  run().then((res) => console.log(JSON.stringify(res)),
+    (err) => console.log(JSON.stringify({
+      error: err.constructor.name, message: err.message,
+      status: err.response && err.response.statusCode, body: err.responseBody,
+    })));
+`;
+
+async function service(op, arg) {
+  const { stdout } = await promisify(execFile)(process.execPath, ['-e', SERVICE_SCRIPT], {
+    cwd: __dirname, encoding: 'utf8', timeout: 120000,
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: rootCa, CS: serviceCs, ARGS: JSON.stringify([op, arg]) },
+  });
+  return JSON.parse(stdout.trim().split('\n').pop());
+}
+
+async function openDevice(prefix) {
+  const { Client } = require('azure-iot-device');
+  const { Mqtt } = require('azure-iot-device-mqtt');
+  const id = uid(prefix);
+  const d = registry('create', { deviceId: id });
+  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+  await client.setOptions({ ca: fs.readFileSync(rootCa, 'utf8') });
+  await client.open();
+  return { id, client };
 }
 
 function events(deviceId) {
@@ -168,4 +227,48 @@ test('twin get and reported update over MQTT', async () => {
   const again = await client.getTwin();
   assert.strictEqual(again.properties.reported.fw, '2.0');
   await client.close();
+});
+
+test('a direct method is answered by the device; an offline device gets 404 DeviceNotOnline', async () => {
+  const { id, client } = await openDevice('node-method');
+  client.onDeviceMethod('reboot', (request, response) => {
+    response.send(200, { echo: request.payload, method: request.methodName }, () => {});
+  });
+  // onDeviceMethod subscribes asynchronously; retry while the hub still says 404 (not subscribed).
+  let result;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    result = await service('invoke', { deviceId: id, method: { methodName: 'reboot', payload: { delay: 2 }, responseTimeoutInSeconds: 10 } });
+    if (!result.error) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepStrictEqual(result, { status: 200, payload: { echo: { delay: 2 }, method: 'reboot' } });
+  await client.close();
+  const offline = await service('invoke', { deviceId: id, method: { methodName: 'reboot', responseTimeoutInSeconds: 5 } });
+  // The SDK maps a 404 without the DeviceNotFound code to a plain Error, as it does with IoT Hub.
+  assert.strictEqual(offline.status, 404, JSON.stringify(offline));
+  assert.match(String(offline.body), /ErrorCode:DeviceNotOnline/);
+});
+
+test('a cloud-to-device message with no application properties reaches the device', async () => {
+  const { id, client } = await openDevice('node-c2d');
+  const received = new Promise((resolve) => client.on('message', (msg) => {
+    client.complete(msg, () => resolve(msg));
+  }));
+  // 'message' listeners subscribe asynchronously; the hub queues until the device subscribes.
+  cli('hub', 'c2d', 'send', id, '--body', 'plain', '--config', config);
+  const msg = await received;
+  assert.strictEqual(msg.data.toString(), 'plain');
+  assert.deepStrictEqual(msg.properties.propertyList, []);
+  assert.ok(msg.messageId, 'the hub assigns a message id');
+  await client.close();
+});
+
+test('a query over 150 devices comes back as three pages of 50, then stops', async () => {
+  const prefix = uid('node-q');
+  const made = await service('tagged-devices', { prefix, count: 150 });
+  assert.deepStrictEqual(made, { created: 150 });
+  const pages = await service('query-pages', { sql: `SELECT * FROM devices WHERE tags.batch = '${prefix}'`, pageSize: 50 });
+  assert.ok(!pages.error, JSON.stringify(pages));
+  assert.deepStrictEqual(pages.map((p) => p.length), [50, 50, 50]);
+  assert.strictEqual(new Set(pages.flat()).size, 150, 'no device twice');
 });
