@@ -95,6 +95,34 @@ impl DeviceConn {
         Ok(id)
     }
 
+    /// A QoS 0 PUBLISH (twin requests and method answers).
+    pub async fn publish_qos0(&mut self, topic: &str, payload: Vec<u8>) -> Result<()> {
+        self.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.to_owned(),
+            packet_id: None,
+            payload,
+        }))
+        .await
+    }
+
+    /// Subscribes to `filter` (QoS 0) and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str) -> Result<()> {
+        let packet_id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
+        self.send(&Packet::Subscribe(mqtt_codec::Subscribe {
+            packet_id,
+            filters: vec![(filter.to_owned(), QoS::AtMostOnce)],
+        }))
+        .await?;
+        match self.recv().await? {
+            Packet::SubAck(a) if a.packet_id == packet_id => Ok(()),
+            other => bail!("expected SUBACK {packet_id}, got {other:?}"),
+        }
+    }
+
     /// Publishes and waits for its PUBACK (the hub sends it once the message is durable).
     pub async fn publish_acked(&mut self, topic: &str, payload: Vec<u8>) -> Result<()> {
         let id = self.publish(topic, payload).await?;

@@ -228,6 +228,14 @@ impl ServiceClient {
         })
     }
 
+    /// Opens one HTTP/1.1 connection for many requests (what a long-running service does).
+    pub async fn keep_alive(&self) -> Result<KeepAlive<'_>, ClientError> {
+        Ok(KeepAlive {
+            client: self,
+            sender: self.connect().await?,
+        })
+    }
+
     /// Opens a streaming GET (the events endpoint); the caller reads frames from the body.
     pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
         let mut sender = self.connect().await?;
@@ -246,5 +254,35 @@ impl ServiceClient {
             return Err(ClientError::Request("unexpected status".into()));
         }
         Ok(resp.into_body())
+    }
+}
+
+/// One connection reused for sequential requests; see [`ServiceClient::keep_alive`].
+pub struct KeepAlive<'a> {
+    client: &'a ServiceClient,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl KeepAlive<'_> {
+    /// Sends a request on the open connection and collects the answer (any status).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<ClientResponse, ClientError> {
+        self.sender.ready().await?;
+        let resp = self
+            .sender
+            .send_request(self.client.request(method, path, body, headers)?)
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(ClientResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }

@@ -267,7 +267,10 @@ async fn a_device_manages_its_own_modules_and_their_twins_and_methods() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
     // Never connected: a date the service SDKs parse, not an empty string.
     assert_eq!(r.json()["lastActivityTime"], "0001-01-01T00:00:00Z");
-    assert_eq!(r.json()["connectionStateUpdatedTime"], "0001-01-01T00:00:00Z");
+    assert_eq!(
+        r.json()["connectionStateUpdatedTime"],
+        "0001-01-01T00:00:00Z"
+    );
     // Its token opens nothing else: another device's modules, or devices themselves.
     for (method, path) in [
         (Method::PUT, "/devices/other/modules/filter"),

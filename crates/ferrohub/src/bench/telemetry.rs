@@ -6,32 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Subcommand};
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
-use hub::model::{AuthType, Authentication, Device};
-use hub::registry::IfMatch;
+use clap::Args;
 use mqtt_codec::Packet;
-use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
-use rustls::pki_types::CertificateDer;
 
+use super::{BenchHub, DeviceCreds};
 use crate::clock;
 use crate::device_client::DeviceConn;
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCmd {
-    /// QoS 1 telemetry from N X.509 devices over TLS into an in-process hub (fsync on).
-    #[command(
-        after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 2000\n  \
-        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate"
-    )]
-    Telemetry(TelemetryArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct TelemetryArgs {
     /// Devices, each with its own certificate and TLS connection.
     #[arg(long, default_value_t = 100)]
-    devices: usize,
+    pub devices: usize,
     /// Messages per device (ignored with --rate).
     #[arg(long, default_value_t = 1000)]
     messages: usize,
@@ -52,111 +38,9 @@ pub struct TelemetryArgs {
     no_fsync: bool,
 }
 
-pub fn run(cmd: BenchCmd) -> Result<bool> {
-    let BenchCmd::Telemetry(args) = cmd;
-    crate::hub_cmd::runtime()?
-        .block_on(telemetry(args))
-        .map(|()| true)
-}
-
-struct DeviceCreds {
-    id: String,
-    chain: Vec<CertificateDer<'static>>,
-    key_pem: String,
-}
-
-async fn telemetry(args: TelemetryArgs) -> Result<()> {
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let now = clock::now();
-    let start = now - time::Duration::days(1);
-    let ca_key = PrivateKey::generate(KeyAlgorithm::P256)?;
-    let ca = pki::issue(
-        &CertRequest::new(Profile::RootCa, "Bench CA", start),
-        &ca_key,
-        None,
-    )?;
-    let server_key = PrivateKey::generate(KeyAlgorithm::P256)?;
-    let mut req = CertRequest::new(Profile::Server, "localhost", start);
-    req.subject_alt_names = vec!["localhost".into()];
-    let server = pki::issue(
-        &req,
-        &server_key,
-        Some(Signer {
-            cert: &ca,
-            key: &ca_key,
-        }),
-    )?;
-    let path = |n: &str| dir.path().join(n);
-    std::fs::write(path("ca.pem"), ca.to_pem())?;
-    std::fs::write(path("server.pem"), server.to_pem() + &ca.to_pem())?;
-    std::fs::write(path("server.key"), server_key.to_pem())?;
-    let cfg = HubConfig {
-        hostname: "localhost".into(),
-        listen: Listen::default(),
-        tls: Tls {
-            cert: path("server.pem"),
-            key: path("server.key"),
-            ca: Some(path("ca.pem")),
-        },
-        storage: Storage {
-            registry: path("registry.sqlite"),
-            events: path("events"),
-            fsync: !args.no_fsync,
-            retention_hours: None,
-            retention_mib: None,
-        },
-        auth: AuthSettings::default(),
-        limits: Limits {
-            max_inflight_per_connection: args.inflight.max(1) * 2,
-            ..Limits::default()
-        },
-        policies: vec![],
-    };
-    let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
-    hub.cas
-        .upload("bench", &ca.to_pem(), true, &IfMatch::Absent)?;
-    let pb = indicatif::ProgressBar::new(args.devices as u64);
-    pb.set_message("issuing device certificates");
-    let mut creds = Vec::with_capacity(args.devices);
-    for i in 0..args.devices {
-        let id = format!("bench-{i:05}");
-        let key = PrivateKey::generate(KeyAlgorithm::P256)?;
-        let cert = pki::issue(
-            &CertRequest::new(Profile::DeviceClient, id.clone(), start),
-            &key,
-            Some(Signer {
-                cert: &ca,
-                key: &ca_key,
-            }),
-        )?;
-        let device = Device {
-            device_id: id.clone(),
-            authentication: Authentication {
-                kind: Some(AuthType::CertificateAuthority),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        hub.registry
-            .put_device(&id, device, &IfMatch::Absent)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        creds.push(DeviceCreds {
-            id,
-            chain: vec![cert.to_rustls(), ca.to_rustls()],
-            key_pem: key.to_pem(),
-        });
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = mqtt.local_addr()?;
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let server_task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.to_rustls())?;
-    let roots = Arc::new(roots);
+pub async fn run(args: TelemetryArgs) -> Result<()> {
+    let bench = BenchHub::start(args.devices, !args.no_fsync, args.inflight.max(1) * 2).await?;
+    let (addr, roots) = (bench.mqtt, bench.roots.clone());
     let per_device_rate = args
         .rate
         .map(|r| (r as f64 / args.devices as f64).max(0.001));
@@ -171,7 +55,7 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
     );
     let began = clock::instant();
     let mut tasks = Vec::new();
-    for c in creds {
+    for c in bench.creds.clone() {
         let messages = match per_device_rate {
             Some(r) => (r * args.seconds as f64).ceil() as usize,
             None => args.messages,
@@ -193,8 +77,7 @@ async fn telemetry(args: TelemetryArgs) -> Result<()> {
     }
     let elapsed = began.elapsed();
     pb.finish_and_clear();
-    let _ = stop.send(true);
-    let _ = server_task.await;
+    let hub = bench.stop().await;
     report(&args, &mut latencies, elapsed, &hub);
     Ok(())
 }
@@ -259,12 +142,7 @@ async fn device_run(
 
 fn report(args: &TelemetryArgs, lat: &mut [u32], elapsed: Duration, hub: &hub::Hub) {
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| super::percentile_ms(lat, p);
     let rate = lat.len() as f64 / elapsed.as_secs_f64();
     println!(
         "telemetry: {} devices, QoS 1, {} B bodies, inflight {}/device, fsync {}",

@@ -1,0 +1,232 @@
+//! `ferrohub bench …`: load generators against an in-process hub on loopback, over real TLS with
+//! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
+
+mod interactive;
+mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use clap::Subcommand;
+use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
+use hub::model::{AuthType, Authentication, Device};
+use hub::registry::IfMatch;
+use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
+use rustls::pki_types::CertificateDer;
+
+use crate::clock;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// QoS 1 telemetry from N X.509 devices over TLS into an in-process hub (fsync on).
+    #[command(
+        after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 2000\n  \
+        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate"
+    )]
+    Telemetry(telemetry::TelemetryArgs),
+    /// Direct-method round trips: service REST call → device → answer, N devices connected.
+    #[command(after_help = "Example:\n  ferrohub bench methods --devices 100 --seconds 10")]
+    Methods(interactive::InteractiveArgs),
+    /// Twin reported-property patches over MQTT from N devices, each waiting for its 204.
+    #[command(after_help = "Example:\n  ferrohub bench twin --devices 100 --seconds 10")]
+    Twin(interactive::InteractiveArgs),
+}
+
+pub fn run(cmd: BenchCmd) -> Result<bool> {
+    let rt = crate::hub_cmd::runtime()?;
+    match cmd {
+        BenchCmd::Telemetry(args) => rt.block_on(telemetry::run(args)),
+        BenchCmd::Methods(args) => rt.block_on(interactive::methods(args)),
+        BenchCmd::Twin(args) => rt.block_on(interactive::twin(args)),
+    }
+    .map(|()| true)
+}
+
+#[derive(Clone)]
+pub struct DeviceCreds {
+    pub id: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key_pem: String,
+}
+
+/// A hub serving on ephemeral loopback ports, with `devices` X.509 (CA-signed) devices registered.
+pub struct BenchHub {
+    pub hub: Arc<hub::Hub>,
+    pub mqtt: std::net::SocketAddr,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub creds: Vec<DeviceCreds>,
+    /// A client with the `service` policy (ServiceConnect, RegistryRead).
+    pub service: hub::client::ServiceClient,
+    stop: tokio::sync::watch::Sender<bool>,
+    server_task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchHub {
+    pub async fn start(devices: usize, fsync: bool, max_inflight: usize) -> Result<Self> {
+        let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let start = clock::now() - time::Duration::days(1);
+        let ca_key = PrivateKey::generate(KeyAlgorithm::P256)?;
+        let ca = pki::issue(
+            &CertRequest::new(Profile::RootCa, "Bench CA", start),
+            &ca_key,
+            None,
+        )?;
+        let service_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = hub_config(dir.path(), &ca, &ca_key, start, &service_key)?;
+        let cfg = HubConfig {
+            storage: Storage {
+                fsync,
+                ..cfg.storage
+            },
+            limits: Limits {
+                max_inflight_per_connection: max_inflight,
+                ..Limits::default()
+            },
+            ..cfg
+        };
+        let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
+        hub.cas
+            .upload("bench", &ca.to_pem(), true, &IfMatch::Absent)?;
+        let creds = register_devices(&hub, &ca, &ca_key, start, devices)?;
+        let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let (mqtt_addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let server_task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.to_rustls())?;
+        let client_tls = Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+        );
+        let service = hub::client::ServiceClient::new(
+            https_addr.to_string(),
+            "localhost".into(),
+            "service".into(),
+            base64::engine::general_purpose::STANDARD.decode(&service_key)?,
+            client_tls,
+        );
+        Ok(Self {
+            hub,
+            mqtt: mqtt_addr,
+            roots: Arc::new(roots),
+            creds,
+            service,
+            stop,
+            server_task,
+            _dir: dir,
+        })
+    }
+
+    /// Stops the hub and waits for it; returns it for its statistics.
+    pub async fn stop(self) -> Arc<hub::Hub> {
+        let _ = self.stop.send(true);
+        let _ = self.server_task.await;
+        self.hub
+    }
+}
+
+/// Writes the server certificate under `dir` and returns a hub config using it.
+fn hub_config(
+    dir: &std::path::Path,
+    ca: &pki::Certificate,
+    ca_key: &PrivateKey,
+    start: time::OffsetDateTime,
+    service_key: &str,
+) -> Result<HubConfig> {
+    let server_key = PrivateKey::generate(KeyAlgorithm::P256)?;
+    let mut req = CertRequest::new(Profile::Server, "localhost", start);
+    req.subject_alt_names = vec!["localhost".into()];
+    let server = pki::issue(
+        &req,
+        &server_key,
+        Some(Signer {
+            cert: ca,
+            key: ca_key,
+        }),
+    )?;
+    let path = |n: &str| dir.join(n);
+    std::fs::write(path("ca.pem"), ca.to_pem())?;
+    std::fs::write(path("server.pem"), server.to_pem() + &ca.to_pem())?;
+    std::fs::write(path("server.key"), server_key.to_pem())?;
+    Ok(HubConfig {
+        hostname: "localhost".into(),
+        listen: Listen::default(),
+        tls: Tls {
+            cert: path("server.pem"),
+            key: path("server.key"),
+            ca: Some(path("ca.pem")),
+        },
+        storage: Storage {
+            registry: path("registry.sqlite"),
+            events: path("events"),
+            fsync: true,
+            retention_hours: None,
+            retention_mib: None,
+        },
+        auth: AuthSettings::default(),
+        limits: Limits::default(),
+        policies: vec![Policy {
+            name: "service".into(),
+            primary_key: service_key.to_owned(),
+            secondary_key: service_key.to_owned(),
+            rights: vec![Right::ServiceConnect, Right::RegistryRead],
+        }],
+    })
+}
+
+/// Issues a certificate per device (signed by `ca`) and registers the device as CA-authenticated.
+fn register_devices(
+    hub: &hub::Hub,
+    ca: &pki::Certificate,
+    ca_key: &PrivateKey,
+    start: time::OffsetDateTime,
+    devices: usize,
+) -> Result<Vec<DeviceCreds>> {
+    let pb = indicatif::ProgressBar::new(devices as u64);
+    pb.set_message("issuing device certificates");
+    let mut creds = Vec::with_capacity(devices);
+    for i in 0..devices {
+        let id = format!("bench-{i:05}");
+        let key = PrivateKey::generate(KeyAlgorithm::P256)?;
+        let cert = pki::issue(
+            &CertRequest::new(Profile::DeviceClient, id.clone(), start),
+            &key,
+            Some(Signer {
+                cert: ca,
+                key: ca_key,
+            }),
+        )?;
+        let device = Device {
+            device_id: id.clone(),
+            authentication: Authentication {
+                kind: Some(AuthType::CertificateAuthority),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        hub.registry
+            .put_device(&id, device, &IfMatch::Absent)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        creds.push(DeviceCreds {
+            id,
+            chain: vec![cert.to_rustls(), ca.to_rustls()],
+            key_pem: key.to_pem(),
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(creds)
+}
+
+/// Percentile `p` (0..=1) of sorted microsecond samples, in milliseconds.
+pub fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
+}
