@@ -276,6 +276,35 @@ impl CaService {
     }
 }
 
+/// The certificate and `isVerified` of an upload body:
+/// `{"properties": {"certificate": "<PEM or base64 DER>", "isVerified": false}}` (a top-level
+/// `certificate` is accepted too).
+pub fn upload_request(v: &serde_json::Value) -> Result<(String, bool), ApiError> {
+    let props = v.get("properties").unwrap_or(v);
+    let cert = props
+        .get("certificate")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("the body needs properties.certificate (PEM)"))?;
+    let verified = props
+        .get("isVerified")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    Ok((cert.to_owned(), verified))
+}
+
+/// The verification certificate of a verify body: `{"certificate": "<PEM>"}`.
+pub fn verify_request(v: &serde_json::Value) -> Result<String, ApiError> {
+    v.get("certificate")
+        .or_else(|| v.get("properties").and_then(|p| p.get("certificate")))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the body needs certificate (PEM of the verification certificate)",
+            )
+        })
+}
+
 fn check_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64

@@ -25,7 +25,7 @@ pub mod methods;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
-mod net;
+pub mod net;
 pub mod registry;
 pub mod store;
 pub mod time;

@@ -33,7 +33,7 @@ impl Histogram {
         );
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (i, b) in BUCKETS.iter().enumerate() {

@@ -6,7 +6,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::{admit, if_match, json, json_body};
 use crate::Hub;
@@ -45,17 +44,10 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite)?;
-    let v: Value = json_body(&body)?;
-    let props = v.get("properties").unwrap_or(&v);
-    let cert = props
-        .get("certificate")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("the body needs properties.certificate (PEM)"))?;
-    let verified = props
-        .get("isVerified")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let record = hub.cas.upload(&name, cert, verified, &if_match(&headers))?;
+    let (cert, verified) = crate::cas::upload_request(&json_body(&body)?)?;
+    let record = hub
+        .cas
+        .upload(&name, &cert, verified, &if_match(&headers))?;
     Ok(json(StatusCode::OK, &CaDescription::from(&record)))
 }
 
@@ -94,16 +86,7 @@ pub async fn verify(
     body: Bytes,
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite)?;
-    let v: Value = json_body(&body)?;
-    let proof = v
-        .get("certificate")
-        .or_else(|| v.get("properties").and_then(|p| p.get("certificate")))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "the body needs certificate (PEM of the verification certificate)",
-            )
-        })?;
-    let record = hub.cas.verify(&name, &if_match(&headers), proof)?;
+    let proof = crate::cas::verify_request(&json_body(&body)?)?;
+    let record = hub.cas.verify(&name, &if_match(&headers), &proof)?;
     Ok(json(StatusCode::OK, &CaDescription::from(&record)))
 }

@@ -2,7 +2,7 @@
 
 pub mod auth;
 mod conn;
-mod io;
+pub mod io;
 pub mod session;
 mod telemetry;
 

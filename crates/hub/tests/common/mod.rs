@@ -47,7 +47,13 @@ pub fn server_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
     let mut req = CertRequest::new(Profile::Server, HOST, start);
     req.days = 20_000;
-    req.subject_alt_names = vec![HOST.into(), "127.0.0.1".into()];
+    // hub1/hub2: names of extra hubs in the provisioning service's tests.
+    req.subject_alt_names = vec![
+        HOST.into(),
+        "127.0.0.1".into(),
+        "hub1".into(),
+        "hub2".into(),
+    ];
     let cert = pki::issue(
         &req,
         &key,
@@ -159,7 +165,7 @@ impl TestHub {
         let key = base64_decode(KEY);
         hub::client::ServiceClient::new(
             self.https.to_string(),
-            HOST.into(),
+            self.hub.config.hostname.clone(),
             "iothubowner".into(),
             key,
             tls,
@@ -195,8 +201,13 @@ pub struct Mqtt {
 
 impl Mqtt {
     pub async fn tls(hub: &TestHub, cert: Option<ClientCert>) -> Self {
+        Self::tls_to(hub.mqtt, &hub.root, cert).await
+    }
+
+    /// TLS to `addr` trusting the PEM roots in `root`, as `localhost`.
+    pub async fn tls_to(addr: SocketAddr, root: &Path, cert: Option<ClientCert>) -> Self {
         let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&hub.root).unwrap() {
+        for c in CertificateDer::pem_file_iter(root).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
         let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
@@ -204,7 +215,7 @@ impl Mqtt {
             Some(c) => builder.with_client_auth_cert(c.chain, c.key).unwrap(),
             None => builder.with_no_client_auth(),
         };
-        let tcp = TcpStream::connect(hub.mqtt).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(ServerName::try_from(HOST).unwrap(), tcp)
             .await
@@ -256,6 +267,18 @@ impl Mqtt {
         clean: bool,
     ) -> (bool, mqtt_codec::ConnectReturnCode) {
         let username = format!("{HOST}/{client_id}/?api-version=2021-04-12&DeviceClientType=test");
+        self.connect_as(client_id, &username, password, clean).await
+    }
+
+    /// CONNECT with any username; returns the CONNACK code.
+    pub async fn connect_as(
+        &mut self,
+        client_id: &str,
+        username: &str,
+        password: Option<String>,
+        clean: bool,
+    ) -> (bool, mqtt_codec::ConnectReturnCode) {
+        let username = username.to_owned();
         self.send(&Packet::Connect(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,

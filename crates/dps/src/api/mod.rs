@@ -1,0 +1,234 @@
+//! HTTPS: the device registration API (2019-03-31) and the service API (2021-10-01 shape).
+
+mod certificates;
+mod device;
+mod service;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use iot_auth::sas::{SasError, SasToken};
+use rustls::pki_types::CertificateDer;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{Instrument as _, info, warn};
+
+use crate::Dps;
+use crate::config::Right;
+use crate::error::ApiError;
+
+/// The client certificate chain of the HTTPS connection (device X.509 registrations).
+#[derive(Clone, Default)]
+pub struct PeerChain(pub Arc<Vec<CertificateDer<'static>>>);
+
+pub fn router(dps: Arc<Dps>) -> Router {
+    Router::new()
+        .route("/enrollments/query", post(service::query_enrollments))
+        .route(
+            "/enrollments/{id}",
+            get(service::get_enrollment)
+                .put(service::put_enrollment)
+                .delete(service::delete_enrollment),
+        )
+        .route(
+            "/enrollments/{id}/attestationmechanism",
+            post(service::enrollment_attestation),
+        )
+        .route("/enrollmentGroups/query", post(service::query_groups))
+        .route("/enrollmentgroups/query", post(service::query_groups))
+        .route(
+            "/enrollmentGroups/{id}",
+            get(service::get_group)
+                .put(service::put_group)
+                .delete(service::delete_group),
+        )
+        .route(
+            "/enrollmentgroups/{id}",
+            get(service::get_group)
+                .put(service::put_group)
+                .delete(service::delete_group),
+        )
+        .route(
+            "/enrollmentGroups/{id}/attestationmechanism",
+            post(service::group_attestation),
+        )
+        .route(
+            "/enrollmentgroups/{id}/attestationmechanism",
+            post(service::group_attestation),
+        )
+        .route(
+            "/registrations/{id}",
+            get(service::get_registration).delete(service::delete_registration),
+        )
+        .route(
+            "/registrations/{id}/query",
+            post(service::query_registrations),
+        )
+        .route("/certificates", get(certificates::list))
+        .route(
+            "/certificates/{name}",
+            get(certificates::get)
+                .put(certificates::put)
+                .delete(certificates::delete),
+        )
+        .route(
+            "/certificates/{name}/generateVerificationCode",
+            post(certificates::generate_code),
+        )
+        .route("/certificates/{name}/verify", post(certificates::verify))
+        .route(
+            "/{scope}/registrations/{id}/register",
+            put(device::register),
+        )
+        .route(
+            "/{scope}/registrations/{id}/operations/{op}",
+            get(device::poll),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .with_state(dps)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))
+}
+
+async fn metrics(axum::extract::State(dps): axum::extract::State<Arc<Dps>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::render_metrics(&dps),
+    )
+        .into_response()
+}
+
+/// Every service handler: count, check the policy token and its right.
+pub(crate) fn admit(dps: &Dps, headers: &HeaderMap, right: Right) -> Result<(), ApiError> {
+    hub::metrics::Metrics::inc(&dps.metrics.http_requests);
+    authorize(dps, headers, right).inspect_err(|e| {
+        warn!(reason = %e.message, "Service API request refused");
+    })
+}
+
+fn authorize(dps: &Dps, headers: &HeaderMap, right: Right) -> Result<(), ApiError> {
+    let raw = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization header (a SharedAccessSignature)")
+        })?;
+    let token = SasToken::parse(raw)
+        .map_err(|e| ApiError::unauthorized(format!("malformed SAS token: {e}")))?;
+    let audience = token
+        .resource()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if !audience.eq_ignore_ascii_case(&dps.config.hostname) {
+        return Err(ApiError::unauthorized(format!(
+            "token audience {audience:?} is not this service"
+        )));
+    }
+    let name = token
+        .key_name()
+        .ok_or_else(|| ApiError::unauthorized("the token names no policy (skn)"))?;
+    let policy = dps
+        .config
+        .policy(name)
+        .ok_or_else(|| ApiError::unauthorized(format!("unknown policy {name:?}")))?;
+    let keys: Vec<Vec<u8>> = [&policy.primary_key, &policy.secondary_key]
+        .iter()
+        .filter_map(|k| iot_auth::sas::decode_key(k).ok())
+        .collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let now = u64::try_from(dps.clock.now().unix_timestamp()).unwrap_or(0);
+    token.verify_any(&refs, now).map_err(|e| match e {
+        SasError::Expired { .. } => ApiError::unauthorized("SAS token expired"),
+        _ => ApiError::unauthorized("SAS token signature does not match"),
+    })?;
+    if !policy.rights.contains(&right) {
+        return Err(ApiError::unauthorized(format!(
+            "policy {name} lacks the {right:?} right"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON response with the content type the Node SDKs require.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/json; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+pub(crate) fn if_match(headers: &HeaderMap) -> hub::registry::IfMatch {
+    hub::registry::IfMatch::from_header(
+        headers
+            .get(axum::http::header::IF_MATCH)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Serves HTTPS until `shutdown` turns true.
+pub async fn serve(
+    dps: Arc<Dps>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(dps.clone());
+    while let Some((tcp, peer)) = hub::net::accept_next(&listener, &mut shutdown, "dps-https").await
+    {
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(
+            async move {
+                let timeout = std::time::Duration::from_secs(30);
+                let Some(tls) = hub::net::handshake(&acceptor, tcp, timeout).await else {
+                    return;
+                };
+                let chain: Vec<CertificateDer<'static>> = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let app = app.layer(axum::Extension(PeerChain(Arc::new(chain))));
+                let service = TowerToHyperService::new(app);
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                }
+            }
+            .instrument(tracing::info_span!("dps-https", %peer)),
+        );
+    }
+    info!("DPS HTTPS listener stopped");
+}

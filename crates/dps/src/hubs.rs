@@ -1,0 +1,182 @@
+//! Clients of the linked hubs' service APIs: DPS creates, updates, moves and deletes devices there
+//! exactly as any service application would.
+
+use hub::client::{ClientError, ServiceClient};
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::DpsError;
+use crate::config::DpsConfig;
+
+/// One linked hub.
+pub struct LinkedHubClient {
+    pub hostname: String,
+    pub weight: u32,
+    client: ServiceClient,
+}
+
+/// A hub call that failed: the hub's answer, or no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HubCallError {
+    #[error("hub {hub} answered {status}: {body}")]
+    Status {
+        hub: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("hub {hub} unreachable: {source}")]
+    Unreachable { hub: String, source: ClientError },
+    #[error("{0} is not a linked hub")]
+    NotLinked(String),
+}
+
+pub struct LinkedHubs {
+    pub hubs: Vec<LinkedHubClient>,
+}
+
+impl LinkedHubs {
+    pub fn new(config: &DpsConfig, clock: &hub::time::SharedClock) -> Result<Self, DpsError> {
+        let mut hubs = Vec::new();
+        for linked in &config.linked_hubs {
+            let hostname = linked.hostname();
+            let err = |message: String| DpsError::LinkedHub {
+                hub: hostname.clone(),
+                message,
+            };
+            let cs = iot_auth::ConnectionString::parse(&linked.connection_string)
+                .map_err(|e| err(e.to_string()))?;
+            let (Some(policy), Some(key)) = (cs.shared_access_key_name(), cs.shared_access_key())
+            else {
+                return Err(err(
+                    "the connection string needs SharedAccessKeyName and SharedAccessKey".into(),
+                ));
+            };
+            let key = iot_auth::sas::decode_key(key).map_err(|e| err(e.to_string()))?;
+            let ca = linked
+                .ca
+                .as_ref()
+                .or(config.tls.ca.as_ref())
+                .ok_or_else(|| {
+                    err("no CA to trust for its TLS certificate: set ca = \"...\"".into())
+                })?;
+            let tls = hub::tls::client_config(ca)?;
+            let addr = linked
+                .address
+                .clone()
+                .unwrap_or_else(|| format!("{hostname}:443"));
+            hubs.push(LinkedHubClient {
+                client: ServiceClient::new(addr, hostname.clone(), policy.to_owned(), key, tls)
+                    .with_clock(clock.clone()),
+                hostname,
+                weight: linked.allocation_weight,
+            });
+        }
+        Ok(Self { hubs })
+    }
+
+    pub fn hostnames(&self) -> Vec<String> {
+        self.hubs.iter().map(|h| h.hostname.clone()).collect()
+    }
+
+    fn hub(&self, hostname: &str) -> Result<&LinkedHubClient, HubCallError> {
+        self.hubs
+            .iter()
+            .find(|h| h.hostname.eq_ignore_ascii_case(hostname))
+            .ok_or_else(|| HubCallError::NotLinked(hostname.to_owned()))
+    }
+
+    async fn call(
+        &self,
+        hostname: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: bool,
+    ) -> Result<(StatusCode, Value), HubCallError> {
+        let h = self.hub(hostname)?;
+        let headers: &[(&str, &str)] = if if_match { &[("if-match", "*")] } else { &[] };
+        let r = h
+            .client
+            .send(method, path, body, headers)
+            .await
+            .map_err(|source| HubCallError::Unreachable {
+                hub: h.hostname.clone(),
+                source,
+            })?;
+        Ok((r.status, r.json()))
+    }
+
+    /// The device, or `None` when the hub does not have it.
+    pub async fn get_device(
+        &self,
+        hostname: &str,
+        id: &str,
+    ) -> Result<Option<Value>, HubCallError> {
+        let path = format!("/devices/{}", iot_auth::percent_encode(id));
+        match self.call(hostname, Method::GET, &path, None, false).await? {
+            (StatusCode::OK, v) => Ok(Some(v)),
+            (StatusCode::NOT_FOUND, _) => Ok(None),
+            (status, v) => Err(status_error(hostname, status, &v)),
+        }
+    }
+
+    /// Creates or replaces the device.
+    pub async fn put_device(
+        &self,
+        hostname: &str,
+        id: &str,
+        device: &Value,
+    ) -> Result<Value, HubCallError> {
+        let path = format!("/devices/{}", iot_auth::percent_encode(id));
+        match self
+            .call(hostname, Method::PUT, &path, Some(device), true)
+            .await?
+        {
+            (StatusCode::OK, v) => Ok(v),
+            (status, v) => Err(status_error(hostname, status, &v)),
+        }
+    }
+
+    pub async fn delete_device(&self, hostname: &str, id: &str) -> Result<(), HubCallError> {
+        let path = format!("/devices/{}", iot_auth::percent_encode(id));
+        match self
+            .call(hostname, Method::DELETE, &path, None, true)
+            .await?
+        {
+            (StatusCode::NO_CONTENT | StatusCode::NOT_FOUND, _) => Ok(()),
+            (status, v) => Err(status_error(hostname, status, &v)),
+        }
+    }
+
+    pub async fn get_twin(&self, hostname: &str, id: &str) -> Result<Value, HubCallError> {
+        let path = format!("/twins/{}", iot_auth::percent_encode(id));
+        match self.call(hostname, Method::GET, &path, None, false).await? {
+            (StatusCode::OK, v) => Ok(v),
+            (status, v) => Err(status_error(hostname, status, &v)),
+        }
+    }
+
+    /// `PUT` (replace tags and desired) or `PATCH` (merge) the twin.
+    pub async fn write_twin(
+        &self,
+        hostname: &str,
+        id: &str,
+        twin: &Value,
+        replace: bool,
+    ) -> Result<(), HubCallError> {
+        let path = format!("/twins/{}", iot_auth::percent_encode(id));
+        let method = if replace { Method::PUT } else { Method::PATCH };
+        match self.call(hostname, method, &path, Some(twin), true).await? {
+            (StatusCode::OK, _) => Ok(()),
+            (status, v) => Err(status_error(hostname, status, &v)),
+        }
+    }
+}
+
+fn status_error(hub: &str, status: StatusCode, body: &Value) -> HubCallError {
+    HubCallError::Status {
+        hub: hub.to_owned(),
+        status,
+        body: body.to_string(),
+    }
+}

@@ -1,0 +1,211 @@
+//! # ferrohub device provisioning service
+//!
+//! Devices register over MQTT or HTTPS with an X.509 chain or a SAS token; the service finds
+//! their enrollment (individual first, then groups), checks the attestation, picks a linked hub,
+//! creates or updates the device there through the hub's service API, and answers with the
+//! assigned hub and device id.
+//!
+//! ```text
+//!  device ──MQTT/HTTPS──► attest ──► enrollment ──► allocate ──► hub REST (PUT device, twin)
+//!                                                        │
+//!  service SDK, CLI ──HTTPS──► enrollments, groups, registrations, CA certificates (SQLite)
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod allocate;
+pub mod api;
+pub mod attest;
+pub mod config;
+pub mod error;
+pub mod hubs;
+pub mod model;
+pub mod mqtt;
+pub mod provision;
+pub mod store;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use config::DpsConfig;
+use hub::time::SharedClock;
+
+/// A failure to start the provisioning service.
+#[derive(Debug, thiserror::Error)]
+pub enum DpsError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    HubStore(#[from] hub::store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] hub::tls::TlsError),
+    #[error("linked hub {hub}: {message}")]
+    LinkedHub { hub: String, message: String },
+}
+
+/// Everything the endpoints share.
+pub struct Dps {
+    pub config: DpsConfig,
+    pub store: store::DpsStore,
+    /// CA certificates with proof of possession (the hub's implementation, on the DPS database).
+    pub cas: hub::cas::CaService,
+    pub hubs: hubs::LinkedHubs,
+    pub clock: SharedClock,
+    pub operations: provision::Operations,
+    pub metrics: Metrics,
+}
+
+/// Counters exported at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub registrations_assigned: std::sync::atomic::AtomicU64,
+    pub registrations_failed: std::sync::atomic::AtomicU64,
+    pub auth_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub http_requests: std::sync::atomic::AtomicU64,
+    pub registration_latency: hub::metrics::Histogram,
+}
+
+impl Metrics {
+    pub fn auth_failure(&self, reason: &'static str) {
+        if let Ok(mut m) = self.auth_failures.lock() {
+            *m.entry(reason).or_insert(0) += 1;
+        }
+    }
+}
+
+impl Dps {
+    /// Opens the database and prepares clients for the linked hubs.
+    pub fn open(config: DpsConfig, clock: SharedClock) -> Result<Arc<Self>, DpsError> {
+        if let Some(dir) = config.storage.database.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let store = store::DpsStore::open(&config.storage.database)?;
+        let ca_path = config
+            .storage
+            .database
+            .with_extension("certificates.sqlite");
+        let ca_store: Arc<dyn hub::store::Registry> =
+            Arc::new(hub::store::SqliteRegistry::open(&ca_path)?);
+        let hubs = hubs::LinkedHubs::new(&config, &clock)?;
+        Ok(Arc::new(Self {
+            cas: hub::cas::CaService::new(ca_store, clock.clone()),
+            store,
+            hubs,
+            clock,
+            operations: provision::Operations::default(),
+            metrics: Metrics::default(),
+            config,
+        }))
+    }
+}
+
+/// The sockets the service listens on (bound by the caller, so tests can use port 0).
+pub struct Listeners {
+    pub mqtt: TcpListener,
+    pub https: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of the config.
+    pub async fn bind(config: &DpsConfig) -> std::io::Result<Self> {
+        let bind = |addr, what: &'static str| async move {
+            TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}"))
+            })
+        };
+        Ok(Self {
+            mqtt: bind(config.listen.mqtt, "MQTT").await?,
+            https: bind(config.listen.https, "HTTPS").await?,
+        })
+    }
+}
+
+/// Serves MQTT and HTTPS until `shutdown` turns true.
+pub async fn run(
+    dps: Arc<Dps>,
+    listeners: Listeners,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), DpsError> {
+    let mqtt_tls = hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[])?;
+    let https_tls =
+        hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[b"http/1.1"])?;
+    info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), id_scope = %dps.config.id_scope, "Provisioning service serving");
+    let mqtt = tokio::spawn(mqtt::serve(
+        dps.clone(),
+        listeners.mqtt,
+        mqtt_tls,
+        shutdown.clone(),
+    ));
+    let https = tokio::spawn(api::serve(
+        dps.clone(),
+        listeners.https,
+        https_tls,
+        shutdown,
+    ));
+    let _ = tokio::join!(mqtt, https);
+    info!("Provisioning service stopped");
+    Ok(())
+}
+
+/// A new ID scope: `0ne` and 8 upper-case hex digits, like Azure's.
+pub fn new_id_scope() -> Result<String, pki::PkiError> {
+    let mut bytes = [0u8; 4];
+    pki::random_fill(&mut bytes)?;
+    Ok(format!("0ne{}", hex::encode_upper(bytes)))
+}
+
+/// The Prometheus text of the service's metrics.
+pub fn render_metrics(dps: &Dps) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &dps.metrics;
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "ferrohub_dps_mqtt_connections_total",
+            "MQTT connections that sent CONNECT.",
+            m.connections.load(Relaxed),
+        ),
+        (
+            "ferrohub_dps_registrations_assigned_total",
+            "Registrations assigned to a hub.",
+            m.registrations_assigned.load(Relaxed),
+        ),
+        (
+            "ferrohub_dps_registrations_failed_total",
+            "Registrations that failed after attestation.",
+            m.registrations_failed.load(Relaxed),
+        ),
+        (
+            "ferrohub_dps_http_requests_total",
+            "HTTPS requests.",
+            m.http_requests.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ferrohub_dps_auth_failures_total Refused registrations by reason.\n# TYPE ferrohub_dps_auth_failures_total counter"
+    );
+    if let Ok(f) = m.auth_failures.lock() {
+        for (reason, n) in f.iter() {
+            let _ = writeln!(
+                out,
+                "ferrohub_dps_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+    }
+    m.registration_latency.render(
+        "ferrohub_dps_registration_seconds",
+        "Time from attestation to the device being assigned (hub calls included).",
+        &mut out,
+    );
+    out
+}
