@@ -5,6 +5,7 @@ mod bench;
 mod certs;
 mod clock;
 mod device_client;
+mod dps_cmd;
 mod hub_cmd;
 mod quickstart;
 mod quickstart_hub;
@@ -35,6 +36,10 @@ enum Cmd {
     /// The IoT hub: `hub init` creates a configuration, `hub --config FILE` serves it; devices,
     /// CA certificates and telemetry are managed through its service API.
     Hub(hub_cmd::HubArgs),
+    /// The device provisioning service: `dps init` creates a configuration linked to hubs,
+    /// `dps --config FILE` serves it; enrollments, registrations and CA certificates are managed
+    /// through its service API.
+    Dps(dps_cmd::DpsArgs),
     /// Load generators: measured runs against an in-process server on loopback.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Certs(args) => certs::run(args),
         Cmd::Quickstart(args) => quickstart::run(&args),
         Cmd::Hub(args) => hub_cmd::run(args),
+        Cmd::Dps(args) => dps_cmd::run(args),
         Cmd::Bench(cmd) => bench::run(cmd),
     };
     match result {
