@@ -25,15 +25,15 @@ def run(*args, check=True, **kw):
     return proc
 
 
-def wait_port(port, timeout=30.0):
+def wait_port(port, timeout=30.0, host="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    raise AssertionError(f"nothing listens on {host}:{port}")
 
 
 class Hub:
@@ -103,3 +103,46 @@ def pki(tmp_path_factory, hub):
     run("certs", "verification-cert", "--dir", str(d), "--code", code, "--issuer", "intermediate-ca")
     hub.cli("hub", "ca", "verify", "interop-inter", "--cert", str(d / f"verification-{code}.cert.pem"))
     return d
+
+
+class Dps:
+    """A ferrohub provisioning service on 127.0.0.2:8883/:443, linked to the session hub and sharing
+    its root CA (so devices trust one root for both)."""
+
+    def __init__(self, base: Path, hub: Hub):
+        self.dir = base / "dps"
+        self.config = self.dir / "dps.toml"
+        self.log = base / "dps.log"
+        self.proc = None
+        run("dps", "init", "--dir", str(self.dir), "--hostname", "127.0.0.2",
+            "--mqtt", "127.0.0.2:8883", "--https", "127.0.0.2:443",
+            "--link-hub", hub.connection_string, "--hub-address", "127.0.0.1:443",
+            "--ca-dir", str(hub.dir / "certs"))
+        self.id_scope = run("dps", "id-scope", "--config", str(self.config)).stdout.strip()
+
+    def start(self):
+        env = dict(os.environ, FERROHUB_LOG="info")
+        logf = open(self.log, "a")
+        self.proc = subprocess.Popen([str(BIN), "dps", "--config", str(self.config)], stdout=logf, stderr=logf, env=env)
+        wait_port(443, host="127.0.0.2")
+        wait_port(8883, host="127.0.0.2")
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+    def cli(self, *args, check=True):
+        return run("dps", *args, "--config", str(self.config), check=check)
+
+    def log_text(self):
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def dps(tmp_path_factory, hub):
+    d = Dps(tmp_path_factory.mktemp("ferrohub-dps"), hub)
+    d.start()
+    yield d
+    d.stop()

@@ -15,7 +15,7 @@ use crate::certs::store;
 pub enum Allocation {
     /// Spread devices over the hubs by a hash of the registration id (weighted).
     Hashed,
-    /// The closest hub (here: the first candidate).
+    /// The lowest-latency hub; every linked hub is equally near here, so hashed.
     #[value(name = "geoLatency", alias = "geo-latency")]
     GeoLatency,
     /// Always the hub given with --hub.

@@ -1,0 +1,95 @@
+"""The real Python provisioning client (azure-iot-device 2.14) against a ferrohub provisioning
+service, then the device client against the hub it was assigned to."""
+
+import json
+
+import pytest
+from azure.iot.device import IoTHubDeviceClient, Message, ProvisioningDeviceClient, X509
+from azure.iot.device.exceptions import ClientError, CredentialError
+from msrest.exceptions import HttpOperationError
+
+from conftest import run
+from test_hub import REFUSED, registry, unique
+
+DPS_HOST = "127.0.0.2"
+
+
+def group_key(dps, group_id):
+    out = dps.cli("enrollment-group", "show", group_id, "--json").stdout
+    return json.loads(out)["attestation"]["symmetricKey"]["primaryKey"]
+
+
+def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
+    """Seed 002: an X.509 group enrollment (the intermediate given inline), an edge device with a
+    full-chain certificate whose CN is the registration id."""
+    group = unique("py-x509grp")
+    dps.cli("enrollment-group", "create", group, "--signing-cert", str(pki / "intermediate-ca.cert.pem"), "--edge")
+    device_id = unique("py-edge")
+    run("certs", "device", device_id, "--dir", str(pki), "--issuer", "intermediate-ca")
+    x509 = X509(cert_file=str(pki / f"iot-device-{device_id}-full-chain.cert.pem"),
+                key_file=str(pki / f"iot-device-{device_id}.key.pem"))
+    client = ProvisioningDeviceClient.create_from_x509_certificate(
+        provisioning_host=DPS_HOST, registration_id=device_id, id_scope=dps.id_scope, x509=x509,
+        server_verification_cert=hub.root_pem())
+    result = client.register()
+    assert result.status == "assigned", result
+    state = result.registration_state
+    assert state.assigned_hub == "localhost" and state.device_id == device_id
+    assert state.sub_status == "initialAssignment"
+    device = registry(hub).get_device(device_id)
+    assert device.capabilities.iot_edge is True
+    assert device.authentication.type == "certificateAuthority"
+    d = IoTHubDeviceClient.create_from_x509_certificate(
+        x509, hostname=state.assigned_hub, device_id=state.device_id, server_verification_cert=hub.root_pem())
+    d.connect()
+    d.send_message(Message("provisioned"))
+    d.shutdown()
+    bodies = [e["body"] for e in hub.events(device_id)]
+    assert bodies == ["provisioned"]
+    record = json.loads(dps.cli("registration", "show", device_id, "--json").stdout)
+    assert record["assignedHub"] == "localhost"
+
+
+def test_symmetric_key_group_with_payload_and_initial_twin(hub, dps):
+    group = unique("py-symgrp")
+    dps.cli("enrollment-group", "create", group, "--symmetric-key", "--tags", '{"site": "py-lab"}', "--desired", '{"rate": 3}')
+    registration_id = unique("py-sym")
+    key = run("dps", "derive-key", "--group-key", group_key(dps, group), "--registration-id", registration_id).stdout.strip()
+    client = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=dps.id_scope,
+        symmetric_key=key, server_verification_cert=hub.root_pem())
+    client.provisioning_payload = {"fw": "1.0", "model": "py"}
+    result = client.register()
+    assert result.status == "assigned", result
+    # The SDK hands the payload back as JSON text.
+    assert json.loads(result.registration_state.response_payload) == {"fw": "1.0", "model": "py"}
+    twin = registry(hub).get_twin(registration_id)
+    assert twin.tags["site"] == "py-lab"
+    assert twin.properties.desired["rate"] == 3
+    d = IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=key, hostname=result.registration_state.assigned_hub, device_id=registration_id,
+        server_verification_cert=hub.root_pem())
+    d.connect()
+    assert d.get_twin()["desired"]["rate"] == 3
+    d.shutdown()
+
+
+@pytest.mark.parametrize("case", ["wrong-key", "disabled", "unknown-scope"])
+def test_refused_registrations_create_nothing(hub, dps, case):
+    group = unique("py-neg")
+    args = ["--symmetric-key"] + (["--disabled"] if case == "disabled" else [])
+    dps.cli("enrollment-group", "create", group, *args)
+    registration_id = unique(f"py-{case}")
+    key = run("dps", "derive-key", "--group-key", group_key(dps, group), "--registration-id", registration_id).stdout.strip()
+    if case == "wrong-key":
+        key = group_key(dps, group)  # the group key itself, not the derived one
+    scope = "0ne99999999" if case == "unknown-scope" else dps.id_scope
+    client = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=scope,
+        symmetric_key=key, server_verification_cert=hub.root_pem())
+    with pytest.raises((CredentialError, ClientError) + tuple(REFUSED)):
+        client.register()
+    with pytest.raises(HttpOperationError):
+        registry(hub).get_device(registration_id)
+    reason = {"wrong-key": "no_enrollment", "disabled": "enrollment_disabled", "unknown-scope": "bad_username"}[case]
+    assert f'code="{reason}"' in dps.log_text() or f"code={reason}" in dps.log_text()
