@@ -189,7 +189,11 @@ where
             }
         };
         let replies = match session.handle(packet) {
-            Ok(r) => r,
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                debug!("Device disconnected");
+                break;
+            }
             Err(reason) => {
                 warn!(%reason, "Disconnecting device");
                 break;
@@ -212,8 +216,8 @@ struct Session {
 }
 
 impl Session {
-    /// The packets to send back; `Err` closes the connection.
-    fn handle(&mut self, packet: Packet) -> Result<Vec<Packet>, String> {
+    /// The packets to send back; `None` after DISCONNECT; `Err` closes the connection.
+    fn handle(&mut self, packet: Packet) -> Result<Option<Vec<Packet>>, String> {
         match packet {
             Packet::Subscribe(s) => {
                 let codes = s
@@ -227,16 +231,16 @@ impl Session {
                         }
                     })
                     .collect();
-                Ok(vec![Packet::SubAck(SubAck {
+                Ok(Some(vec![Packet::SubAck(SubAck {
                     packet_id: s.packet_id,
                     return_codes: codes,
-                })])
+                })]))
             }
-            Packet::Publish(p) => self.publish(p),
-            Packet::PingReq => Ok(vec![Packet::PingResp]),
-            Packet::Unsubscribe(u) => Ok(vec![Packet::UnsubAck(u.packet_id)]),
-            Packet::PubAck(_) => Ok(vec![]),
-            Packet::Disconnect => Err("DISCONNECT".into()),
+            Packet::Publish(p) => self.publish(p).map(Some),
+            Packet::PingReq => Ok(Some(vec![Packet::PingResp])),
+            Packet::Unsubscribe(u) => Ok(Some(vec![Packet::UnsubAck(u.packet_id)])),
+            Packet::PubAck(_) => Ok(Some(vec![])),
+            Packet::Disconnect => Ok(None),
             other => Err(format!("unexpected packet {other:?}")),
         }
     }

@@ -31,6 +31,21 @@ impl DeviceConn {
         chain: Vec<CertificateDer<'static>>,
         key_pem: &str,
     ) -> Result<Self> {
+        let username = format!("{host}/{client_id}/?api-version=2021-04-12");
+        Self::connect_x509_as(addr, host, roots, client_id, &username, chain, key_pem).await
+    }
+
+    /// Like [`DeviceConn::connect_x509`] with any MQTT username (the provisioning service wants
+    /// `{idScope}/registrations/{registrationId}/api-version=...`).
+    pub async fn connect_x509_as(
+        addr: SocketAddr,
+        host: &str,
+        roots: Arc<rustls::RootCertStore>,
+        client_id: &str,
+        username: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &str,
+    ) -> Result<Self> {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("device key")?;
         let cfg = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -50,7 +65,6 @@ impl DeviceConn {
             buf: Vec::with_capacity(16 * 1024),
             next_id: 1,
         };
-        let username = format!("{host}/{client_id}/?api-version=2021-04-12");
         conn.send(&Packet::Connect(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
@@ -58,7 +72,7 @@ impl DeviceConn {
             keep_alive: 60,
             client_id: client_id.to_owned(),
             will: None,
-            username: Some(username),
+            username: Some(username.to_owned()),
             password: None,
         }))
         .await?;

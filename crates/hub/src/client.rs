@@ -90,7 +90,14 @@ pub struct ServiceClient {
     /// Sign tokens as if it were this unix time (tests against a hub on a fixed clock).
     token_time: Option<u64>,
     clock: Option<crate::time::SharedClock>,
+    /// Idle keep-alive connections, shared by clones: many requests, few TLS handshakes.
+    idle: Arc<std::sync::Mutex<Vec<Sender>>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections kept per client.
+const MAX_IDLE: usize = 64;
 
 impl std::fmt::Debug for ServiceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,6 +127,7 @@ impl ServiceClient {
             api_version: "2021-04-12".into(),
             token_time: None,
             clock: None,
+            idle: Arc::default(),
         }
     }
 
@@ -228,7 +236,8 @@ impl ServiceClient {
             .map_err(|e| ClientError::Request(e.to_string()))
     }
 
-    /// Sends a request and collects the answer (any status).
+    /// Sends a request and collects the answer (any status), on an idle keep-alive connection
+    /// when there is one.
     pub async fn send(
         &self,
         method: Method,
@@ -236,24 +245,47 @@ impl ServiceClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<ClientResponse, ClientError> {
-        let mut sender = self.connect().await?;
-        let resp = sender
-            .send_request(self.request(method, path, body, headers)?)
-            .await?;
+        let pooled = self.idle.lock().ok().and_then(|mut idle| {
+            while let Some(s) = idle.pop() {
+                if !s.is_closed() {
+                    return Some(s);
+                }
+            }
+            None
+        });
+        let request = self.request(method.clone(), path, body, headers)?;
+        let (mut sender, resp) = match pooled {
+            Some(mut s) => match s.send_request(request).await {
+                Ok(r) => (s, r),
+                // The idle connection was closed by the server before it took the request:
+                // send it again on a new one.
+                Err(e) if e.is_canceled() || s.is_closed() => {
+                    let mut s = self.connect().await?;
+                    let r = s
+                        .send_request(self.request(method, path, body, headers)?)
+                        .await?;
+                    (s, r)
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => {
+                let mut s = self.connect().await?;
+                let r = s.send_request(request).await?;
+                (s, r)
+            }
+        };
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
+        if sender.ready().await.is_ok()
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(sender);
+        }
         Ok(ClientResponse {
             status: parts.status,
             headers: parts.headers,
             body,
-        })
-    }
-
-    /// Opens one HTTP/1.1 connection for many requests (what a long-running service does).
-    pub async fn keep_alive(&self) -> Result<KeepAlive<'_>, ClientError> {
-        Ok(KeepAlive {
-            client: self,
-            sender: self.connect().await?,
         })
     }
 
@@ -275,35 +307,5 @@ impl ServiceClient {
             return Err(ClientError::Request("unexpected status".into()));
         }
         Ok(resp.into_body())
-    }
-}
-
-/// One connection reused for sequential requests; see [`ServiceClient::keep_alive`].
-pub struct KeepAlive<'a> {
-    client: &'a ServiceClient,
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-}
-
-impl KeepAlive<'_> {
-    /// Sends a request on the open connection and collects the answer (any status).
-    pub async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Result<ClientResponse, ClientError> {
-        self.sender.ready().await?;
-        let resp = self
-            .sender
-            .send_request(self.client.request(method, path, body, headers)?)
-            .await?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(ClientResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
     }
 }

@@ -1,7 +1,7 @@
 //! `ferrohub bench methods` and `ferrohub bench twin`: request/response traffic between the service
 //! and devices, closed loop (each device or caller has one request outstanding at a time).
 //!
-//! Methods: one caller per device, each on its own keep-alive HTTPS connection, POSTs
+//! Methods: one caller per device, on the service client's keep-alive HTTPS connections, POSTs
 //! `/twins/{id}/methods`; the device answers from its MQTT connection. Latency is the whole REST
 //! round trip. Twin: each device PATCHes its reported properties and waits for the `204`.
 
@@ -88,11 +88,10 @@ pub async fn methods(args: InteractiveArgs) -> Result<()> {
         let (service, body) = (bench.service.clone(), body.clone());
         let path = format!("/twins/{}/methods", c.id);
         callers.push(tokio::spawn(async move {
-            let mut http = service.keep_alive().await?;
             let mut latencies = Vec::new();
             while clock::instant() < deadline {
                 let t = clock::instant();
-                let r = http.send(Method::POST, &path, Some(&body), &[]).await?;
+                let r = service.send(Method::POST, &path, Some(&body), &[]).await?;
                 if r.status != StatusCode::OK || r.json()["payload"] != body["payload"] {
                     bail!("{path}: {} {:?}", r.status, r.json());
                 }

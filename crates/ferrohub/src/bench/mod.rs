@@ -2,6 +2,7 @@
 //! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
 
 mod interactive;
+mod provision;
 mod telemetry;
 
 use std::sync::Arc;
@@ -31,6 +32,11 @@ pub enum BenchCmd {
     /// Twin reported-property patches over MQTT from N devices, each waiting for its 204.
     #[command(after_help = "Example:\n  ferrohub bench twin --devices 100 --seconds 10")]
     Twin(interactive::InteractiveArgs),
+    /// X.509 registrations through an in-process provisioning service to an in-process hub.
+    #[command(
+        after_help = "Example:\n  ferrohub bench provision --concurrency 200 --registrations 4000"
+    )]
+    Provision(provision::ProvisionArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<bool> {
@@ -39,6 +45,7 @@ pub fn run(cmd: BenchCmd) -> Result<bool> {
         BenchCmd::Telemetry(args) => rt.block_on(telemetry::run(args)),
         BenchCmd::Methods(args) => rt.block_on(interactive::methods(args)),
         BenchCmd::Twin(args) => rt.block_on(interactive::twin(args)),
+        BenchCmd::Provision(args) => rt.block_on(provision::run(args)),
     }
     .map(|()| true)
 }
@@ -56,8 +63,14 @@ pub struct BenchHub {
     pub mqtt: std::net::SocketAddr,
     pub roots: Arc<rustls::RootCertStore>,
     pub creds: Vec<DeviceCreds>,
-    /// A client with the `service` policy (ServiceConnect, RegistryRead).
+    /// A client with the `service` policy (ServiceConnect, RegistryRead, RegistryWrite).
     pub service: hub::client::ServiceClient,
+    pub https: std::net::SocketAddr,
+    /// The CA that issued the server certificate and the device certificates.
+    pub ca: pki::Certificate,
+    pub ca_key: PrivateKey,
+    /// The `service` policy's key.
+    pub service_key: String,
     stop: tokio::sync::watch::Sender<bool>,
     server_task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
     _dir: tempfile::TempDir,
@@ -115,10 +128,19 @@ impl BenchHub {
             roots: Arc::new(roots),
             creds,
             service,
+            https: https_addr,
+            ca,
+            ca_key,
+            service_key,
             stop,
             server_task,
             _dir: dir,
         })
+    }
+
+    /// The bench directory (server certificate `server.pem`/`server.key`, `ca.pem`).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Stops the hub and waits for it; returns it for its statistics.
@@ -173,7 +195,11 @@ fn hub_config(
             name: "service".into(),
             primary_key: service_key.to_owned(),
             secondary_key: service_key.to_owned(),
-            rights: vec![Right::ServiceConnect, Right::RegistryRead],
+            rights: vec![
+                Right::ServiceConnect,
+                Right::RegistryRead,
+                Right::RegistryWrite,
+            ],
         }],
     })
 }
