@@ -37,22 +37,23 @@ def wait_port(port, timeout=30.0, host="127.0.0.1"):
 
 
 class Hub:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, ip="127.0.0.1", hostnames=("localhost", "127.0.0.1")):
+        self.ip = ip
         self.dir = base / "hub"
         self.config = self.dir / "hub.toml"
         self.root_ca = self.dir / "certs" / "root-ca.cert.pem"
         self.log = base / "hub.log"
         self.proc = None
-        run("hub", "init", "--dir", str(self.dir), "--hostname", "localhost", "--hostname", "127.0.0.1",
-            "--mqtt", "127.0.0.1:8883", "--https", "127.0.0.1:443")
+        names = [a for h in hostnames for a in ("--hostname", h)]
+        run("hub", "init", "--dir", str(self.dir), *names, "--mqtt", f"{ip}:8883", "--https", f"{ip}:443")
         self.connection_string = run("hub", "connection-string", "--config", str(self.config)).stdout.strip()
 
     def start(self):
         env = dict(os.environ, FERROHUB_LOG="info,hub=debug")
         logf = open(self.log, "a")
         self.proc = subprocess.Popen([str(BIN), "hub", "--config", str(self.config)], stdout=logf, stderr=logf, env=env)
-        wait_port(443)
-        wait_port(8883)
+        wait_port(443, host=self.ip)
+        wait_port(8883, host=self.ip)
 
     def stop(self):
         if self.proc:
@@ -106,18 +107,21 @@ def pki(tmp_path_factory, hub):
 
 
 class Dps:
-    """A ferrohub provisioning service on 127.0.0.2:8883/:443, linked to the session hub and sharing
-    its root CA (so devices trust one root for both)."""
+    """A ferrohub provisioning service on 127.0.0.2:8883/:443, linked to the session hub
+    (`localhost`) and a second hub (`127.0.0.3`). It shares the session hub's root CA; the second
+    hub has its own, so devices and the service trust both roots."""
 
-    def __init__(self, base: Path, hub: Hub):
+    def __init__(self, base: Path, hub: Hub, hub2: Hub):
         self.dir = base / "dps"
         self.config = self.dir / "dps.toml"
         self.log = base / "dps.log"
         self.proc = None
+        self.roots = base / "hub-roots.pem"
+        self.roots.write_text(hub.root_pem() + hub2.root_pem())
         run("dps", "init", "--dir", str(self.dir), "--hostname", "127.0.0.2",
             "--mqtt", "127.0.0.2:8883", "--https", "127.0.0.2:443",
-            "--link-hub", hub.connection_string, "--hub-address", "127.0.0.1:443",
-            "--ca-dir", str(hub.dir / "certs"))
+            "--link-hub", hub.connection_string, "--link-hub", hub2.connection_string,
+            "--hub-ca", str(self.roots), "--ca-dir", str(hub.dir / "certs"))
         self.id_scope = run("dps", "id-scope", "--config", str(self.config)).stdout.strip()
 
     def start(self):
@@ -139,10 +143,25 @@ class Dps:
     def log_text(self):
         return self.log.read_text()
 
+    def roots_pem(self):
+        """What a device trusts: the provisioning service's (= the session hub's) root and hub2's."""
+        return self.roots.read_text()
+
 
 @pytest.fixture(scope="session")
-def dps(tmp_path_factory, hub):
-    d = Dps(tmp_path_factory.mktemp("ferrohub-dps"), hub)
+def hub2(tmp_path_factory, hub):
+    h = Hub(tmp_path_factory.mktemp("ferrohub-hub2"), ip="127.0.0.3", hostnames=("127.0.0.3",))
+    bundle = h.dir.parent / "both-hub-roots.pem"
+    bundle.write_text(hub.root_pem() + h.root_pem())
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)  # the service SDK talks to both hubs
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="session")
+def dps(tmp_path_factory, hub, hub2):
+    d = Dps(tmp_path_factory.mktemp("ferrohub-dps"), hub, hub2)
     d.start()
     yield d
     d.stop()

@@ -9,7 +9,7 @@ from azure.iot.device.exceptions import ClientError, CredentialError
 from msrest.exceptions import HttpOperationError
 
 from conftest import run
-from test_hub import REFUSED, registry, unique
+from test_hub import KEY, REFUSED, registry, unique
 
 DPS_HOST = "127.0.0.2"
 
@@ -23,7 +23,8 @@ def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
     """Seed 002: an X.509 group enrollment (the intermediate given inline), an edge device with a
     full-chain certificate whose CN is the registration id."""
     group = unique("py-x509grp")
-    dps.cli("enrollment-group", "create", group, "--signing-cert", str(pki / "intermediate-ca.cert.pem"), "--edge")
+    dps.cli("enrollment-group", "create", group, "--signing-cert", str(pki / "intermediate-ca.cert.pem"), "--edge",
+            "--hub", "localhost")
     device_id = unique("py-edge")
     run("certs", "device", device_id, "--dir", str(pki), "--issuer", "intermediate-ca")
     x509 = X509(cert_file=str(pki / f"iot-device-{device_id}-full-chain.cert.pem"),
@@ -52,7 +53,8 @@ def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
 
 def test_symmetric_key_group_with_payload_and_initial_twin(hub, dps):
     group = unique("py-symgrp")
-    dps.cli("enrollment-group", "create", group, "--symmetric-key", "--tags", '{"site": "py-lab"}', "--desired", '{"rate": 3}')
+    dps.cli("enrollment-group", "create", group, "--symmetric-key", "--tags", '{"site": "py-lab"}', "--desired", '{"rate": 3}',
+            "--hub", "localhost")
     registration_id = unique("py-sym")
     key = run("dps", "derive-key", "--group-key", group_key(dps, group), "--registration-id", registration_id).stdout.strip()
     client = ProvisioningDeviceClient.create_from_symmetric_key(
@@ -93,3 +95,44 @@ def test_refused_registrations_create_nothing(hub, dps, case):
         registry(hub).get_device(registration_id)
     reason = {"wrong-key": "no_enrollment", "disabled": "enrollment_disabled", "unknown-scope": "bad_username"}[case]
     assert f'code="{reason}"' in dps.log_text() or f"code={reason}" in dps.log_text()
+
+
+@pytest.mark.parametrize("mode,substatus,expected", [("migrate", "deviceDataMigrated", "changed"), ("reset", "deviceDataReset", "initial")])
+def test_reprovisioning_moves_the_device_to_the_other_hub(hub, hub2, dps, mode, substatus, expected):
+    """updateHubAssignment: the enrollment's hub changes, the device registers again and moves,
+    with its twin (migrate) or with the enrollment's initial twin (reset); the first hub forgets it."""
+    from azure.iot.hub import IoTHubRegistryManager
+    from azure.iot.hub.models import Twin
+    registration_id = unique(f"py-move-{mode}")
+
+    def enroll(target):
+        return json.loads(dps.cli("enrollment", "create", registration_id, "--symmetric-key", "--primary-key", KEY,
+                                  "--secondary-key", KEY, "--allocation", "static", "--hub", target,
+                                  "--tags", '{"state": "initial"}', "--reprovision", mode, "--json").stdout)
+
+    def provision():
+        client = ProvisioningDeviceClient.create_from_symmetric_key(
+            provisioning_host=DPS_HOST, registration_id=registration_id, id_scope=dps.id_scope,
+            symmetric_key=KEY, server_verification_cert=dps.roots_pem())
+        result = client.register()
+        assert result.status == "assigned", result
+        return result.registration_state
+
+    enroll("localhost")
+    assert provision().assigned_hub == "localhost"
+    rm1 = registry(hub)
+    rm1.update_twin(registration_id, Twin(tags={"state": "changed"}), "*")
+    enroll("127.0.0.3")
+    state = provision()
+    assert (state.assigned_hub, state.sub_status) == ("127.0.0.3", substatus)
+    rm2 = IoTHubRegistryManager.from_connection_string(hub2.connection_string)
+    assert rm2.get_twin(registration_id).tags["state"] == expected
+    with pytest.raises(HttpOperationError):
+        rm1.get_device(registration_id)
+    d = IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=KEY, hostname=state.assigned_hub, device_id=state.device_id,
+        server_verification_cert=dps.roots_pem())
+    d.connect()
+    d.send_message(Message(f"moved-{mode}"))
+    d.shutdown()
+    assert [e["body"] for e in hub2.events(registration_id)] == [f"moved-{mode}"]
