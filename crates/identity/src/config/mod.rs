@@ -1,0 +1,147 @@
+//! Configuration: each daemon's own file (`/etc/ferrohub/{keyd,certd,identityd}/config.toml`
+//! plus `config.d/*.toml` drop-ins), and the device's super-config that `ferrohub config apply`
+//! turns into those files.
+
+pub mod daemons;
+
+use std::path::{Path, PathBuf};
+
+pub use daemons::{CertdConfig, IdentitydConfig, KeydConfig};
+
+/// Default locations (each overridable on the command line or by `FERROHUB_<SVC>_CONFIG`).
+pub const SUPER_CONFIG: &str = "/etc/ferrohub/config.toml";
+pub const CONFIG_ROOT: &str = "/etc/ferrohub";
+pub const SOCKET_DIR: &str = "/run/ferrohub";
+pub const STATE_ROOT: &str = "/var/lib/ferrohub";
+pub const SECRETS_DIR: &str = "/var/secrets/ferrohub";
+
+/// A configuration problem, named so the operator can fix it: file, line and key when known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `toml` parse error as one line: `line N, key K: message` when the span is known.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Reads `file` (missing = empty table) and merges every `*.toml` directly in `dropins`, sorted
+/// by name: tables merge recursively, arrays concatenate, other values are replaced.
+pub fn load_merged(file: &Path, dropins: &Path) -> Result<toml::Table, ConfigError> {
+    let mut base = read_table(file, true)?;
+    if let Ok(entries) = std::fs::read_dir(dropins) {
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let t = read_table(&f, false)?;
+            merge(&mut base, t);
+        }
+    }
+    Ok(base)
+}
+
+fn read_table(path: &Path, missing_ok: bool) -> Result<toml::Table, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(toml::Table::new());
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: toml_error(&text, &e),
+    })
+}
+
+/// The drop-in merge rule.
+pub fn merge(base: &mut toml::Table, patch: toml::Table) {
+    for (k, v) in patch {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(p)) => merge(b, p),
+            (Some(toml::Value::Array(b)), toml::Value::Array(p)) => b.extend(p),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Loads a daemon config of type `T` from its file and drop-ins.
+pub fn load_daemon<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    dropins: &Path,
+) -> Result<T, ConfigError> {
+    let table = load_merged(file, dropins)?;
+    T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+        path: file.into(),
+        message: e.message().trim().replace('\n', " "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropins_merge_tables_and_concatenate_arrays() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let base = dir.path().join("config.toml");
+        let d = dir.path().join("config.d");
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&base, "a = 1\n[t]\nx = 1\n[[principal]]\nuid = 1\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            d.join("10-b.toml"),
+            "a = 2\n[t]\ny = 2\n[[principal]]\nuid = 2\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("00-a.toml"), "a = 3\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("ignored.txt"), "garbage").unwrap_or_else(|e| panic!("{e}"));
+        let t = load_merged(&base, &d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t["a"].as_integer(),
+            Some(2),
+            "sorted by name, the last wins"
+        );
+        assert_eq!(t["t"]["x"].as_integer(), Some(1));
+        assert_eq!(t["t"]["y"].as_integer(), Some(2));
+        assert_eq!(t["principal"].as_array().map(Vec::len), Some(2));
+        std::fs::write(d.join("20-bad.toml"), "a = [\n").unwrap_or_else(|e| panic!("{e}"));
+        let err = load_merged(&base, &d)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("20-bad.toml") && err.contains("line"), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! Serving an axum router on a Unix socket: the caller's uid and pid from `SO_PEERCRED` go into
+//! every request as [`Caller`], and each uid may hold at most `max_requests` connections at once
+//! (more are closed without an answer, and logged).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tracing::{Instrument as _, debug, info, warn};
+
+/// Who is calling: from the socket's peer credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Connections per uid allowed at once when a daemon config does not say (aziot's default).
+pub const DEFAULT_MAX_REQUESTS: usize = 10;
+
+/// Binds `path`: creates the parent directory, removes a stale socket, and makes the socket
+/// connectable by every local user (authorization is by uid, per request).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", path.display()),
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Per-uid connection counts.
+#[derive(Default)]
+struct Counts(Mutex<HashMap<u32, usize>>);
+
+impl Counts {
+    fn enter(&self, uid: u32, max: usize) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        let n = m.entry(uid).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+    fn leave(&self, uid: u32) {
+        if let Ok(mut m) = self.0.lock()
+            && let Some(n) = m.get_mut(&uid)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true. `name` labels the logs.
+pub async fn serve(
+    listener: UnixListener,
+    app: Router,
+    max_requests: usize,
+    name: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let counts = Arc::new(Counts::default());
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, daemon = name, "Accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let caller = match stream.peer_cred() {
+            Ok(c) => Caller {
+                uid: c.uid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                warn!(error = %e, daemon = name, "Closing connection: no peer credentials");
+                continue;
+            }
+        };
+        if !counts.enter(caller.uid, max_requests) {
+            warn!(
+                daemon = name,
+                uid = caller.uid,
+                limit = max_requests,
+                "Max simultaneous connections reached for user {}",
+                caller.uid
+            );
+            continue;
+        }
+        let app = app.clone().layer(axum::Extension(caller));
+        let counts = counts.clone();
+        tokio::spawn(
+            async move {
+                let service = TowerToHyperService::new(app);
+                if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                    .http1_only()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(error = %e, "Connection ended with an error");
+                }
+                counts.leave(caller.uid);
+            }
+            .instrument(tracing::info_span!("uds", daemon = name, uid = caller.uid)),
+        );
+    }
+    info!(daemon = name, "Socket listener stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_counts_are_per_uid() {
+        let c = Counts::default();
+        assert!(c.enter(1, 2) && c.enter(1, 2));
+        assert!(!c.enter(1, 2), "third connection of uid 1 refused");
+        assert!(c.enter(2, 2), "uid 2 has its own budget");
+        c.leave(1);
+        assert!(c.enter(1, 2));
+    }
+}
