@@ -90,6 +90,9 @@ pub struct ServiceClient {
     /// Sign tokens as if it were this unix time (tests against a hub on a fixed clock).
     token_time: Option<u64>,
     clock: Option<crate::time::SharedClock>,
+    /// `Authorization` from the caller instead of a token signed here (`Some(None)`: none at all,
+    /// for a client that authenticates with its TLS certificate).
+    authorization: Option<Option<String>>,
     /// Idle keep-alive connections, shared by clones: many requests, few TLS handshakes.
     idle: Arc<std::sync::Mutex<Vec<Sender>>>,
 }
@@ -128,6 +131,7 @@ impl ServiceClient {
             token_time: None,
             clock: None,
             idle: Arc::default(),
+            authorization: None,
         }
     }
 
@@ -144,6 +148,14 @@ impl ServiceClient {
         client.resource = format!("{}/devices/{device_id}", client.hostname);
         client.policy = None;
         client
+    }
+
+    /// Sends this `Authorization` value (a token signed elsewhere, e.g. by a key service), or none
+    /// at all when the TLS config carries a client certificate.
+    #[must_use]
+    pub fn with_authorization(mut self, value: Option<String>) -> Self {
+        self.authorization = Some(value);
+        self
     }
 
     /// Sends `api-version=version` instead of the hub's 2021-04-12 (the DPS service API uses
@@ -226,8 +238,12 @@ impl ServiceClient {
             .method(method)
             .uri(uri)
             .header("host", &self.hostname)
-            .header("authorization", self.token())
             .header("content-type", "application/json; charset=utf-8");
+        match &self.authorization {
+            None => req = req.header("authorization", self.token()),
+            Some(Some(v)) => req = req.header("authorization", v),
+            Some(None) => {}
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -339,3 +339,84 @@ async fn a_device_manages_its_own_modules_and_their_twins_and_methods() {
         .unwrap();
     assert_eq!(r.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn an_x509_device_manages_its_modules_with_its_certificate() {
+    let t = TestHub::start().await;
+    create_device(&t, "other").await;
+    let key = pki::PrivateKey::generate(pki::KeyAlgorithm::P256).unwrap();
+    let mut req = pki::CertRequest::new(
+        pki::Profile::SelfSignedDevice,
+        "x509dev",
+        common::now() - time::Duration::days(1),
+    );
+    req.days = 30;
+    let cert = pki::issue(&req, &key, None).unwrap();
+    let body = json!({"deviceId": "x509dev", "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": cert.thumbprint_sha1()}}});
+    let r = t
+        .client()
+        .send(Method::PUT, "/devices/x509dev", Some(&body), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(
+            pki::Certificate::from_pem(&std::fs::read_to_string(&t.root).unwrap())
+                .unwrap()
+                .to_rustls(),
+        )
+        .unwrap();
+    let cc = common::ClientCert::new(&[&cert], &key);
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(cc.chain, cc.key)
+        .unwrap();
+    let device = hub::client::ServiceClient::new(
+        t.https.to_string(),
+        HOST.into(),
+        String::new(),
+        vec![],
+        std::sync::Arc::new(tls),
+    )
+    .with_authorization(None);
+    let module = json!({"moduleId": "agent"});
+    let r = device
+        .send(
+            Method::PUT,
+            "/devices/x509dev/modules/agent",
+            Some(&module),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json());
+    let r = device
+        .send(Method::GET, "/devices/x509dev/modules", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.json().as_array().unwrap().len(), 1);
+    let r = device
+        .send(
+            Method::PUT,
+            "/devices/other/modules/agent",
+            Some(&module),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "another device's modules"
+    );
+    let r = device
+        .send(Method::GET, "/devices/x509dev", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the certificate opens only the module API"
+    );
+}

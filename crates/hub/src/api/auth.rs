@@ -59,7 +59,11 @@ pub fn authorize_device_scope(
     headers: &HeaderMap,
     right: Right,
     device_id: &str,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<String, ApiError> {
+    if headers.get(axum::http::header::AUTHORIZATION).is_none() && !chain.is_empty() {
+        return authorize_device_certificate(hub, device_id, chain);
+    }
     let token = bearer(headers)?;
     check_host(hub, &token)?;
     if token.key_name().is_some() {
@@ -94,6 +98,25 @@ pub fn authorize_device_scope(
         .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
         .collect();
     verify(hub, &token, &keys)?;
+    Ok(format!("device:{device_id}"))
+}
+
+/// An X.509 device (its TLS client certificate, checked as at MQTT CONNECT) acting on its own
+/// modules.
+fn authorize_device_certificate(
+    hub: &Hub,
+    device_id: &str,
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<String, ApiError> {
+    let device = hub
+        .registry
+        .get_device(device_id)
+        .map_err(|_| refuse(format!("device {device_id:?} is not registered")))?;
+    if device.status != crate::model::Status::Enabled {
+        return Err(refuse(format!("device {device_id:?} is disabled")));
+    }
+    crate::mqtt::auth::check_x509(hub, device_id, &device.authentication, chain)
+        .map_err(|r| refuse(format!("client certificate refused for {device_id}: {r}")))?;
     Ok(format!("device:{device_id}"))
 }
 

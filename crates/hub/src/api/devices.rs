@@ -87,31 +87,34 @@ pub async fn delete_device(
 pub async fn list_modules(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
     Ok(json(StatusCode::OK, &hub.registry.list_modules(&id)?))
 }
 
 pub async fn get_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
     Ok(json(StatusCode::OK, &hub.registry.get_module(&id, &mid)?))
 }
 
 pub async fn put_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id, &chain)?;
     let input: Module = json_body(&body)?;
     let (module, created) = hub
         .registry
@@ -129,10 +132,11 @@ pub async fn put_module(
 pub async fn delete_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id, &chain)?;
     hub.registry.delete_module(&id, &mid, &if_match(&headers))?;
     hub.connections.kick(&format!("{id}/{mid}"));
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -132,17 +132,24 @@ pub(crate) fn admit(
     checked
 }
 
-/// Like [`admit`], also accepting device `device_id`'s own SAS token (its modules, their twins).
+/// The TLS client certificate chain of the HTTPS connection (empty when none was sent).
+#[derive(Clone, Default)]
+pub struct PeerChain(pub Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
+
+/// Like [`admit`], also accepting device `device_id`'s own credentials (its modules, their
+/// twins): a SAS token signed with its key, or its X.509 certificate at the TLS handshake.
 pub(crate) fn admit_device(
     hub: &Hub,
     uri: &Uri,
     headers: &HeaderMap,
     right: Right,
     device_id: &str,
+    chain: &PeerChain,
 ) -> Result<(), ApiError> {
     Metrics::inc(&hub.metrics.http_requests);
-    let checked = auth::check_api_version(uri.query())
-        .and_then(|()| auth::authorize_device_scope(hub, headers, right, device_id).map(drop));
+    let checked = auth::check_api_version(uri.query()).and_then(|()| {
+        auth::authorize_device_scope(hub, headers, right, device_id, &chain.0).map(drop)
+    });
     if checked.is_err() {
         Metrics::inc(&hub.metrics.http_errors);
     }
@@ -202,6 +209,13 @@ pub async fn serve(
                 let Some(tls) = crate::net::handshake(&acceptor, tcp, timeout).await else {
                     return;
                 };
+                let chain: Vec<rustls::pki_types::CertificateDer<'static>> = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let app = app.layer(axum::Extension(PeerChain(Arc::new(chain))));
                 let service = TowerToHyperService::new(app);
                 if let Err(e) = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)

@@ -99,10 +99,11 @@ pub async fn patch_twin(
 pub async fn get_module_twin(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id)?;
+    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
     let m = hub.registry.get_module(&id, &mid)?;
     let twin = hub.twins.get(&hub, &m.client_id())?;
     Ok(json(StatusCode::OK, &module_document(&m, &twin)))
@@ -113,11 +114,12 @@ pub async fn patch_module_twin(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
     method: Method,
+    axum::Extension(chain): axum::Extension<super::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::ServiceConnect, &id)?;
+    admit_device(&hub, &uri, &headers, Right::ServiceConnect, &id, &chain)?;
     let m = hub.registry.get_module(&id, &mid)?;
     let patch: Value = json_body(&body)?;
     let twin = hub.twins.patch_service(

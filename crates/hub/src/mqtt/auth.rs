@@ -278,7 +278,7 @@ fn decode_key(k: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(k).ok()
 }
 
-fn check_x509(
+pub(crate) fn check_x509(
     hub: &Hub,
     identity_id: &str,
     auth: &Authentication,
