@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod cert;
+pub mod csr;
 mod error;
 mod inspect;
 mod issue;

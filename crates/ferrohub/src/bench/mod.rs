@@ -2,6 +2,7 @@
 //! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
 
 mod interactive;
+mod keyd;
 mod provision;
 mod telemetry;
 
@@ -37,6 +38,9 @@ pub enum BenchCmd {
         after_help = "Example:\n  ferrohub bench provision --concurrency 200 --registrations 4000"
     )]
     Provision(provision::ProvisionArgs),
+    /// HMAC-SHA256 signs through an in-process keyd on a Unix socket, keep-alive connections.
+    #[command(after_help = "Example:\n  ferrohub bench keyd --callers 8 --seconds 10")]
+    Keyd(keyd::KeydArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<bool> {
@@ -46,6 +50,7 @@ pub fn run(cmd: BenchCmd) -> Result<bool> {
         BenchCmd::Methods(args) => rt.block_on(interactive::methods(args)),
         BenchCmd::Twin(args) => rt.block_on(interactive::twin(args)),
         BenchCmd::Provision(args) => rt.block_on(provision::run(args)),
+        BenchCmd::Keyd(args) => rt.block_on(keyd::run(args)),
     }
     .map(|()| true)
 }

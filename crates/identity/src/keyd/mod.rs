@@ -1,7 +1,30 @@
 //! keyd: keys that never leave the daemon. Callers get opaque, authenticated handles and use them
 //! to sign, derive, encrypt and decrypt.
+//!
+//! ```text
+//!  api.rs      HTTP routes (aziot keyd API 2020-09-01 / 2021-05-01), ACL checks, JSON shapes
+//!  service.rs  Keyd: the operations, on a KeyStore, with the handle-validation key in memory
+//!  handle.rs   handles: sr=<base64 JSON>&sig=<base64 HMAC-SHA256>, verified in constant time
+//!  crypto.rs   HMAC-SHA256, key derivation, AES-256-GCM, ECDSA over a digest, key-pair parameters
+//!  acl.rs      [[principal]] key-id globs per uid
+//!  store.rs    FileKeyStore: {homedir}/keys/, 0600 files written atomically, preloaded keys
+//! ```
 
 use std::path::Path;
+
+mod acl;
+mod api;
+mod crypto;
+mod handle;
+mod service;
+mod store;
+
+pub use acl::{Acl, glob_match};
+pub use api::{API_VERSIONS, router, serve, serve_with};
+pub use crypto::{Parameter, ParameterValue, choose_algorithm};
+pub use handle::{HANDLE_VALIDATION_KEY, HandleKey, KeyRef};
+pub use service::{Keyd, SignMechanism};
+pub use store::FileKeyStore;
 
 /// Symmetric key or key pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

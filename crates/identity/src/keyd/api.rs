@@ -1,0 +1,494 @@
+//! keyd's HTTP API on its Unix socket, in the shape of aziot keyd (`2020-09-01`, `2021-05-01`).
+//!
+//! Routes that name a key id check the caller's uid against the principals (401 otherwise);
+//! routes that take a handle trust the handle. Binary values are standard base64.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::KeyError;
+use super::crypto::{Parameter, ParameterValue};
+use super::service::{Keyd, SignMechanism};
+use crate::config::KeydConfig;
+use crate::http::{self, HttpError, method_not_allowed};
+use crate::uds::{self, Caller};
+
+/// The API versions keyd accepts, on every route.
+pub const API_VERSIONS: &[&str] = &["2020-09-01", "2021-05-01"];
+
+type Answer = Result<Response, HttpError>;
+
+/// The routes, with `keyd` as state. Each request needs an `Extension<Caller>` (added by
+/// [`uds::serve`], or by a test's layer).
+pub fn router(keyd: Arc<Keyd>) -> Router {
+    let na = method_not_allowed;
+    Router::new()
+        .route("/key", post(create_key).delete(delete_key).fallback(na))
+        .route("/key/{keyId}", get(get_key).fallback(na))
+        .route(
+            "/keypair",
+            post(create_key_pair).delete(delete_key_pair).fallback(na),
+        )
+        .route(
+            "/keypair/{keyId}",
+            get(get_key_pair).post(move_key_pair).fallback(na),
+        )
+        .route("/parameters/{name}", post(parameter).fallback(na))
+        .route("/derivedkey", post(derive).fallback(na))
+        .route("/derivedkey/export", post(export).fallback(na))
+        .route("/sign", post(sign).fallback(na))
+        .route("/encrypt", post(encrypt).fallback(na))
+        .route("/decrypt", post(decrypt).fallback(na))
+        .fallback(http::not_found)
+        .with_state(keyd)
+}
+
+/// Opens keyd from `config` and serves it on `config.socket` until `shutdown` turns true.
+pub async fn serve(config: KeydConfig, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let keyd = Keyd::open(&config).map_err(|e| match e {
+        KeyError::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    serve_with(keyd, &config, shutdown).await
+}
+
+/// Serves an opened keyd (whose store may be shared in-process, e.g. with certd).
+pub async fn serve_with(
+    keyd: Arc<Keyd>,
+    config: &KeydConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = uds::bind(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), "keyd listening");
+    uds::serve(
+        listener,
+        router(keyd),
+        config.max_requests,
+        "keyd",
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// The answer for a [`KeyError`]. Key material never appears in these messages.
+fn key_error(e: KeyError) -> HttpError {
+    match e {
+        KeyError::NotFound(_) => HttpError::bad_request("a parameter has an invalid value"),
+        KeyError::InvalidParameter { name, message } => HttpError::bad_request(format!(
+            "parameter {name:?} has an invalid value: {message}"
+        )),
+        KeyError::Io(e) => HttpError::internal(e),
+        KeyError::Crypto(m) => HttpError::internal(m),
+    }
+}
+
+/// A JSON body, borrowing strings from it where it can: empty → 400, unparsable → 422 (as
+/// [`http::body`]).
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a Bytes) -> Result<T, HttpError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(HttpError::bad_request("missing request body"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| unprocessable(e.to_string()))
+}
+
+fn unprocessable(message: impl Into<String>) -> HttpError {
+    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+/// Checks that the caller may name key `id`; logs refusals.
+fn authorize(
+    keyd: &Keyd,
+    caller: Caller,
+    operation: &'static str,
+    id: &str,
+) -> Result<(), HttpError> {
+    if keyd.acl().allows(caller.uid, id) {
+        return Ok(());
+    }
+    tracing::warn!(
+        uid = caller.uid,
+        pid = caller.pid,
+        operation,
+        key_id = id,
+        "Unauthorized key access"
+    );
+    Err(HttpError::unauthorized(format!(
+        "user {} is not authorized to access the key {id}",
+        caller.uid
+    )))
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    p.map(|Path(id)| id)
+        .map_err(|e| HttpError::bad_request(e.body_text()))
+}
+
+/// Bytes carried as standard base64 in JSON (decoding failures are parse failures: 422).
+#[derive(Debug, Default)]
+struct B64(Vec<u8>);
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = B64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<B64, E> {
+                STANDARD
+                    .decode(v)
+                    .map(B64)
+                    .map_err(|e| E::custom(format!("invalid base64: {e}")))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HandleAnswer {
+    key_handle: String,
+}
+
+fn handle_answer(key_handle: String) -> Response {
+    http::json(StatusCode::OK, &HandleAnswer { key_handle })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HandleRequest<'a> {
+    #[serde(borrow)]
+    key_handle: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateKey {
+    key_id: String,
+    usage: String,
+    #[serde(default)]
+    key_bytes: Option<B64>,
+}
+
+/// `usage` is a comma list of `derive`, `sign` and `encrypt`.
+fn check_usage(usage: &str) -> Result<(), HttpError> {
+    let known = |u: &str| matches!(u.trim(), "derive" | "sign" | "encrypt");
+    if !usage.is_empty() && usage.split(',').all(known) {
+        Ok(())
+    } else {
+        Err(key_error(KeyError::InvalidParameter {
+            name: "usage",
+            message: format!("{usage:?} is not a list of derive, sign, encrypt"),
+        }))
+    }
+}
+
+async fn create_key(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: CreateKey = parse(&body)?;
+    check_usage(&req.usage)?;
+    let (operation, handle) = match &req.key_bytes {
+        Some(bytes) => {
+            authorize(&k, caller, "import key", &req.key_id)?;
+            ("import key", k.import_key(&req.key_id, &bytes.0))
+        }
+        None => {
+            authorize(&k, caller, "create key", &req.key_id)?;
+            ("create key", k.create_key(&req.key_id))
+        }
+    };
+    let handle = handle.map_err(key_error)?;
+    tracing::debug!(uid = caller.uid, operation, key_id = %req.key_id, "Key handle issued");
+    Ok(handle_answer(handle))
+}
+
+async fn get_key(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let id = path_id(id)?;
+    authorize(&k, caller, "load key", &id)?;
+    Ok(handle_answer(k.key_handle(&id).map_err(key_error)?))
+}
+
+async fn delete_key(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: HandleRequest<'_> = parse(&body)?;
+    k.delete_key(&req.key_handle).map_err(key_error)?;
+    Ok(http::no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateKeyPair {
+    key_id: String,
+    #[serde(default)]
+    preferred_algorithms: Option<String>,
+}
+
+async fn create_key_pair(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: CreateKeyPair = parse(&body)?;
+    authorize(&k, caller, "create key pair", &req.key_id)?;
+    // Generating an RSA key takes long: off the async threads.
+    let handle = tokio::task::spawn_blocking(move || {
+        k.create_key_pair(&req.key_id, req.preferred_algorithms.as_deref())
+    })
+    .await
+    .map_err(HttpError::internal)?
+    .map_err(key_error)?;
+    Ok(handle_answer(handle))
+}
+
+async fn get_key_pair(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let id = path_id(id)?;
+    authorize(&k, caller, "load key pair", &id)?;
+    Ok(handle_answer(k.key_pair_handle(&id).map_err(key_error)?))
+}
+
+#[derive(Deserialize)]
+struct MoveKeyPair {
+    from: String,
+}
+
+async fn move_key_pair(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let to = path_id(id)?;
+    let req: MoveKeyPair = parse(&body)?;
+    authorize(&k, caller, "move key pair", &req.from)?;
+    authorize(&k, caller, "move key pair", &to)?;
+    k.move_key_pair(&req.from, &to).map_err(key_error)?;
+    tracing::info!(uid = caller.uid, from = %req.from, to = %to, "Key pair moved");
+    Ok(http::no_content())
+}
+
+async fn delete_key_pair(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: HandleRequest<'_> = parse(&body)?;
+    k.delete_key_pair(&req.key_handle).map_err(key_error)?;
+    Ok(http::no_content())
+}
+
+#[derive(Serialize)]
+struct ValueAnswer {
+    value: String,
+}
+
+async fn parameter(
+    State(k): State<Arc<Keyd>>,
+    name: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let p: Parameter = path_id(name)?.parse().map_err(key_error)?;
+    let req: HandleRequest<'_> = parse(&body)?;
+    let value = match k.parameter(&req.key_handle, p).map_err(key_error)? {
+        ParameterValue::Name(n) => n.to_owned(),
+        ParameterValue::Bytes(b) => STANDARD.encode(b),
+    };
+    Ok(http::json(StatusCode::OK, &ValueAnswer { value }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeriveRequest<'a> {
+    #[serde(borrow)]
+    base_key_handle: Cow<'a, str>,
+    derivation_data: B64,
+}
+
+async fn derive(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: DeriveRequest<'_> = parse(&body)?;
+    let handle = k
+        .derive(&req.base_key_handle, &req.derivation_data.0)
+        .map_err(key_error)?;
+    Ok(handle_answer(handle))
+}
+
+#[derive(Serialize)]
+struct ExportAnswer {
+    key: String,
+}
+
+async fn export(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: HandleRequest<'_> = parse(&body)?;
+    let key = k.export_derived(&req.key_handle).map_err(key_error)?;
+    Ok(http::json(
+        StatusCode::OK,
+        &ExportAnswer {
+            key: STANDARD.encode(key),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+enum SignAlgorithm {
+    #[serde(rename = "ECDSA")]
+    Ecdsa,
+    #[serde(rename = "HMAC-SHA256")]
+    HmacSha256,
+}
+
+#[derive(Deserialize, Default)]
+struct SignParameters {
+    #[serde(default)]
+    digest: Option<B64>,
+    #[serde(default)]
+    message: Option<B64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignRequest<'a> {
+    #[serde(borrow)]
+    key_handle: Cow<'a, str>,
+    algorithm: SignAlgorithm,
+    #[serde(default)]
+    parameters: SignParameters,
+}
+
+#[derive(Serialize)]
+struct SignAnswer {
+    signature: String,
+}
+
+async fn sign(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: SignRequest<'_> = parse(&body)?;
+    let p = &req.parameters;
+    let mechanism = match (&req.algorithm, &p.digest, &p.message) {
+        (SignAlgorithm::Ecdsa, Some(d), _) => SignMechanism::Ecdsa { digest: &d.0 },
+        (SignAlgorithm::HmacSha256, _, Some(m)) => SignMechanism::HmacSha256 { message: &m.0 },
+        (SignAlgorithm::Ecdsa, None, _) => {
+            return Err(unprocessable("ECDSA needs parameters.digest"));
+        }
+        (SignAlgorithm::HmacSha256, _, None) => {
+            return Err(unprocessable("HMAC-SHA256 needs parameters.message"));
+        }
+    };
+    let signature = k.sign(&req.key_handle, mechanism).map_err(key_error)?;
+    Ok(http::json(
+        StatusCode::OK,
+        &SignAnswer {
+            signature: STANDARD.encode(signature),
+        },
+    ))
+}
+
+#[derive(Deserialize, PartialEq, Eq)]
+enum EncryptAlgorithm {
+    #[serde(rename = "AEAD")]
+    Aead,
+    #[serde(rename = "RSA-PKCS1")]
+    RsaPkcs1,
+    #[serde(rename = "RSA-NO-PADDING")]
+    RsaNoPadding,
+}
+
+#[derive(Deserialize, Default)]
+struct AeadParameters {
+    iv: B64,
+    #[serde(default)]
+    aad: B64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CryptRequest<'a> {
+    #[serde(borrow)]
+    key_handle: Cow<'a, str>,
+    algorithm: EncryptAlgorithm,
+    #[serde(default)]
+    parameters: Option<AeadParameters>,
+    #[serde(default)]
+    plaintext: Option<B64>,
+    #[serde(default)]
+    ciphertext: Option<B64>,
+}
+
+/// The AEAD parameters and the input named `field`, or why not.
+fn aead_input<'r>(
+    req: &'r CryptRequest<'_>,
+    input: &'r Option<B64>,
+    field: &str,
+) -> Result<(&'r AeadParameters, &'r [u8]), HttpError> {
+    if req.algorithm != EncryptAlgorithm::Aead {
+        return Err(key_error(KeyError::InvalidParameter {
+            name: "mechanism",
+            message: "RSA encryption is not supported".into(),
+        }));
+    }
+    let params = req
+        .parameters
+        .as_ref()
+        .ok_or_else(|| unprocessable("AEAD needs parameters.iv"))?;
+    let input = input
+        .as_ref()
+        .ok_or_else(|| unprocessable(format!("missing field `{field}`")))?;
+    Ok((params, &input.0))
+}
+
+async fn encrypt(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: CryptRequest<'_> = parse(&body)?;
+    let (p, plaintext) = aead_input(&req, &req.plaintext, "plaintext")?;
+    let ciphertext = k
+        .encrypt(&req.key_handle, &p.iv.0, &p.aad.0, plaintext)
+        .map_err(key_error)?;
+    let answer = serde_json::json!({ "ciphertext": STANDARD.encode(ciphertext) });
+    Ok(http::json(StatusCode::OK, &answer))
+}
+
+async fn decrypt(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+    http::api_version(&uri, API_VERSIONS)?;
+    let req: CryptRequest<'_> = parse(&body)?;
+    let (p, ciphertext) = aead_input(&req, &req.ciphertext, "ciphertext")?;
+    let plaintext = k
+        .decrypt(&req.key_handle, &p.iv.0, &p.aad.0, ciphertext)
+        .map_err(key_error)?;
+    let answer = serde_json::json!({ "plaintext": STANDARD.encode(plaintext) });
+    Ok(http::json(StatusCode::OK, &answer))
+}
