@@ -2,7 +2,9 @@
 //! plus `config.d/*.toml` drop-ins), and the device's super-config that `ferrohub config apply`
 //! turns into those files.
 
+pub mod apply;
 pub mod daemons;
+pub mod superconfig;
 
 use std::path::{Path, PathBuf};
 
