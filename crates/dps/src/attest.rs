@@ -263,9 +263,9 @@ fn check_audience(scope: &str, registration_id: &str, resource: &str) -> Result<
         .or_else(|| resource.strip_prefix("amqps://"))
         .unwrap_or(resource)
         .trim_end_matches('/');
-    let ok = trimmed
-        .split_once("/registrations/")
-        .is_some_and(|(s, r)| s == scope && r.eq_ignore_ascii_case(registration_id));
+    let ok = trimmed.split_once("/registrations/").is_some_and(|(s, r)| {
+        s.eq_ignore_ascii_case(scope) && r.eq_ignore_ascii_case(registration_id)
+    });
     if ok {
         Ok(())
     } else {

@@ -4,11 +4,14 @@
 mod bench;
 mod certs;
 mod clock;
+mod config_cmd;
 mod device_client;
 mod dps_cmd;
 mod hub_cmd;
+mod identity_cmd;
 mod quickstart;
 mod quickstart_hub;
+mod system_status;
 mod tls_probe;
 
 use std::process::ExitCode;
@@ -40,6 +43,25 @@ enum Cmd {
     /// `dps --config FILE` serves it; enrollments, registrations and CA certificates are managed
     /// through its service API.
     Dps(dps_cmd::DpsArgs),
+    /// The on-device identity service: keyd, certd and identityd in one process.
+    #[command(subcommand)]
+    Identity(identity_cmd::IdentityCmd),
+    /// The device super-config: `config apply` writes the identity daemons' configs, `config mp`
+    /// writes a manual-provisioning super-config from a connection string.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCmd),
+    /// Diagnostics of the identity service: status, checks with next steps, logs.
+    #[command(subcommand)]
+    System(identity_cmd::SystemCmd),
+    /// Run keyd alone (keys behind opaque handles) on its Unix socket.
+    #[command(after_help = "Example:\n  ferrohub keyd --root /")]
+    Keyd(identity_cmd::RootArg),
+    /// Run certd alone (certificates, CSR issuance, trust bundles) on its Unix socket.
+    #[command(after_help = "Example:\n  ferrohub certd --root /")]
+    Certd(identity_cmd::RootArg),
+    /// Run identityd alone (device and module identities) on its Unix socket.
+    #[command(after_help = "Example:\n  ferrohub identityd --root /")]
+    Identityd(identity_cmd::RootArg),
     /// Load generators: measured runs against an in-process server on loopback.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -71,6 +93,12 @@ fn main() -> ExitCode {
         Cmd::Hub(args) => hub_cmd::run(args),
         Cmd::Dps(args) => dps_cmd::run(args),
         Cmd::Bench(cmd) => bench::run(cmd),
+        Cmd::Identity(cmd) => identity_cmd::run(cmd),
+        Cmd::Config(cmd) => config_cmd::run(cmd),
+        Cmd::System(cmd) => identity_cmd::system(cmd),
+        Cmd::Keyd(root) => identity_cmd::run_daemon(identity_cmd::Daemon::Keyd, &root),
+        Cmd::Certd(root) => identity_cmd::run_daemon(identity_cmd::Daemon::Certd, &root),
+        Cmd::Identityd(root) => identity_cmd::run_daemon(identity_cmd::Daemon::Identityd, &root),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,156 @@
+//! `ferrohub identity run`, `ferrohub keyd|certd|identityd`, `ferrohub system status|check|logs`:
+//! the on-device identity service and its diagnostics.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon};
+
+/// Where the daemon configs are: `{root}/etc/ferrohub/{svc}/config.toml` and `config.d/`.
+#[derive(Debug, Args, Clone)]
+pub struct RootArg {
+    /// Prefix of /etc/ferrohub, /run/ferrohub and /var/lib/ferrohub (as `config apply --root`).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+}
+
+impl RootArg {
+    fn config_files(&self, svc: &str) -> (PathBuf, PathBuf) {
+        let dir = self.root.join("etc/ferrohub").join(svc);
+        (dir.join("config.toml"), dir.join("config.d"))
+    }
+
+    fn load<T: serde::de::DeserializeOwned>(&self, svc: &str) -> Result<T> {
+        let (file, dropins) = self.config_files(svc);
+        load_daemon(&file, &dropins)
+            .map_err(|e| anyhow::anyhow!("{e} (run `ferrohub config apply` first)"))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCmd {
+    /// Run keyd, certd and identityd in one process (the usual way).
+    #[command(
+        after_help = "Example:\n  ferrohub config apply -c /etc/ferrohub/config.toml\n  ferrohub identity run"
+    )]
+    Run(RootArg),
+}
+
+/// Which single daemon to run.
+#[derive(Clone, Copy, Debug)]
+pub enum Daemon {
+    Keyd,
+    Certd,
+    Identityd,
+}
+
+pub fn run(cmd: IdentityCmd) -> Result<bool> {
+    let IdentityCmd::Run(root) = cmd;
+    crate::hub_cmd::runtime()?
+        .block_on(run_all(root))
+        .map(|()| true)
+}
+
+pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
+    crate::hub_cmd::runtime()?
+        .block_on(async {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                crate::hub_cmd::wait_for_signal().await;
+                let _ = tx.send(true);
+            });
+            let keyd: KeydConfig = root.load("keyd")?;
+            let keyd_daemon =
+                identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
+            match daemon {
+                Daemon::Keyd => identity::keyd::serve(keyd, rx).await?,
+                Daemon::Certd => {
+                    identity::certd::serve(root.load("certd")?, keyd_daemon.store(), rx).await?
+                }
+                Daemon::Identityd => {
+                    let options = identity::identityd::Options {
+                        store: Some(keyd_daemon.store()),
+                        ..Default::default()
+                    };
+                    identity::identityd::serve(root.load("identityd")?, options, rx).await?;
+                }
+            }
+            anyhow::Ok(())
+        })
+        .map(|()| true)
+}
+
+async fn run_all(root: RootArg) -> Result<()> {
+    let keyd: KeydConfig = root.load("keyd")?;
+    let certd: CertdConfig = root.load("certd")?;
+    let identityd: IdentitydConfig = root.load("identityd")?;
+    let keyd_daemon =
+        identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
+    let store = keyd_daemon.store();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    eprintln!(
+        "identity service: keyd {}, certd {}, identityd {} (Ctrl-C to stop)",
+        keyd.socket.display(),
+        certd.socket.display(),
+        identityd.socket.display()
+    );
+    let k = {
+        let rx = rx.clone();
+        tokio::spawn(async move { identity::keyd::serve_with(keyd_daemon, &keyd, rx).await })
+    };
+    let c = tokio::spawn(identity::certd::serve(certd, store.clone(), rx.clone()));
+    // identityd provisions at start and calls keyd and certd: give their sockets a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let options = identity::identityd::Options {
+        store: Some(store),
+        ..Default::default()
+    };
+    let i = tokio::spawn(identity::identityd::serve(identityd, options, rx));
+    crate::hub_cmd::wait_for_signal().await;
+    tracing::info!("Shutting down");
+    let _ = tx.send(true);
+    for (name, task) in [("keyd", k), ("certd", c), ("identityd", i)] {
+        task.await
+            .with_context(|| format!("{name} panicked"))?
+            .with_context(|| format!("{name} failed"))?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// The daemons, the provisioned device and certificate expiry dates.
+    #[command(after_help = "Example:\n  sudo ferrohub system status")]
+    Status(RootArg),
+    /// Checks with next steps: configuration, daemons, trust bundle, hub reachable over TLS.
+    #[command(after_help = "Example:\n  sudo ferrohub system check")]
+    Check(RootArg),
+    /// Where the identity service logs go, and the last lines when systemd runs it.
+    #[command(after_help = "Example:\n  sudo ferrohub system logs")]
+    Logs,
+}
+
+pub fn system(cmd: SystemCmd) -> Result<bool> {
+    let rt = crate::hub_cmd::runtime()?;
+    match cmd {
+        SystemCmd::Status(root) => rt.block_on(crate::system_status::status(&root)),
+        SystemCmd::Check(root) => rt.block_on(crate::system_status::check(&root)),
+        SystemCmd::Logs => crate::system_status::logs(),
+    }
+}
+
+impl RootArg {
+    pub fn load_identityd(&self) -> Result<IdentitydConfig> {
+        self.load("identityd")
+    }
+    pub fn load_certd(&self) -> Result<CertdConfig> {
+        self.load("certd")
+    }
+    pub fn load_keyd(&self) -> Result<KeydConfig> {
+        self.load("keyd")
+    }
+    pub fn config_path(&self, svc: &str) -> PathBuf {
+        self.config_files(svc).0
+    }
+}
