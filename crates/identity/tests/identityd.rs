@@ -506,5 +506,33 @@ async fn dps_symmetric_key_provisioning_and_reprovisioning_to_another_hub() {
         (prov["source"].as_str(), prov["auth"].as_str()),
         (Some("dps"), Some("symmetric_key"))
     );
+    // Restart with DPS and the hubs unreachable: the device backup and the module cache answer.
+    let offline = Provisioning::Dps {
+        global_endpoint: "https://localhost:1".into(),
+        scope_id: dpstest::SCOPE.into(),
+        payload: None,
+        attestation: DpsAttestation::SymmetricKey {
+            registration_id: "edge-dps".into(),
+            symmetric_key: "device-id".into(),
+        },
+    };
+    let mut unreachable = options(&s, &[]);
+    unreachable.hub_addresses = BTreeMap::from([("hub2".into(), "127.0.0.1:1".into())]);
+    let idd2 = Identityd::new(
+        identityd_config(&s, offline, vec![principal(1001, "agent")]),
+        unreachable,
+    );
+    let d = idd2.reprovision(Trigger::Startup).await.unwrap();
+    assert_eq!(d.hub_name, "hub2", "from the backup, without DPS");
+    let (status, id) = call(
+        &idd2,
+        1001,
+        Method::GET,
+        &format!("/identities/identity?{API}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{id}");
+    assert_eq!(id["spec"]["moduleId"], "agent");
     let _ = s.stop.send(true);
 }
