@@ -35,9 +35,22 @@ struct Stack {
 
 /// keyd and certd on sockets under `dir`, with the device key and a trust bundle preloaded.
 async fn daemons(dir: &Path, roots: &[&Path]) -> Stack {
+    daemons_with(dir, roots, None).await
+}
+
+/// Like [`daemons`]; with `x509 = Some((cert_pem, key_pem))` the device identity is that
+/// certificate and key pair instead of a SAS key.
+async fn daemons_with(dir: &Path, roots: &[&Path], x509: Option<(String, String)>) -> Stack {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     std::fs::write(secrets.join("device-id"), hubtest::base64_decode(KEY)).unwrap();
+    let mut preloaded_certs = BTreeMap::new();
+    if let Some((cert, key)) = &x509 {
+        std::fs::write(secrets.join("device-id"), key).unwrap();
+        std::fs::write(secrets.join("device-id.cert.pem"), cert).unwrap();
+        let uri = format!("file://{}", secrets.join("device-id.cert.pem").display());
+        preloaded_certs.insert("device-id".to_owned(), PreloadedCert::Uri(uri));
+    }
     let bundle: String = roots
         .iter()
         .map(|r| std::fs::read_to_string(r).unwrap())
@@ -59,10 +72,13 @@ async fn daemons(dir: &Path, roots: &[&Path]) -> Stack {
         max_requests: 10,
         keyd_homedir: dir.join("keyd"),
         cert_issuance: Default::default(),
-        preloaded_certs: BTreeMap::from([(
-            "trust-bundle".into(),
-            PreloadedCert::Uri(format!("file://{}", dir.join("bundle.pem").display())),
-        )]),
+        preloaded_certs: {
+            preloaded_certs.insert(
+                "trust-bundle".into(),
+                PreloadedCert::Uri(format!("file://{}", dir.join("bundle.pem").display())),
+            );
+            preloaded_certs
+        },
         principals: vec![],
     };
     let store = identity::keyd::Keyd::open(&keyd).unwrap().store();
@@ -534,5 +550,80 @@ async fn dps_symmetric_key_provisioning_and_reprovisioning_to_another_hub() {
     .await;
     assert_eq!(status, StatusCode::OK, "{id}");
     assert_eq!(id["spec"]["moduleId"], "agent");
+    let _ = s.stop.send(true);
+}
+
+#[tokio::test]
+async fn manual_x509_device_manages_its_modules_with_its_certificate() {
+    let hub = TestHub::start_with(|c| c.hostname = "hub1".into()).await;
+    let key = pki::PrivateKey::generate(pki::KeyAlgorithm::P256).unwrap();
+    let start = hubtest::now() - time::Duration::days(1);
+    let mut req = pki::CertRequest::new(pki::Profile::SelfSignedDevice, "x509-box", start);
+    req.days = 30;
+    let cert = pki::issue(&req, &key, None).unwrap();
+    let body = json!({"deviceId": "x509-box", "authentication": {"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": cert.thumbprint_sha1()}}});
+    let r = hub
+        .client()
+        .send(Method::PUT, "/devices/x509-box", Some(&body), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let s = daemons_with(
+        dir.path(),
+        &[&hub.root],
+        Some((cert.to_pem(), key.to_pem())),
+    )
+    .await;
+    let provisioning = Provisioning::Manual {
+        iothub_hostname: "hub1".into(),
+        device_id: "x509-box".into(),
+        local_gateway_hostname: None,
+        authentication: ManualAuth::X509 {
+            identity_cert: "device-id".into(),
+            identity_pk: "device-id".into(),
+        },
+    };
+    let idd = Identityd::new(
+        identityd_config(&s, provisioning, vec![principal(1001, "sensor")]),
+        options(&s, &[&hub]),
+    );
+    idd.reprovision(Trigger::Startup).await.unwrap();
+    assert_eq!(hub_modules(&hub, "x509-box").await, ["sensor"]);
+    let (status, dev) = call(
+        &idd,
+        0,
+        Method::POST,
+        &format!("/identities/device?{API}"),
+        Some(json!({"type": "aziot"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{dev}");
+    assert_eq!(
+        (
+            dev["spec"]["auth"]["type"].as_str(),
+            dev["spec"]["auth"]["certId"].as_str()
+        ),
+        (Some("x509"), Some("device-id"))
+    );
+    // The module signs with its derived key even though the device itself uses a certificate.
+    let (_, id) = call(
+        &idd,
+        1001,
+        Method::GET,
+        &format!("/identities/identity?{API}"),
+        None,
+    )
+    .await;
+    let t = token(
+        &s.keyd,
+        id["spec"]["auth"]["keyHandle"].as_str().unwrap(),
+        "hub1/devices/x509-box/modules/sensor",
+    )
+    .await;
+    assert_eq!(
+        mqtt_connect(&hub, "x509-box/sensor", t).await,
+        ConnectReturnCode::Accepted
+    );
     let _ = s.stop.send(true);
 }
