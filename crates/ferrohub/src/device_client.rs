@@ -50,6 +50,32 @@ impl DeviceConn {
         let cfg = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
+        Self::connect_with(addr, host, cfg, client_id, username, None).await
+    }
+
+    /// TLS without a client certificate, then CONNECT with a SAS token as the password.
+    pub async fn connect_sas(
+        addr: SocketAddr,
+        host: &str,
+        roots: Arc<rustls::RootCertStore>,
+        client_id: &str,
+        token: &str,
+    ) -> Result<Self> {
+        let cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let username = format!("{host}/{client_id}/?api-version=2021-04-12");
+        Self::connect_with(addr, host, cfg, client_id, &username, Some(token)).await
+    }
+
+    async fn connect_with(
+        addr: SocketAddr,
+        host: &str,
+        cfg: rustls::ClientConfig,
+        client_id: &str,
+        username: &str,
+        password: Option<&str>,
+    ) -> Result<Self> {
         let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
@@ -73,7 +99,7 @@ impl DeviceConn {
             client_id: client_id.to_owned(),
             will: None,
             username: Some(username.to_owned()),
-            password: None,
+            password: password.map(|p| p.as_bytes().to_vec()),
         }))
         .await?;
         match conn.recv().await? {

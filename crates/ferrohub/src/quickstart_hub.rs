@@ -25,14 +25,17 @@ const MESSAGES: usize = 10;
 struct Running {
     hub: Arc<hub::Hub>,
     mqtt: SocketAddr,
+    https: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
 }
 
 /// Holds the runtime and the running hub between quickstart steps.
 pub struct HubStage {
-    rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Runtime,
     running: RefCell<Option<Running>>,
+    /// The `iothubowner` key, for the provisioning service's link to the hub.
+    pub owner_key: String,
 }
 
 impl HubStage {
@@ -40,7 +43,17 @@ impl HubStage {
         Ok(Self {
             rt: crate::hub_cmd::runtime()?,
             running: RefCell::new(None),
+            owner_key: hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
         })
+    }
+
+    /// The running hub, its MQTT and its HTTPS address.
+    pub fn endpoints(&self) -> Result<(Arc<hub::Hub>, SocketAddr, SocketAddr)> {
+        let r = self.running.borrow();
+        let r = r
+            .as_ref()
+            .context("the hub is not running (an earlier step failed)")?;
+        Ok((r.hub.clone(), r.mqtt, r.https))
     }
 
     fn hub(&self) -> Result<(Arc<hub::Hub>, SocketAddr)> {
@@ -92,18 +105,29 @@ impl HubStage {
             },
             auth: AuthSettings::default(),
             limits: Limits::default(),
-            policies: vec![],
+            policies: vec![hub::config::Policy {
+                name: "iothubowner".into(),
+                primary_key: self.owner_key.clone(),
+                secondary_key: self.owner_key.clone(),
+                rights: vec![
+                    hub::config::Right::RegistryRead,
+                    hub::config::Right::RegistryWrite,
+                    hub::config::Right::ServiceConnect,
+                    hub::config::Right::DeviceConnect,
+                ],
+            }],
         };
         let running = self.rt.block_on(async {
             let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
             let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = mqtt.local_addr()?;
+            let (addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
             let (stop, rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
             Ok::<_, anyhow::Error>(Running {
                 hub,
                 mqtt: addr,
+                https: https_addr,
                 stop,
                 task,
             })
@@ -116,37 +140,7 @@ impl HubStage {
     /// Seed 003's upload, verification code, verification certificate, verify.
     pub fn verify_ca(&self, certs: &Path) -> Result<String> {
         let (hub, _) = self.hub()?;
-        let ca = load_cert(&certs.join("intermediate-ca.cert.pem"))?;
-        let ca_key = load_key(&certs.join("intermediate-ca.key.pem"))?;
-        let api = |e: hub::error::ApiError| anyhow::anyhow!("{e}");
-        let uploaded = hub
-            .cas
-            .upload(CA_NAME, &ca.to_pem(), false, &IfMatch::Any)
-            .map_err(api)?;
-        if uploaded.is_verified {
-            bail!("an upload without proof must start unverified");
-        }
-        let (_, code) = hub
-            .cas
-            .generate_verification_code(CA_NAME, &IfMatch::Any)
-            .map_err(api)?;
-        let key = PrivateKey::generate(KeyAlgorithm::P256)?;
-        let proof = pki::issue(
-            &CertRequest::new(Profile::Verification, code.clone(), clock::now()),
-            &key,
-            Some(Signer {
-                cert: &ca,
-                key: &ca_key,
-            }),
-        )?;
-        let verified = hub
-            .cas
-            .verify(CA_NAME, &IfMatch::Any, &proof.to_pem())
-            .map_err(api)?;
-        if !verified.is_verified {
-            bail!("the CA is still unverified after a valid proof");
-        }
-        Ok(format!("{} verified with code {code}", verified.subject))
+        prove_ca(&hub.cas, certs)
     }
 
     /// Registers the CA-signed child and the self-signed child (by thumbprint).
@@ -265,4 +259,37 @@ fn chain_file(stem: &str) -> String {
     } else {
         format!("{stem}-full-chain.cert.pem")
     }
+}
+
+/// Uploads the intermediate CA to `cas`, asks for a verification code, proves possession of the
+/// CA's key with a certificate whose CN is the code, and checks it is verified (hub and DPS alike).
+pub fn prove_ca(cas: &hub::cas::CaService, certs: &Path) -> Result<String> {
+    let ca = load_cert(&certs.join("intermediate-ca.cert.pem"))?;
+    let ca_key = load_key(&certs.join("intermediate-ca.key.pem"))?;
+    let api = |e: hub::error::ApiError| anyhow::anyhow!("{e}");
+    let uploaded = cas
+        .upload(CA_NAME, &ca.to_pem(), false, &IfMatch::Any)
+        .map_err(api)?;
+    if uploaded.is_verified {
+        bail!("an upload without proof must start unverified");
+    }
+    let (_, code) = cas
+        .generate_verification_code(CA_NAME, &IfMatch::Any)
+        .map_err(api)?;
+    let key = PrivateKey::generate(KeyAlgorithm::P256)?;
+    let proof = pki::issue(
+        &CertRequest::new(Profile::Verification, code.clone(), clock::now()),
+        &key,
+        Some(Signer {
+            cert: &ca,
+            key: &ca_key,
+        }),
+    )?;
+    let verified = cas
+        .verify(CA_NAME, &IfMatch::Any, &proof.to_pem())
+        .map_err(api)?;
+    if !verified.is_verified {
+        bail!("the CA is still unverified after a valid proof");
+    }
+    Ok(format!("{} verified with code {code}", verified.subject))
 }

@@ -1,4 +1,5 @@
-//! `ferrohub quickstart` (PKI stage): exits 0 only when every step verified, and reuses its data.
+//! `ferrohub quickstart` (PKI, hub, provisioning and identity stages): exits 0 only when every
+//! step verified, and reuses its data.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
@@ -23,7 +24,15 @@ fn quickstart_runs_and_reuses_its_pki() {
     let tmp = tempfile::tempdir().unwrap();
     let (ok, text) = quickstart(tmp.path(), &["--fresh"]);
     assert!(ok, "{text}");
-    assert!(text.contains("15 of 15 steps verified"), "{text}");
+    assert!(text.contains("21 of 21 steps verified"), "{text}");
+    assert!(
+        text.contains("edge-gateway-01 assigned to hub localhost through DPS"),
+        "{text}"
+    );
+    assert!(
+        text.contains("quickstart-module: identity from identityd, token signed by keyd"),
+        "{text}"
+    );
     assert!(
         text.contains("child-x509: 10 messages acknowledged after fsync and read back"),
         "{text}"
