@@ -113,6 +113,28 @@ fn init_serve_manage_and_restart() {
             .len()
             > 20
     );
+    // Parent and child: set-parent links a device to an edge device, --none unlinks it.
+    let gw: serde_json::Value = serde_json::from_str(&ok(hub(
+        &config,
+        &["device", "create", "gw", "--edge", "--json"],
+    )))
+    .unwrap();
+    let scope = gw["deviceScope"].as_str().unwrap().to_owned();
+    assert!(scope.starts_with("ms-azure-iot-edge://gw-"), "{scope}");
+    let linked: serde_json::Value = serde_json::from_str(&ok(hub(
+        &config,
+        &["device", "set-parent", "dev1", "--parent", "gw", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(linked["deviceScope"], scope.as_str());
+    let not_edge = hub(&config, &["device", "set-parent", "gw", "--parent", "dev1"]);
+    assert!(!not_edge.status.success());
+    let unlinked: serde_json::Value = serde_json::from_str(&ok(hub(
+        &config,
+        &["device", "set-parent", "dev1", "--none", "--json"],
+    )))
+    .unwrap();
+    assert!(unlinked["deviceScope"].is_null(), "{unlinked}");
     let shown = ok(hub(&config, &["device", "show", "dev1"]));
     assert!(
         shown.contains("connection string: HostName=localhost;DeviceId=dev1;SharedAccessKey="),

@@ -199,6 +199,30 @@ pub enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make a device the child of an edge device (its deviceScope becomes the parent's), or
+    /// remove the link with --none.
+    #[command(
+        after_help = "Examples:\n  ferrohub hub device set-parent child1 --parent gw\n  \
+        ferrohub hub device set-parent child1 --none"
+    )]
+    SetParent {
+        id: String,
+        /// The edge device to be the parent.
+        #[arg(
+            long,
+            value_name = "EDGE_ID",
+            required_unless_present = "none",
+            conflicts_with = "none"
+        )]
+        parent: Option<String>,
+        /// Remove the parent link.
+        #[arg(long)]
+        none: bool,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
     /// Enable or disable a device; a disabled device is disconnected and refused.
     SetStatus {
         id: String,
@@ -247,23 +271,9 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 AuthKind::Ca => json!({"type": "certificateAuthority"}),
             };
             let scope = match &parent {
-                Some(p) => call(
-                    &client,
-                    Method::GET,
-                    &format!("/devices/{}", enc(p)),
-                    None,
-                    &[],
-                )
-                .await?["deviceScope"]
-                    .clone(),
+                Some(p) => parent_scope(&client, p).await?,
                 None => Value::Null,
             };
-            if parent.is_some() && scope.is_null() {
-                bail!(
-                    "{} is not an edge device (it has no deviceScope)",
-                    parent.unwrap_or_default()
-                );
-            }
             let body = json!({
                 "deviceId": id, "status": if disabled { "disabled" } else { "enabled" },
                 "authentication": authentication, "capabilities": {"iotEdge": edge}, "deviceScope": scope,
@@ -327,6 +337,17 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
             }
             Ok(())
         }
+        DeviceCmd::SetParent {
+            id,
+            parent,
+            none: _,
+            conn,
+            json,
+        } => {
+            let client = conn.client()?;
+            let d = set_parent(&client, &id, parent.as_deref()).await?;
+            print_device(&d, json, &conn)
+        }
         DeviceCmd::SetStatus {
             id,
             status,
@@ -351,6 +372,40 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
             print_device(&d, json, &conn)
         }
     }
+}
+
+/// The deviceScope of an edge device (what its children carry).
+async fn parent_scope(client: &ServiceClient, parent: &str) -> Result<Value> {
+    let scope = call(
+        client,
+        Method::GET,
+        &format!("/devices/{}", enc(parent)),
+        None,
+        &[],
+    )
+    .await?["deviceScope"]
+        .clone();
+    if scope.is_null() {
+        bail!("{parent} is not an edge device (it has no deviceScope); create it with --edge");
+    }
+    Ok(scope)
+}
+
+async fn set_parent(client: &ServiceClient, id: &str, parent: Option<&str>) -> Result<Value> {
+    let path = format!("/devices/{}", enc(id));
+    let mut d = call(client, Method::GET, &path, None, &[]).await?;
+    if d["capabilities"]["iotEdge"] == true {
+        bail!(
+            "{id} is an edge device: its deviceScope is its own; nested edge parents are set with parentScopes"
+        );
+    }
+    d["deviceScope"] = match parent {
+        Some(p) => parent_scope(client, p).await?,
+        None => Value::Null,
+    };
+    d["parentScopes"] = json!([]);
+    let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or_default());
+    call(client, Method::PUT, &path, Some(&d), &[("if-match", &etag)]).await
 }
 
 fn print_device(d: &Value, json: bool, conn: &Conn) -> Result<()> {
