@@ -7,12 +7,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from azure.iot.device import IoTHubModuleClient, Message
 
 from conftest import BIN, run
 from test_hub import registry, unique
@@ -52,6 +52,13 @@ cs = f'HostName={spec["hubName"]};DeviceId={spec["deviceId"]};ModuleId={spec["mo
 if spec["gatewayHost"] != spec["hubName"]:
     cs += f';GatewayHostName={spec["gatewayHost"]}'
 print(json.dumps({"connection_string": cs, "token": token, "gateway": spec["gatewayHost"]}))
+if len(sys.argv) > 2:
+    # Connect with the Python device SDK, as this uid, with what was just built.
+    from azure.iot.device import IoTHubModuleClient, Message
+    client = IoTHubModuleClient.create_from_sastoken(token, server_verification_cert=open(sys.argv[2]).read())
+    client.connect()
+    client.send_message(Message("from-pymodule"))
+    client.shutdown()
 '''
 
 
@@ -128,19 +135,23 @@ idtype = ["module"]
         status, body = svc.curl_identity(STRANGER_UID)
         assert status == 401, body
         assert f"uid={STRANGER_UID}" in svc.log.read_text()
-        # The module process signs through keyd; the SDK connects with what it built.
+        # The module process (uid 1001) signs through keyd, builds its connection string and
+        # connects with the Python SDK (from a world-readable copy of the venv's packages, run by
+        # the system interpreter: the venv's may live where that uid cannot reach).
         script = svc.root / "module.py"
         script.write_text(MODULE_SCRIPT)
-        os.chmod(script, 0o644)
-        p = svc.as_uid(MODULE_UID, "/usr/bin/python3", str(script), str(svc.run_dir))
+        root_pem = svc.root / "root-ca.pem"
+        root_pem.write_text(hub.root_pem())
+        packages = svc.root / "site-packages"
+        shutil.copytree(next(Path(sys.prefix).glob("lib/python3*/site-packages")), packages)
+        for p in [script, root_pem, *packages.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        env = dict(os.environ, PYTHONPATH=str(packages), HOME=str(svc.root))
+        p = subprocess.run(["/usr/bin/python3", str(script), str(svc.run_dir), str(root_pem)],
+                           capture_output=True, text=True, timeout=120, user=MODULE_UID, env=env)
         assert p.returncode == 0, p.stderr
-        built = json.loads(p.stdout)
+        built = json.loads(p.stdout.splitlines()[0])
         assert "SharedAccessSignature=SharedAccessSignature sr=" in built["connection_string"]
-        # The Python SDK takes a SAS token directly (its connection strings carry keys, not tokens).
-        client = IoTHubModuleClient.create_from_sastoken(built["token"], server_verification_cert=hub.root_pem())
-        client.connect()
-        client.send_message(Message("from-pymodule"))
-        client.shutdown()
         events = [e for e in hub.events(device_id) if e["body"] == "from-pymodule"]
         assert len(events) == 1 and events[0]["moduleId"] == "pymodule"
         out = svc.status()
