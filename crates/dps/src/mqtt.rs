@@ -95,12 +95,7 @@ pub async fn serve(
                 let Some(tls) = hub::net::handshake(&acceptor, tcp, CONNECT_TIMEOUT).await else {
                     return;
                 };
-                let chain: Vec<CertificateDer<'static>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
+                let chain = hub::net::peer_chain(&tls);
                 connection(dps, tls, chain).await;
             }
             .instrument(tracing::info_span!("dps-mqtt", %peer)),

@@ -1,4 +1,5 @@
-//! Accepting TCP and TLS, shared by the MQTT and HTTPS listeners.
+//! Accepting TCP and TLS, shared by the MQTT and HTTPS listeners of the hub and the provisioning
+//! service.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,4 +48,56 @@ pub async fn handshake(
             None
         }
     }
+}
+
+/// The TLS client certificate chain of a connection (empty when none was sent), for handlers.
+#[derive(Clone, Default)]
+pub struct PeerChain(pub std::sync::Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
+
+/// The certificates the client presented at the handshake.
+pub fn peer_chain<IO>(tls: &TlsStream<IO>) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Serves `app` over HTTPS (HTTP/1.1 and h2) until `shutdown` changes; each connection's
+/// [`PeerChain`] is available to handlers as an `axum::Extension`.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    handshake_timeout: Duration,
+    name: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tracing::Instrument as _;
+    let acceptor = TlsAcceptor::from(tls);
+    while let Some((tcp, peer)) = accept_next(&listener, &mut shutdown, name).await {
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(
+            async move {
+                let Some(tls) = handshake(&acceptor, tcp, handshake_timeout).await else {
+                    return;
+                };
+                let chain = PeerChain(std::sync::Arc::new(peer_chain(&tls)));
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.layer(axum::Extension(chain)),
+                );
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                if let Err(e) = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                }
+            }
+            .instrument(tracing::info_span!("https", listener = name, %peer)),
+        );
+    }
+    info!(listener = name, "HTTPS listener stopped");
 }

@@ -12,23 +12,17 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use iot_auth::sas::{SasError, SasToken};
-use rustls::pki_types::CertificateDer;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{Instrument as _, info, warn};
+use tracing::warn;
 
 use crate::Dps;
 use crate::config::Right;
 use crate::error::ApiError;
 
-/// The client certificate chain of the HTTPS connection (device X.509 registrations).
-#[derive(Clone, Default)]
-pub struct PeerChain(pub Arc<Vec<CertificateDer<'static>>>);
+pub use hub::net::PeerChain;
 
 pub fn router(dps: Arc<Dps>) -> Router {
     Router::new()
@@ -199,36 +193,8 @@ pub async fn serve(
     dps: Arc<Dps>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(dps.clone());
-    while let Some((tcp, peer)) = hub::net::accept_next(&listener, &mut shutdown, "dps-https").await
-    {
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(
-            async move {
-                let timeout = std::time::Duration::from_secs(30);
-                let Some(tls) = hub::net::handshake(&acceptor, tcp, timeout).await else {
-                    return;
-                };
-                let chain: Vec<CertificateDer<'static>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
-                let app = app.layer(axum::Extension(PeerChain(Arc::new(chain))));
-                let service = TowerToHyperService::new(app);
-                if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
-                }
-            }
-            .instrument(tracing::info_span!("dps-https", %peer)),
-        );
-    }
-    info!("DPS HTTPS listener stopped");
+    let timeout = std::time::Duration::from_secs(30);
+    hub::net::serve_https(listener, tls, router(dps), timeout, "dps-https", shutdown).await;
 }

@@ -17,13 +17,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{Instrument as _, info};
 
 use crate::Hub;
 use crate::config::Right;
@@ -132,9 +128,7 @@ pub(crate) fn admit(
     checked
 }
 
-/// The TLS client certificate chain of the HTTPS connection (empty when none was sent).
-#[derive(Clone, Default)]
-pub struct PeerChain(pub Arc<Vec<rustls::pki_types::CertificateDer<'static>>>);
+pub use crate::net::PeerChain;
 
 /// Like [`admit`], also accepting device `device_id`'s own credentials (its modules, their
 /// twins): a SAS token signed with its key, or its X.509 certificate at the TLS handshake.
@@ -197,35 +191,8 @@ pub async fn serve(
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(hub.clone());
-    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, "https").await {
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
-        tokio::spawn(
-            async move {
-                let Some(tls) = crate::net::handshake(&acceptor, tcp, timeout).await else {
-                    return;
-                };
-                let chain: Vec<rustls::pki_types::CertificateDer<'static>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
-                let app = app.layer(axum::Extension(PeerChain(Arc::new(chain))));
-                let service = TowerToHyperService::new(app);
-                if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
-                }
-            }
-            .instrument(tracing::info_span!("https", %peer)),
-        );
-    }
-    info!("HTTPS listener stopped");
+    let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
+    crate::net::serve_https(listener, tls, router(hub), timeout, "https", shutdown).await;
 }

@@ -46,12 +46,7 @@ pub async fn serve(
                 else {
                     return;
                 };
-                let chain = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default();
+                let chain = crate::net::peer_chain(&tls);
                 conn::serve(hub, tls, chain).await;
             }
             .instrument(span),
