@@ -1,0 +1,10 @@
+//! Unit tests.
+
+mod body;
+mod builtins;
+mod conditions;
+mod config;
+mod fuzz;
+mod lexing;
+mod routes;
+mod support;
