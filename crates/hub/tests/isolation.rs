@@ -117,3 +117,103 @@ async fn identities_reach_only_their_own_topics() {
         Some(Packet::SubAck(_))
     ));
 }
+
+/// A gateway connects on behalf of a child with `auth-chain={child};{edge}` and its `$edgeHub`
+/// token: accepted for its own children only, and the telemetry is the child's.
+#[tokio::test]
+async fn a_gateway_connects_on_behalf_of_its_children_only() {
+    let t = TestHub::start().await;
+    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
+    create(
+        &t,
+        "/devices/gw",
+        json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys}),
+    )
+    .await;
+    let gw = t
+        .client()
+        .send(Method::GET, "/devices/gw", None, &[])
+        .await
+        .unwrap()
+        .json();
+    let scope = gw["deviceScope"].as_str().unwrap().to_owned();
+    create(
+        &t,
+        "/devices/child",
+        json!({"deviceId": "child", "deviceScope": scope, "authentication": keys}),
+    )
+    .await;
+    create(
+        &t,
+        "/devices/stranger",
+        json!({"deviceId": "stranger", "authentication": keys}),
+    )
+    .await;
+    let edge_hub = t
+        .client()
+        .send(Method::GET, "/devices/gw/modules/$edgeHub", None, &[])
+        .await
+        .unwrap()
+        .json();
+    let edge_key = edge_hub["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gateway_token = |key: &str| device_token("gw/modules/$edgeHub", key, expiry());
+    let on_behalf = |who: &str, chain: &str, token: String| {
+        let (who, chain) = (who.to_owned(), chain.to_owned());
+        let t = &t;
+        async move {
+            let mut c = Mqtt::tls(t, None).await;
+            let username = format!(
+                "{}/{who}/?api-version=2021-04-12&auth-chain={chain}",
+                common::HOST
+            );
+            let (_, code) = c.connect_as(&who, &username, Some(token), true).await;
+            (c, code)
+        }
+    };
+    use mqtt_codec::ConnectReturnCode::{Accepted, BadUsernameOrPassword, NotAuthorized};
+    let (mut c, code) = on_behalf("child", "child;gw", gateway_token(&edge_key)).await;
+    assert_eq!(code, Accepted);
+    c.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "devices/child/messages/events/".into(),
+        packet_id: Some(1),
+        payload: b"via-gw".to_vec(),
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::PubAck(1))));
+    let records = t.hub.events.read(0, 100, 1 << 20).unwrap();
+    let e: hub::events::EventRecord =
+        serde_json::from_slice(&records.last().unwrap().payload).unwrap();
+    assert_eq!((e.device_id.as_str(), e.body.as_str()), ("child", "via-gw"));
+    assert_eq!(e.system_properties["iothub-connection-device-id"], "child");
+    // Not its child, a wrong key, a chain that does not start with the client, no token.
+    assert_eq!(
+        on_behalf("stranger", "stranger;gw", gateway_token(&edge_key))
+            .await
+            .1,
+        NotAuthorized
+    );
+    assert_eq!(
+        on_behalf("child", "child;gw", gateway_token(KEY)).await.1,
+        NotAuthorized
+    );
+    assert_eq!(
+        on_behalf("child", "gw;child", gateway_token(&edge_key))
+            .await
+            .1,
+        BadUsernameOrPassword
+    );
+    assert_eq!(
+        on_behalf("child", "child;stranger", gateway_token(&edge_key))
+            .await
+            .1,
+        NotAuthorized
+    );
+    let metrics = t.hub.metrics.render(0);
+    assert!(metrics.contains("reason=\"out_of_scope\"} 2"), "{metrics}");
+}

@@ -88,6 +88,8 @@ pub enum Refusal {
     CnMismatch { cn: String, identity: String },
     #[error("certificate chain refused: {0}")]
     ChainInvalid(String),
+    #[error("{0}")]
+    OutOfScope(String),
     #[error("registry unavailable")]
     Unavailable,
 }
@@ -115,6 +117,7 @@ impl Refusal {
             Self::UnverifiedCa => "unverified_ca",
             Self::UnknownCa => "unknown_ca",
             Self::CnMismatch { .. } => "cn_mismatch",
+            Self::OutOfScope(_) => "out_of_scope",
             Self::ChainInvalid(_) => "chain_invalid",
             Self::Unavailable => "unavailable",
         }
@@ -161,6 +164,15 @@ pub fn authenticate(
     if device.status == Status::Disabled {
         return Err(Refusal::Disabled(device.device_id));
     }
+    if let Some(chain) = &user.auth_chain {
+        let auth_type = super::on_behalf::authenticate(hub, &identity_id, chain, password)?;
+        return Ok(Identity {
+            device_id: user.device_id,
+            module_id,
+            auth_type,
+            generation_id: device.generation_id,
+        });
+    }
     let (auth, generation_id) = match &module_id {
         None => (device.authentication.clone(), device.generation_id.clone()),
         Some(m) => {
@@ -191,7 +203,7 @@ pub fn authenticate(
     })
 }
 
-fn check_sas(
+pub(super) fn check_sas(
     hub: &Hub,
     device_id: &str,
     module_id: Option<&str>,

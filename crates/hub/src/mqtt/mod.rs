@@ -3,6 +3,7 @@
 pub mod auth;
 mod conn;
 pub mod io;
+mod on_behalf;
 pub mod session;
 mod telemetry;
 

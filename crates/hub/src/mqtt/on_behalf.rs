@@ -1,0 +1,76 @@
+//! Connections on behalf of another identity (IoT Edge's `auth-chain`): a gateway connects for a
+//! downstream device with the MQTT username `…&auth-chain={device};{edge}[;{parent edge}…]` and
+//! its own `$edgeHub` SAS token. The hub accepts it only when every link of the chain is a real
+//! parent link (the child's `deviceScope`, or a nested edge's `parentScopes`, names the next edge's
+//! scope) and the token verifies with the last edge's `$edgeHub` keys.
+
+use super::auth::{Refusal, check_sas};
+use crate::Hub;
+use crate::model::{AuthType, Device, Status};
+
+const EDGE_HUB: &str = "$edgeHub";
+
+/// Checks `chain` for the connecting identity `client_id`; returns the auth type to record.
+pub fn authenticate(
+    hub: &Hub,
+    client_id: &str,
+    chain: &str,
+    password: Option<&[u8]>,
+) -> Result<AuthType, Refusal> {
+    let ids: Vec<&str> = chain.split(';').filter(|s| !s.is_empty()).collect();
+    if ids.len() < 2 || ids[0] != client_id {
+        return Err(Refusal::BadUsername(format!(
+            "auth-chain {chain:?} must start with the connecting identity {client_id:?} and name its edge device"
+        )));
+    }
+    let store = hub.registry.store();
+    let load = |id: &str| -> Result<Device, Refusal> {
+        store
+            .get_device(id)
+            .map_err(|_| Refusal::Unavailable)?
+            .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
+    };
+    let mut child = load(ids[0])?;
+    for parent_id in &ids[1..] {
+        let parent = load(parent_id)?;
+        if parent.status == Status::Disabled {
+            return Err(Refusal::Disabled(parent.device_id));
+        }
+        let scope = parent
+            .device_scope
+            .clone()
+            .filter(|_| parent.capabilities.iot_edge)
+            .ok_or_else(|| Refusal::OutOfScope(format!("{parent_id} is not an edge device")))?;
+        let linked = if child.capabilities.iot_edge {
+            child.parent_scopes.contains(&scope)
+        } else {
+            child.device_scope.as_deref() == Some(scope.as_str())
+        };
+        if !linked {
+            return Err(Refusal::OutOfScope(format!(
+                "{} is not a child of {parent_id}",
+                child.device_id
+            )));
+        }
+        child = parent;
+    }
+    let actor = child;
+    let edge_hub = store
+        .get_module(&actor.device_id, EDGE_HUB)
+        .map_err(|_| Refusal::Unavailable)?
+        .ok_or_else(|| Refusal::UnknownModule(format!("{}/{EDGE_HUB}", actor.device_id)))?;
+    let password = password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        Refusal::BadToken(
+            "a connection on behalf of another device needs the gateway's $edgeHub SAS token"
+                .into(),
+        )
+    })?;
+    check_sas(
+        hub,
+        &actor.device_id,
+        Some(EDGE_HUB),
+        &edge_hub.authentication,
+        &actor.authentication,
+        password,
+    )
+}
