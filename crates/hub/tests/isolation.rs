@@ -217,3 +217,119 @@ async fn a_gateway_connects_on_behalf_of_its_children_only() {
     let metrics = t.hub.metrics.render(0);
     assert!(metrics.contains("reason=\"out_of_scope\"} 2"), "{metrics}");
 }
+
+/// The gateway's `$edgeHub` reads its device scope (itself, its children, their modules, with keys)
+/// and nothing else; other tokens are refused.
+#[tokio::test]
+async fn the_edge_hub_reads_its_device_scope() {
+    let t = TestHub::start().await;
+    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
+    create(
+        &t,
+        "/devices/gw",
+        json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys}),
+    )
+    .await;
+    let scope = t
+        .client()
+        .send(Method::GET, "/devices/gw", None, &[])
+        .await
+        .unwrap()
+        .json()["deviceScope"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for i in 0..3 {
+        create(
+            &t,
+            &format!("/devices/kid{i}"),
+            json!({"deviceId": format!("kid{i}"), "deviceScope": scope, "authentication": keys}),
+        )
+        .await;
+    }
+    create(
+        &t,
+        "/devices/kid0/modules/m",
+        json!({"moduleId": "m", "authentication": keys}),
+    )
+    .await;
+    create(
+        &t,
+        "/devices/other",
+        json!({"deviceId": "other", "authentication": keys}),
+    )
+    .await;
+    let edge_key = t
+        .client()
+        .send(Method::GET, "/devices/gw/modules/$edgeHub", None, &[])
+        .await
+        .unwrap()
+        .json()["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = device_token("gw/modules/$edgeHub", &edge_key, expiry());
+    let get = |path: String, token: String| {
+        let t = &t;
+        async move {
+            let tls = hub::tls::client_config(&t.root).unwrap();
+            let c = hub::client::ServiceClient::new(
+                t.https.to_string(),
+                common::HOST.into(),
+                String::new(),
+                vec![],
+                tls,
+            )
+            .with_api_version("2018-08-30-preview")
+            .with_authorization(Some(token));
+            c.send(Method::GET, &path, None, &[]).await.unwrap()
+        }
+    };
+    let mut ids = Vec::new();
+    let mut path =
+        "/devices/gw/modules/$edgeHub/devicesAndModulesInDeviceScope?deviceCount=2".to_owned();
+    loop {
+        let r = get(path.clone(), token.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+        let page = r.json();
+        ids.extend(
+            page["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["deviceId"].as_str().unwrap().to_owned()),
+        );
+        assert!(
+            page["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["authentication"]["symmetricKey"]["primaryKey"].is_string())
+        );
+        match page["continuationLink"].as_str() {
+            Some(link) => path = link.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["gw", "kid0", "kid1", "kid2"]);
+    let one = get("/devices/gw/modules/$edgeHub/deviceAndModuleInDeviceScope?targetDeviceId=kid0&targetModuleId=m".into(), token.clone()).await.json();
+    assert_eq!(one["devices"][0]["deviceId"], "kid0");
+    assert_eq!(one["modules"].as_array().unwrap().len(), 1);
+    let outside = get(
+        "/devices/gw/modules/$edgeHub/deviceAndModuleInDeviceScope?targetDeviceId=other".into(),
+        token,
+    )
+    .await
+    .json();
+    assert_eq!(outside["devices"], json!([]));
+    let device_token_only = device_token("gw", KEY, expiry());
+    assert_eq!(
+        get(
+            "/devices/gw/modules/$edgeHub/devicesAndModulesInDeviceScope".into(),
+            device_token_only
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -10,8 +10,10 @@ use crate::config::Right;
 use crate::error::ApiError;
 
 /// api-versions the service SDKs and tools send; anything else is refused with 400.
-pub const API_VERSIONS: [&str; 12] = [
+pub const API_VERSIONS: [&str; 14] = [
     "2018-06-30",
+    "2018-08-30-preview",
+    "2020-06-30-preview",
     "2019-03-30",
     "2019-10-01",
     "2020-03-13",
@@ -118,6 +120,42 @@ fn authorize_device_certificate(
     crate::mqtt::auth::check_x509(hub, device_id, &device.authentication, chain)
         .map_err(|r| refuse(format!("client certificate refused for {device_id}: {r}")))?;
     Ok(format!("device:{device_id}"))
+}
+
+/// The `$edgeHub` module of edge device `edge_id`, by its own SAS token (audience
+/// `{host}/devices/{edge_id}/modules/$edgeHub`): what a gateway uses to read its device scope.
+pub fn authorize_edge_hub(
+    hub: &Hub,
+    headers: &HeaderMap,
+    edge_id: &str,
+) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    check_host(hub, &token)?;
+    match token.audience() {
+        iot_auth::sas::Audience::Module {
+            device_id,
+            module_id,
+            ..
+        } if device_id == edge_id && module_id == "$edgeHub" => {}
+        other => {
+            return Err(refuse(format!(
+                "the token ({other:?}) is not the $edgeHub token of {edge_id}"
+            )));
+        }
+    }
+    let module = hub.registry.get_module(edge_id, "$edgeHub").map_err(|_| {
+        refuse(format!(
+            "{edge_id} has no $edgeHub module (is it an edge device?)"
+        ))
+    })?;
+    let keys: Vec<Vec<u8>> = module
+        .authentication
+        .keys()
+        .iter()
+        .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .collect();
+    verify(hub, &token, &keys)?;
+    Ok(format!("edgehub:{edge_id}"))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<SasToken, ApiError> {

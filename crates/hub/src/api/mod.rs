@@ -7,6 +7,7 @@ mod auth;
 mod certificates;
 mod devices;
 mod events;
+mod scope;
 mod twins;
 
 use std::sync::Arc;
@@ -74,6 +75,14 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route(
             "/twins/{id}/modules/{mid}/methods",
             post(twins::invoke_module_method),
+        )
+        .route(
+            "/devices/{id}/modules/$edgeHub/devicesAndModulesInDeviceScope",
+            get(scope::devices_in_scope),
+        )
+        .route(
+            "/devices/{id}/modules/$edgeHub/deviceAndModuleInDeviceScope",
+            get(scope::device_in_scope),
         )
         .route("/statistics/devices", get(devices::device_stats))
         .route("/statistics/service", get(devices::service_stats))
