@@ -48,6 +48,20 @@ impl UdsClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), UdsError> {
+        let (status, bytes) = self.send_raw(method, path_and_query, body).await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Sends a request; returns the status and the body as bytes (e.g. `GET /metrics`).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Bytes), UdsError> {
         let http = |message: String| UdsError::Http {
             path: self.path.clone(),
             message,
@@ -83,10 +97,7 @@ impl UdsClient {
             .await
             .map_err(|e| http(e.to_string()))?
             .to_bytes();
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        Ok((status, bytes))
     }
 
     /// Like [`UdsClient::send`], turning an error status into [`UdsError::Status`].

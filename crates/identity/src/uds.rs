@@ -3,7 +3,9 @@
 //! (more are closed without an answer, and logged).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -70,7 +72,75 @@ impl Counts {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` turns true. `name` labels the logs.
+/// Counters of one daemon's socket, served at `GET /metrics` (Prometheus text).
+#[derive(Default)]
+pub struct SocketMetrics {
+    connections: AtomicU64,
+    refused: AtomicU64,
+    requests: AtomicU64,
+    unauthorized: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+impl SocketMetrics {
+    fn count(&self, status: axum::http::StatusCode) {
+        let inc = |c: &AtomicU64| c.fetch_add(1, Ordering::Relaxed);
+        inc(&self.requests);
+        if status == axum::http::StatusCode::UNAUTHORIZED {
+            inc(&self.unauthorized);
+        }
+        if status.is_client_error() {
+            inc(&self.client_errors);
+        } else if status.is_server_error() {
+            inc(&self.server_errors);
+        }
+    }
+
+    /// The Prometheus text for daemon `name`.
+    pub fn render(&self, name: &str) -> String {
+        let mut out = String::new();
+        for (metric, help, c) in [
+            (
+                "connections_total",
+                "Connections accepted on the socket.",
+                &self.connections,
+            ),
+            (
+                "connections_refused_total",
+                "Connections closed because the uid reached max_requests.",
+                &self.refused,
+            ),
+            ("requests_total", "Requests answered.", &self.requests),
+            (
+                "unauthorized_total",
+                "Requests refused because the caller's uid may not do it.",
+                &self.unauthorized,
+            ),
+            (
+                "client_errors_total",
+                "Requests answered with a 4xx status.",
+                &self.client_errors,
+            ),
+            (
+                "server_errors_total",
+                "Requests answered with a 5xx status.",
+                &self.server_errors,
+            ),
+        ] {
+            let full = format!("ferrohub_{name}_{metric}");
+            let _ = writeln!(
+                out,
+                "# HELP {full} {help}\n# TYPE {full} counter\n{full} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true. `name` labels the logs and the
+/// metrics, which are added at `GET /metrics`.
 pub async fn serve(
     listener: UnixListener,
     app: Router,
@@ -79,6 +149,27 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let counts = Arc::new(Counts::default());
+    let metrics = Arc::new(SocketMetrics::default());
+    let render = metrics.clone();
+    let counting = metrics.clone();
+    let app = app
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = render.clone();
+                async move { m.render(name) }
+            }),
+        )
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let m = counting.clone();
+                async move {
+                    let resp = next.run(req).await;
+                    m.count(resp.status());
+                    resp
+                }
+            },
+        ));
     loop {
         let stream = tokio::select! {
             _ = shutdown.changed() => break,
@@ -101,7 +192,9 @@ pub async fn serve(
                 continue;
             }
         };
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
         if !counts.enter(caller.uid, max_requests) {
+            metrics.refused.fetch_add(1, Ordering::Relaxed);
             warn!(
                 daemon = name,
                 uid = caller.uid,

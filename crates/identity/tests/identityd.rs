@@ -282,6 +282,16 @@ async fn manual_sas_device_modules_callers_and_offline_start() {
         mqtt_connect(&hub, "dev1/mymodule", t).await,
         ConnectReturnCode::Accepted
     );
+    // keyd counts what it answered (Prometheus text at /metrics, no api-version needed).
+    let (status, text) = s
+        .keyd
+        .send_raw(Method::GET, "/metrics", None)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("ferrohub_keyd_requests_total"), "{text}");
+    assert!(!text.contains("ferrohub_keyd_requests_total 0\n"), "{text}");
     // A tampered handle is refused by keyd.
     let tampered = handle.replacen('A', "B", 1);
     let body = json!({"keyHandle": tampered, "algorithm": "HMAC-SHA256", "parameters": {"message": "aGk="}});
