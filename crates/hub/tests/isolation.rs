@@ -333,3 +333,19 @@ async fn the_edge_hub_reads_its_device_scope() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A stopped hub serves no one: live sessions are closed, not left writing to its log.
+#[tokio::test]
+async fn stopping_the_hub_closes_live_sessions() {
+    let t = TestHub::start().await;
+    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
+    create(
+        &t,
+        "/devices/dev1",
+        json!({"deviceId": "dev1", "authentication": keys}),
+    )
+    .await;
+    let mut c = connected(&t, "dev1").await;
+    drop(t.stop().await);
+    assert_eq!(c.recv().await, None, "the connection is closed");
+}

@@ -48,10 +48,30 @@ pub async fn serve(
                     return;
                 };
                 let chain = crate::net::peer_chain(&tls);
-                conn::serve(hub, tls, chain).await;
+                hub.connections
+                    .tasks
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                conn::serve(hub.clone(), tls, chain).await;
+                hub.connections
+                    .tasks
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
             .instrument(span),
         );
+    }
+    // A stopped hub serves no one: live sessions end too (their wills are published, their
+    // unacknowledged messages stay for redelivery).
+    hub.connections.kick_all();
+    for _ in 0..500 {
+        if hub
+            .connections
+            .tasks
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     info!("MQTT listener stopped");
 }

@@ -36,6 +36,8 @@ pub struct Connections {
     live: Mutex<HashMap<String, ConnHandle>>,
     /// Bumped whenever a connection comes or goes or changes its subscriptions.
     changed: watch::Sender<u64>,
+    /// Connection tasks still running (authenticated or not), for a clean shutdown.
+    pub tasks: AtomicU64,
 }
 
 impl Default for Connections {
@@ -44,6 +46,7 @@ impl Default for Connections {
             next_id: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            tasks: AtomicU64::new(0),
         }
     }
 }
@@ -126,6 +129,15 @@ impl Connections {
                 if id == device_id || id.starts_with(&prefix) {
                     h.kick.notify_one();
                 }
+            }
+        }
+    }
+
+    /// Closes every connection (the hub is shutting down).
+    pub fn kick_all(&self) {
+        if let Ok(live) = self.live.lock() {
+            for h in live.values() {
+                h.kick.notify_one();
             }
         }
     }
