@@ -27,8 +27,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// What a gateway needs to run.
-#[derive(Clone, Debug)]
+/// What a gateway needs to run (`edge.toml`, written by `ferrohub edge init`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// This edge device's id at the hub.
     pub edge_id: String,
@@ -47,9 +48,44 @@ pub struct EdgeConfig {
     /// Local registry and message store.
     pub data_dir: PathBuf,
     /// Routes (the IoT Edge language); default `FROM /messages/* INTO $upstream`.
+    #[serde(default)]
     pub routes: Vec<String>,
     /// How long messages wait for the hub (hours).
+    #[serde(default = "two")]
     pub store_ttl_hours: u64,
+    /// Where children connect (MQTT over TLS).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn two() -> u64 {
+    2
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8883))
+}
+
+impl EdgeConfig {
+    /// Reads `edge.toml`; relative paths are relative to its directory.
+    pub fn load(path: &std::path::Path) -> Result<Self, EdgeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+        let mut c: Self = toml::from_str(&text)
+            .map_err(|e| EdgeError::Config(format!("{}: {}", path.display(), e.message())))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        for p in [
+            &mut c.hub_ca,
+            &mut c.tls_cert,
+            &mut c.tls_key,
+            &mut c.data_dir,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +101,8 @@ pub enum EdgeError {
     Tls(#[from] hub::tls::TlsError),
     #[error("scope sync: {0}")]
     Scope(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub struct Gateway {

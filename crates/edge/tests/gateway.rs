@@ -119,6 +119,7 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
         data_dir: dir.path().join("edge"),
         routes: vec![],
         store_ttl_hours: 2,
+        listen: "127.0.0.1:0".parse().unwrap(),
     };
     let clock: hub::time::SharedClock =
         Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now())));

@@ -7,6 +7,7 @@ mod clock;
 mod config_cmd;
 mod device_client;
 mod dps_cmd;
+mod edge_cmd;
 mod hub_cmd;
 mod identity_cmd;
 mod quickstart;
@@ -44,6 +45,9 @@ enum Cmd {
     /// `dps --config FILE` serves it; enrollments, registrations and CA certificates are managed
     /// through its service API.
     Dps(dps_cmd::DpsArgs),
+    /// The edge gateway: `edge init` registers the edge device and writes edge.toml,
+    /// `edge --config FILE` serves downstream devices and forwards to the hub.
+    Edge(edge_cmd::EdgeArgs),
     /// The on-device identity service: keyd, certd and identityd in one process.
     #[command(subcommand)]
     Identity(identity_cmd::IdentityCmd),
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::Dps(args) => dps_cmd::run(args),
         Cmd::Bench(cmd) => bench::run(cmd),
         Cmd::Identity(cmd) => identity_cmd::run(cmd),
+        Cmd::Edge(args) => edge_cmd::run(args),
         Cmd::Config(cmd) => config_cmd::run(cmd),
         Cmd::System(cmd) => identity_cmd::system(cmd),
         Cmd::Keyd(root) => identity_cmd::run_daemon(identity_cmd::Daemon::Keyd, &root),

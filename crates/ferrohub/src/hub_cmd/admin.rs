@@ -28,7 +28,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> Result<ServiceClient> {
+    /// The hub configuration file these commands use.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.config.clone()
+    }
+
+    pub fn client(&self) -> Result<ServiceClient> {
         let cfg = super::load(&self.config.config)?;
         let policy = cfg.policy(&self.policy).with_context(|| {
             format!(

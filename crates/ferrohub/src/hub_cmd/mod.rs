@@ -1,6 +1,6 @@
 //! `ferrohub hub`: create a hub configuration, run the hub, and manage it through its service API.
 
-mod admin;
+pub mod admin;
 mod init;
 
 use std::path::PathBuf;
