@@ -93,13 +93,7 @@ pub fn authorize_device_scope(
             "device {device_id:?} has no symmetric keys; use a policy token (e.g. registryReadWrite)"
         )));
     }
-    let keys: Vec<Vec<u8>> = device
-        .authentication
-        .keys()
-        .iter()
-        .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-        .collect();
-    verify(hub, &token, &keys)?;
+    verify(hub, &token, &decoded_keys(&device.authentication))?;
     Ok(format!("device:{device_id}"))
 }
 
@@ -148,14 +142,16 @@ pub fn authorize_edge_hub(
             "{edge_id} has no $edgeHub module (is it an edge device?)"
         ))
     })?;
-    let keys: Vec<Vec<u8>> = module
-        .authentication
-        .keys()
+    verify(hub, &token, &decoded_keys(&module.authentication))?;
+    Ok(format!("edgehub:{edge_id}"))
+}
+
+/// An identity's symmetric keys, decoded.
+fn decoded_keys(auth: &crate::model::Authentication) -> Vec<Vec<u8>> {
+    auth.keys()
         .iter()
         .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-        .collect();
-    verify(hub, &token, &keys)?;
-    Ok(format!("edgehub:{edge_id}"))
+        .collect()
 }
 
 fn bearer(headers: &HeaderMap) -> Result<SasToken, ApiError> {
