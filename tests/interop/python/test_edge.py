@@ -27,27 +27,59 @@ def gateway(hub, tmp_path):
     d = hub.cli("hub", "device", "create", child, "--parent", edge_id, "--json").stdout
     import json
     key = json.loads(d)["authentication"]["symmetricKey"]["primaryKey"]
-    log = open(tmp_path / "edge.log", "a")
-    proc = subprocess.Popen([str(BIN), "edge", "--config", str(tmp_path / "edge" / "edge.toml")], stdout=log, stderr=log)
-    wait_port(8883, host=GATEWAY)
-    yield edge_id, child, key
-    proc.terminate()
-    proc.wait(timeout=20)
+    gw = GatewayProcess(tmp_path / "edge" / "edge.toml", tmp_path / "edge.log")
+    gw.start()
+    yield edge_id, child, key, gw
+    gw.stop()
 
 
-def test_a_downstream_device_sends_through_the_gateway(hub, gateway):
-    edge_id, child, key = gateway
+class GatewayProcess:
+    """`ferrohub edge --config FILE` as a child process that a test can kill -9 and restart."""
+
+    def __init__(self, config, log):
+        self.config, self.log, self.proc = config, log, None
+
+    def start(self):
+        log = open(self.log, "a")
+        self.proc = subprocess.Popen([str(BIN), "edge", "--config", str(self.config)], stdout=log, stderr=log)
+        wait_port(8883, host=GATEWAY)
+
+    def kill_9(self):
+        self.proc.kill()  # SIGKILL: no shutdown, no flush
+        self.proc.wait(timeout=20)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+def connected(hub, child, key):
     cs = f"HostName=localhost;DeviceId={child};SharedAccessKey={key};GatewayHostName={GATEWAY}"
     client = IoTHubDeviceClient.create_from_connection_string(cs, server_verification_cert=hub.root_pem())
     deadline = time.monotonic() + 30
     while True:  # the gateway syncs its device scope from the hub at start
         try:
             client.connect()
-            break
+            return client
         except REFUSED:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def seqs_at_hub(hub, child, prefix, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [e for e in hub.events(child) if e["body"].startswith(prefix)]
+        if len({e["properties"]["seq"] for e in events}) >= n or time.monotonic() > deadline:
+            return events
+        time.sleep(0.3)
+
+
+def test_a_downstream_device_sends_through_the_gateway(hub, gateway):
+    edge_id, child, key, _ = gateway
+    client = connected(hub, child, key)
     for i in range(10):
         m = Message(f"via-gateway-{i}")
         m.custom_properties["seq"] = str(i)
@@ -69,3 +101,24 @@ def test_a_downstream_device_sends_through_the_gateway(hub, gateway):
     with pytest.raises(REFUSED):
         other.connect()
     other.shutdown()
+
+
+def test_acknowledged_messages_survive_a_hub_outage_and_kill_9_of_the_gateway(hub, gateway):
+    """The hub goes away; the gateway acknowledges 50 messages (durably); the gateway is killed
+    with SIGKILL before it could forward them; hub and gateway come back: all 50 arrive."""
+    edge_id, child, key, gw = gateway
+    client = connected(hub, child, key)
+    hub.stop()
+    try:
+        for i in range(50):
+            m = Message(f"outage-{i}")
+            m.custom_properties["seq"] = str(i)
+            client.send_message(m)  # returns once the gateway's PUBACK came (after its fsync)
+        client.shutdown()
+        gw.kill_9()
+    finally:
+        hub.start()
+    gw.start()
+    events = seqs_at_hub(hub, child, "outage-", 50)
+    assert sorted({int(e["properties"]["seq"]) for e in events}) == list(range(50)), "no acknowledged message lost"
+    assert all(e["systemProperties"]["iothub-connection-device-id"] == child for e in events)
