@@ -1,7 +1,7 @@
 //! The gateway end to end on loopback: children in its scope connect to it as they would to the
 //! hub and their telemetry reaches the hub as theirs; devices outside its scope are refused; while
-//! the hub is down the gateway keeps acknowledging (durably) and delivers everything, in order,
-//! once the hub is back.
+//! the hub is down the gateway keeps acknowledging (durably) 10,000 messages and delivers them
+//! all, in order, once the hub is back.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
@@ -15,6 +15,9 @@ use common::{HOST, KEY, Mqtt, TestHub, device_token, expiry};
 use hyper::Method;
 use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
 use serde_json::{Value, json};
+
+/// Messages sent while the hub is down.
+const OUTAGE: u64 = 10_000;
 
 async fn create(t: &TestHub, path: &str, body: Value) -> Value {
     let r = t
@@ -44,7 +47,7 @@ fn child_events(hub: &hub::Hub, id: &str) -> Vec<u64> {
 }
 
 async fn wait_for(hub: &hub::Hub, id: &str, n: usize) -> Vec<u64> {
-    for _ in 0..600 {
+    for _ in 0..3000 {
         let seen = child_events(hub, id);
         let mut unique = seen.clone();
         unique.sort_unstable();
@@ -169,8 +172,25 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
     // Outage: the hub goes away; the gateway keeps acknowledging; everything arrives afterwards.
     let (mqtt_addr, https_addr) = (t.mqtt, t.https);
     let (hub_dir, hub_cfg, _root) = t.stop().await;
-    for seq in 10..200 {
-        publish(&mut child, "child", seq).await;
+    // 10,000 messages while the hub is down, 100 in flight at a time; each is acknowledged by the
+    // gateway after its fsync.
+    for window in (10..OUTAGE + 10).step_by(100) {
+        for seq in window..window + 100 {
+            let packet_id = u16::try_from(seq % 60_000 + 1).unwrap();
+            child
+                .send(&Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: "devices/child/messages/events/kind=test".into(),
+                    packet_id: Some(packet_id),
+                    payload: seq.to_string().into_bytes(),
+                }))
+                .await;
+        }
+        for _ in 0..100 {
+            assert!(matches!(child.recv().await, Some(Packet::PubAck(_))));
+        }
     }
     let hub = hub::Hub::open(
         hub_cfg,
@@ -183,17 +203,20 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
     };
     let (hub_stop, hub_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hub::run(hub.clone(), listeners, hub_rx));
-    let seen = wait_for(&hub, "child", 200).await;
+    let seen = wait_for(&hub, "child", OUTAGE as usize + 10).await;
     // At least once: a batch in flight when the hub stopped may arrive twice, but in order.
     let mut unique = seen.clone();
     unique.dedup();
-    assert_eq!(
-        unique,
-        (0..200).collect::<Vec<_>>(),
-        "every message, in order"
+    let expected: Vec<u64> = (0..OUTAGE + 10).collect();
+    let first_wrong = unique.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        unique.len() == expected.len() && first_wrong.is_none(),
+        "every message, in order: {} unique of {}, first out of place at {first_wrong:?}",
+        unique.len(),
+        expected.len()
     );
     eprintln!("redelivered duplicates: {}", seen.len() - unique.len());
-    assert!(gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed) >= 200);
+    assert!(gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed) >= OUTAGE + 10);
     let _ = stop.send(true);
     let _ = hub_stop.send(true);
     drop(hub_dir);
