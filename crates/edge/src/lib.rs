@@ -195,6 +195,7 @@ impl Gateway {
             iot_auth::percent_encode(&self.config.edge_id)
         );
         let mut children = Vec::new();
+        let mut cas = Vec::new();
         loop {
             let r = client
                 .send(hyper::Method::GET, &path, None, &[])
@@ -215,9 +216,24 @@ impl Gateway {
                     children.push(device);
                 }
             }
+            for ca in page["certificateAuthorities"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                if let (Some(name), Some(pem)) = (ca["name"].as_str(), ca["certificate"].as_str()) {
+                    cas.push((name.to_owned(), pem.to_owned()));
+                }
+            }
             match page["continuationLink"].as_str() {
                 Some(link) => path = link.to_owned(),
                 None => break,
+            }
+        }
+        // The hub's verified CAs: CA-signed children are checked against them here too.
+        for (name, pem) in cas {
+            if let Err(e) = self.local.cas.upload(&name, &pem, true, &IfMatch::Any) {
+                warn!(ca = %name, error = %e, "Could not take over a CA certificate from the hub");
             }
         }
         self.apply_scope(children)

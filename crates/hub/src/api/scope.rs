@@ -49,12 +49,21 @@ fn in_scope(hub: &Hub, edge: &Device) -> Result<Vec<Device>> {
         .collect())
 }
 
+/// The devices, their modules, and the verified CA certificates (a gateway needs them to
+/// authenticate CA-signed children; a ferrohub addition to the response).
 fn with_modules(hub: &Hub, devices: &[Device]) -> Result<Value> {
     let mut modules = Vec::new();
     for d in devices {
         modules.extend(hub.registry.list_modules(&d.device_id)?);
     }
-    Ok(json!({ "devices": devices, "modules": modules }))
+    let cas: Vec<Value> = hub
+        .cas
+        .list()?
+        .into_iter()
+        .filter(|c| c.is_verified)
+        .map(|c| json!({"name": c.name, "certificate": c.certificate}))
+        .collect();
+    Ok(json!({ "devices": devices, "modules": modules, "certificateAuthorities": cas }))
 }
 
 /// `GET /devices/{edge}/modules/$edgeHub/devicesAndModulesInDeviceScope?deviceCount=&continuationToken=`.
