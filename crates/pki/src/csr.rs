@@ -36,7 +36,7 @@ use rcgen::string::{BmpString, UniversalString};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, PublicKeyData as _, SanType,
-    SerialNumber, SubjectPublicKeyInfo,
+    SubjectPublicKeyInfo,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;
@@ -147,7 +147,7 @@ impl Csr {
             .iter()
             .map(|n| parse_san(n))
             .collect::<Result<_, _>>()?;
-        let (is_ca, key_usages, ekus) = requested_extensions(opts.profile);
+        let (is_ca, key_usages, ekus) = crate::issue::extensions_for(opts.profile);
         params.is_ca = is_ca;
         params.key_usages = key_usages;
         params.extended_key_usages = ekus;
@@ -280,7 +280,7 @@ pub fn issue_from_csr(
     let mut params = csr.params.clone();
     params.not_before = not_before;
     params.not_after = not_after;
-    params.serial_number = Some(random_serial()?);
+    params.serial_number = Some(crate::issue::random_serial()?);
     params.use_authority_key_identifier_extension = true;
     let cert = match signer {
         CsrSigner::SelfSigned(key) => {
@@ -291,7 +291,7 @@ pub fn issue_from_csr(
             params.self_signed(key.signing_key())?
         }
         CsrSigner::Ca(ca) => {
-            check_ca(ca, csr.is_ca())?;
+            crate::issue::check_signer(ca, csr.is_ca())?;
             let ca_end = ca.cert.not_after();
             if not_before >= ca_end {
                 return Err(PkiError::BadValidity(format!(
@@ -317,76 +317,6 @@ fn check_validity(params: &CertificateParams) -> Result<(), PkiError> {
         )));
     }
     Ok(())
-}
-
-/// Refuses a CA certificate that does not match its key, is not CA:TRUE, lacks keyCertSign, or
-/// whose pathLen 0 forbids the CA certificate requested below it.
-fn check_ca(ca: Signer<'_>, issuing_ca: bool) -> Result<(), PkiError> {
-    ca.key.matches(ca.cert)?;
-    let parsed = ca.cert.parsed();
-    let not_ca = |reason: &str| PkiError::IssuerNotCa {
-        subject: ca.cert.subject(),
-        reason: reason.to_owned(),
-    };
-    let bc = parsed
-        .basic_constraints()
-        .map_err(|e| not_ca(&format!("unreadable basicConstraints: {e}")))?;
-    let Some(bc) = bc.filter(|bc| bc.value.ca) else {
-        return Err(not_ca("basicConstraints does not say CA:TRUE"));
-    };
-    if let Ok(Some(ku)) = parsed.key_usage()
-        && !ku.value.key_cert_sign()
-    {
-        return Err(not_ca("keyUsage lacks keyCertSign"));
-    }
-    if issuing_ca && bc.value.path_len_constraint == Some(0) {
-        return Err(not_ca(
-            "its pathLen is 0, so it may sign only end-entity certificates",
-        ));
-    }
-    Ok(())
-}
-
-/// A random, positive, 20-byte serial number.
-fn random_serial() -> Result<SerialNumber, PkiError> {
-    let mut bytes = [0u8; 20];
-    crate::random_fill(&mut bytes)?;
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    Ok(SerialNumber::from_slice(&bytes))
-}
-
-type Requested = (IsCa, Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>);
-
-/// The extensions a CSR asks for, per profile (the same choices as [`crate::issue`]).
-fn requested_extensions(profile: Profile) -> Requested {
-    use KeyUsagePurpose::{CrlSign, DigitalSignature, KeyCertSign, KeyEncipherment};
-    let ca_usages = vec![DigitalSignature, KeyCertSign, CrlSign];
-    let leaf_usages = vec![DigitalSignature, KeyEncipherment];
-    match profile {
-        Profile::RootCa => (IsCa::Ca(BasicConstraints::Unconstrained), ca_usages, vec![]),
-        Profile::IntermediateCa { path_len } => {
-            let bc = path_len.map_or(
-                BasicConstraints::Unconstrained,
-                BasicConstraints::Constrained,
-            );
-            (IsCa::Ca(bc), ca_usages, vec![])
-        }
-        Profile::EdgeCa => (
-            IsCa::Ca(BasicConstraints::Constrained(0)),
-            ca_usages,
-            vec![],
-        ),
-        Profile::DeviceClient | Profile::SelfSignedDevice | Profile::Verification => (
-            IsCa::ExplicitNoCa,
-            leaf_usages,
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        ),
-        Profile::Server => (
-            IsCa::ExplicitNoCa,
-            leaf_usages,
-            vec![ExtendedKeyUsagePurpose::ServerAuth],
-        ),
-    }
 }
 
 fn parse_san(name: &str) -> Result<SanType, CsrError> {

@@ -113,7 +113,7 @@ pub fn issue(
     let cert = match (req.profile.is_self_signed(), issuer) {
         (true, None) => params.self_signed(subject_key.signing_key())?,
         (false, Some(signer)) => {
-            check_signer(signer, req.profile)?;
+            check_signer(signer, req.profile.is_ca())?;
             let issuer_end = signer.cert.not_after();
             if params.not_before >= issuer_end {
                 return Err(PkiError::BadValidity(format!(
@@ -177,9 +177,11 @@ fn params_for(req: &CertRequest) -> Result<CertificateParams, PkiError> {
     Ok(params)
 }
 
-type Extensions = (IsCa, Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>);
+pub(crate) type Extensions = (IsCa, Vec<KeyUsagePurpose>, Vec<ExtendedKeyUsagePurpose>);
 
-fn extensions_for(profile: Profile) -> Extensions {
+/// The basic constraints, key usages and extended key usages of each profile (also what a CSR
+/// made with [`crate::csr::Csr::create`] asks for).
+pub(crate) fn extensions_for(profile: Profile) -> Extensions {
     use KeyUsagePurpose::{CrlSign, DigitalSignature, KeyCertSign, KeyEncipherment};
     let ca_usages = vec![DigitalSignature, KeyCertSign, CrlSign];
     match profile {
@@ -210,8 +212,8 @@ fn extensions_for(profile: Profile) -> Extensions {
 }
 
 /// Refuses to sign with a certificate that is not a CA, lacks keyCertSign, does not match its key,
-/// or whose pathLen 0 forbids a CA below it.
-fn check_signer(signer: Signer<'_>, profile: Profile) -> Result<(), PkiError> {
+/// or whose pathLen 0 forbids the CA (`issuing_ca`) requested below it.
+pub(crate) fn check_signer(signer: Signer<'_>, issuing_ca: bool) -> Result<(), PkiError> {
     signer.key.matches(signer.cert)?;
     let parsed = signer.cert.parsed();
     let not_ca = |reason: &str| PkiError::IssuerNotCa {
@@ -229,7 +231,7 @@ fn check_signer(signer: Signer<'_>, profile: Profile) -> Result<(), PkiError> {
     {
         return Err(not_ca("keyUsage lacks keyCertSign"));
     }
-    if profile.is_ca() && bc.value.path_len_constraint == Some(0) {
+    if issuing_ca && bc.value.path_len_constraint == Some(0) {
         return Err(not_ca(
             "its pathLen is 0, so it may sign only end-entity certificates",
         ));
@@ -258,7 +260,7 @@ fn parse_sans(names: &[String]) -> Result<Vec<SanType>, PkiError> {
 }
 
 /// A random, positive, 20-byte serial number (RFC 5280 §4.1.2.2 maximum length).
-fn random_serial() -> Result<SerialNumber, PkiError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut bytes = [0u8; 20];
     crate::random_fill(&mut bytes)?;
     // Clear the sign bit and make the first byte non-zero: the DER INTEGER is then exactly
