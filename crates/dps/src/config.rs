@@ -1,7 +1,6 @@
 //! `dps.toml`: ID scope, listen addresses, TLS files, storage, policies and linked hubs.
 //! Relative paths are resolved against the directory of the file.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -35,32 +34,9 @@ fn default_allocation() -> String {
     "hashed".into()
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    /// MQTT over TLS (device registrations).
-    #[serde(default = "default_mqtt")]
-    pub mqtt: SocketAddr,
-    /// HTTPS: device registrations and the service API.
-    #[serde(default = "default_https")]
-    pub https: SocketAddr,
-}
-
-impl Default for Listen {
-    fn default() -> Self {
-        Self {
-            mqtt: default_mqtt(),
-            https: default_https(),
-        }
-    }
-}
-
-fn default_mqtt() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8883))
-}
-fn default_https() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 443))
-}
+/// MQTT over TLS (device registrations) and HTTPS (device registrations and the service API),
+/// with the same defaults as the hub's (8883 and 443 on all addresses).
+pub type Listen = hub::config::Listen;
 
 pub type Tls = hub::config::Tls;
 
