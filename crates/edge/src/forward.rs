@@ -1,23 +1,33 @@
-//! Store-and-forward: every message a child sent is already durable in the gateway's local events
-//! log (acknowledged after fsync); this task routes each one and sends `$upstream` messages to the
-//! hub on the child's behalf, in log order, and records how far it got. While the hub is away the
-//! log keeps the backlog; after a restart forwarding resumes from the recorded offset, so delivery
-//! is at least once.
+//! Store-and-forward: every message a child or module sent is already durable in the gateway's
+//! local events log (acknowledged after fsync). Two tasks read that log, each with its own
+//! recorded position, and route every message:
+//!
+//! - the upstream task sends `$upstream` messages to the hub as their sender (on its behalf), in
+//!   log order, in batches per sender, and records how far the hub has acknowledged;
+//! - the inputs task puts `BrokeredEndpoint("/modules/{m}/inputs/{i}")` messages in module `m`'s
+//!   durable input queue (delivered over MQTT, completed by the module's PUBACK).
+//!
+//! While the hub is away the log keeps the backlog; after a restart each task resumes from its
+//! recorded position, so delivery is at least once. A message older than its route's
+//! `timeToLiveSecs` (or the store's TTL) when its turn comes is dropped and counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use base64::Engine as _;
+use durable_log::Record;
 use hub::events::EventRecord;
 use iot_auth::topic::{PropertyBag, SystemProperty};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Gateway;
-use crate::upstream::Upstream;
 
-/// System properties a device sets that travel upstream in the property bag.
-const CARRIED: [SystemProperty; 7] = [
+/// System properties a sender sets that travel with the message (upstream and to module inputs).
+const CARRIED: [SystemProperty; 8] = [
     SystemProperty::MessageId,
     SystemProperty::CorrelationId,
     SystemProperty::UserId,
@@ -25,31 +35,62 @@ const CARRIED: [SystemProperty; 7] = [
     SystemProperty::ContentEncoding,
     SystemProperty::CreationTimeUtc,
     SystemProperty::MessageSchema,
+    SystemProperty::OutputName,
 ];
 
-fn offset_file(g: &Gateway) -> PathBuf {
-    g.config.data_dir.join("forwarded-offset")
+/// Messages per upstream batch (all in flight at once).
+const BATCH: usize = 64;
+/// Live messages a module's input queue may hold before routing to it waits.
+pub const INPUT_DEPTH: usize = 1000;
+
+/// Which sink a forwarding task serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lane {
+    Upstream,
+    Inputs,
 }
 
-fn load_offset(g: &Gateway) -> u64 {
-    std::fs::read_to_string(offset_file(g))
+impl Lane {
+    fn file(self) -> &'static str {
+        match self {
+            Lane::Upstream => "forwarded-offset",
+            Lane::Inputs => "inputs-offset",
+        }
+    }
+}
+
+fn offset_file(g: &Gateway, lane: Lane) -> PathBuf {
+    g.config.data_dir.join(lane.file())
+}
+
+/// The recorded position of a lane (0 when none).
+pub fn load_offset(g: &Gateway, lane: Lane) -> u64 {
+    std::fs::read_to_string(offset_file(g, lane))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
 
-fn save_offset(g: &Gateway, offset: u64) {
-    let path = offset_file(g);
+fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
+    let path = offset_file(g, lane);
     let tmp = path.with_extension("tmp");
     let written =
         std::fs::write(&tmp, offset.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        warn!(error = %e, "Could not record the forwarding offset");
+    match written {
+        Ok(()) => {
+            let slot = match lane {
+                Lane::Upstream => &g.stats.upstream_offset,
+                Lane::Inputs => &g.stats.inputs_offset,
+            };
+            slot.store(offset, Ordering::Relaxed);
+        }
+        Err(e) => warn!(error = %e, "Could not record the forwarding offset"),
     }
 }
 
-/// The routing view of a stored message.
-fn routed_upstream(g: &Gateway, ev: &EventRecord, body: &[u8]) -> bool {
+/// The sinks the current routes pick for a stored message, with the shortest TTL among the
+/// routes to each sink.
+fn sinks(g: &Gateway, ev: &EventRecord, body: &[u8]) -> Vec<(routes::Sink, Option<u64>)> {
     let mut system: BTreeMap<String, String> = ev.system_properties.clone();
     system.insert("connectionDeviceId".into(), ev.device_id.clone());
     if let Some(m) = &ev.module_id {
@@ -66,12 +107,33 @@ fn routed_upstream(g: &Gateway, ev: &EventRecord, body: &[u8]) -> bool {
         app: &ev.properties,
         body,
     };
-    routes::select(&g.routes, &msg)
-        .iter()
-        .any(|r| r.sink == routes::Sink::Upstream)
+    let table = g.routes();
+    let mut out: Vec<(routes::Sink, Option<u64>)> = Vec::new();
+    for r in routes::select(&table, &msg) {
+        let ttl = r.ttl_secs.or(g.store_ttl_secs());
+        match out.iter_mut().find(|(s, _)| *s == r.sink) {
+            Some((_, t)) => *t = min_ttl(*t, ttl),
+            None => out.push((r.sink.clone(), ttl)),
+        }
+    }
+    out
 }
 
-fn upstream_topic(ev: &EventRecord) -> String {
+fn min_ttl(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn expired(g: &Gateway, rec: &Record, ttl: Option<u64>) -> bool {
+    let Some(ttl) = ttl else { return false };
+    let now = u64::try_from(hub::time::now_ms(g.clock.as_ref())).unwrap_or(0);
+    now.saturating_sub(rec.timestamp_ms) > ttl.saturating_mul(1000)
+}
+
+fn carried(ev: &EventRecord) -> PropertyBag {
     let mut bag = PropertyBag::new();
     for p in CARRIED {
         if let Some(v) = ev.system_properties.get(p.name()) {
@@ -81,16 +143,22 @@ fn upstream_topic(ev: &EventRecord) -> String {
     for (k, v) in &ev.properties {
         bag.push(k.clone(), v.clone());
     }
-    iot_auth::topic::telemetry_topic(&ev.device_id, None, &bag)
+    bag
 }
 
-/// Forwards until `shutdown`; never skips a message: on a failure it waits and retries the same
-/// one.
-pub async fn run(g: std::sync::Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let mut offset = load_offset(&g).max(g.local.events.start_offset());
+fn client_of(ev: &EventRecord) -> String {
+    match &ev.module_id {
+        Some(m) => format!("{}/{m}", ev.device_id),
+        None => ev.device_id.clone(),
+    }
+}
+
+/// Runs one lane until `shutdown`; never skips a message it must deliver: on a failure it waits
+/// and retries the same one.
+pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool>) {
+    let mut offset = load_offset(&g, lane).max(g.local.events.start_offset());
     let mut head = g.local.events.subscribe();
-    let mut conns: HashMap<String, Upstream> = HashMap::new();
-    info!(offset, "Forwarding to the hub");
+    info!(offset, ?lane, "Forwarding");
     loop {
         let records = match g.local.events.read(offset, 256, 4 << 20) {
             Ok(r) => r,
@@ -105,70 +173,86 @@ pub async fn run(g: std::sync::Arc<Gateway>, mut shutdown: watch::Receiver<bool>
                 _ = shutdown.changed() => return,
             }
         }
-        // Consecutive messages of one device go up together (all in flight at once).
-        let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut batch_device = String::new();
-        let mut batch_end = offset;
-        for rec in records {
-            let next = rec.offset + 1;
-            let Ok(ev) = serde_json::from_slice::<EventRecord>(&rec.payload) else {
-                warn!(offset = rec.offset, "Skipping an unreadable stored record");
-                batch_end = next;
-                continue;
-            };
-            let body = ev.body_bytes();
-            if ev.module_id.is_some() || !routed_upstream(&g, &ev, &body) {
-                batch_end = next;
-                continue;
-            }
-            if !batch.is_empty() && (batch_device != ev.device_id || batch.len() >= 64) {
-                if !deliver(
-                    &g,
-                    &mut conns,
-                    &batch_device,
-                    std::mem::take(&mut batch),
-                    &mut shutdown,
-                )
-                .await
-                {
-                    save_offset(&g, offset);
-                    return;
-                }
-                offset = batch_end;
-            }
-            batch_device.clone_from(&ev.device_id);
-            batch.push((upstream_topic(&ev), body));
-            batch_end = next;
-        }
-        if !batch.is_empty() && !deliver(&g, &mut conns, &batch_device, batch, &mut shutdown).await
-        {
-            save_offset(&g, offset);
+        let done = match lane {
+            Lane::Upstream => upstream_pass(&g, records, &mut offset, &mut shutdown).await,
+            Lane::Inputs => inputs_pass(&g, records, &mut offset, &mut shutdown).await,
+        };
+        save_offset(&g, lane, offset);
+        if !done {
             return;
         }
-        offset = batch_end;
-        save_offset(&g, offset);
     }
 }
 
-/// Sends one device's batch until the hub has it all; `false` when shut down first.
+/// Sends a page of records upstream; advances `offset` past what the hub acknowledged. `false`
+/// when shut down first.
+async fn upstream_pass(
+    g: &Arc<Gateway>,
+    records: Vec<Record>,
+    offset: &mut u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut batch_client = String::new();
+    let mut batch_end = *offset;
+    for rec in records {
+        let next = rec.offset + 1;
+        let Ok(ev) = serde_json::from_slice::<EventRecord>(&rec.payload) else {
+            warn!(offset = rec.offset, "Skipping an unreadable stored record");
+            batch_end = next;
+            continue;
+        };
+        let body = ev.body_bytes();
+        let ttl = sinks(g, &ev, &body)
+            .into_iter()
+            .find(|(s, _)| *s == routes::Sink::Upstream);
+        let Some((_, ttl)) = ttl else {
+            batch_end = next;
+            continue;
+        };
+        if expired(g, &rec, ttl) {
+            g.stats.expired.fetch_add(1, Ordering::Relaxed);
+            debug!(offset = rec.offset, "Dropped an expired message");
+            batch_end = next;
+            continue;
+        }
+        let client = client_of(&ev);
+        if !batch.is_empty() && (batch_client != client || batch.len() >= BATCH) {
+            if !deliver(g, &batch_client, std::mem::take(&mut batch), shutdown).await {
+                return false;
+            }
+            *offset = batch_end;
+        }
+        let topic =
+            iot_auth::topic::telemetry_topic(&ev.device_id, ev.module_id.as_deref(), &carried(&ev));
+        batch_client = client;
+        batch.push((topic, body));
+        batch_end = next;
+    }
+    if !batch.is_empty() && !deliver(g, &batch_client, batch, shutdown).await {
+        return false;
+    }
+    *offset = batch_end;
+    true
+}
+
+/// Sends one sender's batch until the hub has it all; `false` when shut down first.
 async fn deliver(
-    g: &Gateway,
-    conns: &mut HashMap<String, Upstream>,
-    device: &str,
+    g: &Arc<Gateway>,
+    client: &str,
     batch: Vec<(String, Vec<u8>)>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
     let n = batch.len() as u64;
     loop {
-        match send(g, conns, device, batch.clone()).await {
+        match g.relay.publish_batch(client, batch.clone()).await {
             Ok(()) => {
-                g.forwarded
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                g.forwarded.fetch_add(n, Ordering::Relaxed);
                 return true;
             }
             Err(e) => {
-                conns.remove(device);
-                warn!(error = %e, device, held = n, "Hub unreachable; holding messages");
+                g.stats.upstream_retries.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, client, held = n, "Hub unreachable; holding messages");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return false,
@@ -178,18 +262,97 @@ async fn deliver(
     }
 }
 
-async fn send(
-    g: &Gateway,
-    conns: &mut HashMap<String, Upstream>,
-    device: &str,
-    batch: Vec<(String, Vec<u8>)>,
-) -> Result<(), crate::upstream::UpstreamError> {
-    if !conns.contains_key(device) {
-        let up = Upstream::connect(&g.link, device, &g.edge_hub_token()).await?;
-        conns.insert(device.to_owned(), up);
+/// Puts a page of records in module input queues; `false` when shut down first.
+async fn inputs_pass(
+    g: &Arc<Gateway>,
+    records: Vec<Record>,
+    offset: &mut u64,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    for rec in records {
+        let Ok(ev) = serde_json::from_slice::<EventRecord>(&rec.payload) else {
+            *offset = rec.offset + 1;
+            continue;
+        };
+        let body = ev.body_bytes();
+        for (sink, ttl) in sinks(g, &ev, &body) {
+            let routes::Sink::ModuleInput { module, input } = sink else {
+                continue;
+            };
+            if expired(g, &rec, ttl) {
+                g.stats.expired.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let target = format!("{}/{module}", g.config.edge_id);
+            let msg = input_message(&ev, &body, &input, &rec, ttl);
+            loop {
+                match hub::c2d::enqueue(&g.local, &target, &msg, INPUT_DEPTH) {
+                    Ok(true) => {
+                        g.stats.to_modules.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(false) => debug!(target, "Module input queue full; waiting"),
+                    Err(e) => warn!(error = %e, target, "Cannot queue a module input message"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.changed() => return false,
+                }
+            }
+        }
+        *offset = rec.offset + 1;
     }
-    match conns.get_mut(device) {
-        Some(up) => up.publish_all(batch).await,
-        None => Ok(()),
+    true
+}
+
+/// A stored message as a module input message: the sender's properties, plus the connection
+/// device/module id system properties IoT Edge adds.
+fn input_message(
+    ev: &EventRecord,
+    body: &[u8],
+    input: &str,
+    rec: &Record,
+    ttl: Option<u64>,
+) -> hub::store::C2dMessage {
+    let mut system = BTreeMap::new();
+    for p in CARRIED {
+        if let Some(v) = ev.system_properties.get(p.name()) {
+            system.insert(p.wire_name().to_owned(), v.clone());
+        }
+    }
+    system.insert(
+        SystemProperty::ConnectionDeviceId.wire_name().to_owned(),
+        ev.device_id.clone(),
+    );
+    if let Some(m) = &ev.module_id {
+        system.insert(
+            SystemProperty::ConnectionModuleId.wire_name().to_owned(),
+            m.clone(),
+        );
+    }
+    let enqueued_ms = i64::try_from(rec.timestamp_ms).unwrap_or(0);
+    let ttl_ms = ttl.map_or(i64::MAX, |t| i64::try_from(t * 1000).unwrap_or(i64::MAX));
+    hub::store::C2dMessage {
+        seq: 0,
+        message_id: ev
+            .system_properties
+            .get(SystemProperty::MessageId.name())
+            .cloned()
+            .unwrap_or_else(|| format!("gw-{}", rec.offset)),
+        correlation_id: ev
+            .system_properties
+            .get(SystemProperty::CorrelationId.name())
+            .cloned(),
+        properties: ev
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+            .collect(),
+        body: base64::engine::general_purpose::STANDARD.encode(body),
+        enqueued_ms,
+        expiry_ms: enqueued_ms.saturating_add(ttl_ms),
+        delivery_count: 0,
+        input: Some(input.to_owned()),
+        system,
     }
 }

@@ -15,12 +15,13 @@
 #![forbid(unsafe_code)]
 
 mod forward;
+pub mod relay;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use hub::registry::IfMatch;
 use tokio::net::TcpListener;
@@ -110,10 +111,33 @@ pub struct Gateway {
     /// The local side: hub MQTT endpoint, authentication and durable store.
     pub local: Arc<hub::Hub>,
     link: upstream::HubLink,
-    routes: Vec<routes::Route>,
+    /// Routes from local config (used until the `$edgeHub` twin names some).
+    config_routes: Vec<routes::Route>,
+    /// The routes in force and the store TTL (seconds; `None` = keep until delivered).
+    table: RwLock<(Arc<Vec<routes::Route>>, Option<u64>)>,
+    /// Upstream sessions (one per identity behind the gateway).
+    pub relay: Arc<relay::Relay>,
     clock: hub::time::SharedClock,
     /// Messages delivered upstream since start.
     pub forwarded: AtomicU64,
+    pub stats: GatewayStats,
+}
+
+/// Store-and-forward counters (see also [`relay::RelayStats`]).
+#[derive(Default)]
+pub struct GatewayStats {
+    /// Messages put in module input queues.
+    pub to_modules: AtomicU64,
+    /// Messages dropped because they outlived their TTL before delivery.
+    pub expired: AtomicU64,
+    /// Upstream batches retried because the hub was unreachable.
+    pub upstream_retries: AtomicU64,
+    /// Recorded positions of the upstream and module-input lanes in the store.
+    pub upstream_offset: AtomicU64,
+    pub inputs_offset: AtomicU64,
+    /// Times the `$edgeHub` desired properties were applied, and refused.
+    pub desired_applied: AtomicU64,
+    pub desired_refused: AtomicU64,
 }
 
 impl Gateway {
@@ -123,10 +147,10 @@ impl Gateway {
         } else {
             config.routes.clone()
         };
-        let mut routes = Vec::new();
+        let mut config_routes = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             let name = format!("route{i}");
-            routes.push(
+            config_routes.push(
                 routes::parse_route(&name, text)
                     .map_err(|error| EdgeError::Route { name, error })?,
             );
@@ -157,25 +181,109 @@ impl Gateway {
             tls: hub::tls::client_config(&config.hub_ca)?,
             edge_id: config.edge_id.clone(),
         };
-        Ok(Arc::new(Self {
-            config,
-            local,
-            link,
-            routes,
-            clock,
-            forwarded: AtomicU64::new(0),
+        let token: relay::TokenFn = {
+            let (key, clock) = (config.edge_hub_key.clone(), clock.clone());
+            let resource = format!(
+                "{}/devices/{}/modules/$edgeHub",
+                config.hub_hostname, config.edge_id
+            );
+            Arc::new(move || edge_hub_token(&resource, &key, clock.as_ref()))
+        };
+        let ttl = Some(config.store_ttl_hours.max(1) * 3600);
+        let table = RwLock::new((Arc::new(config_routes.clone()), ttl));
+        let desired_path = config.data_dir.join("edgehub-desired.json");
+        Ok(Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let me = me.clone();
+            let desired: relay::DesiredFn = Arc::new(move |d: &serde_json::Value| {
+                if let Some(g) = me.upgrade() {
+                    g.apply_desired(d, true);
+                }
+            });
+            let relay = Arc::new(relay::Relay::new(
+                link.clone(),
+                local.clone(),
+                token,
+                desired,
+            ));
+            // The local hub hands twin and method traffic to the relay.
+            let _ = local
+                .relay
+                .set(Arc::new(relay::Hook(relay.clone())) as Arc<dyn hub::relay::Relay>);
+            let g = Self {
+                config,
+                local,
+                link,
+                config_routes,
+                table,
+                relay,
+                clock,
+                forwarded: AtomicU64::new(0),
+                stats: GatewayStats::default(),
+            };
+            // The last desired properties seen, for a restart while the hub is unreachable.
+            if let Ok(text) = std::fs::read_to_string(&desired_path)
+                && let Ok(d) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                g.apply_desired(&d, false);
+            }
+            g
         }))
     }
 
     /// The `$edgeHub` SAS token (an hour).
     pub fn edge_hub_token(&self) -> String {
-        let key = iot_auth::sas::decode_key(&self.config.edge_hub_key).unwrap_or_default();
-        let expiry = u64::try_from(self.clock.now().unix_timestamp()).unwrap_or(0) + 3600;
         let resource = format!(
             "{}/devices/{}/modules/$edgeHub",
             self.config.hub_hostname, self.config.edge_id
         );
-        iot_auth::sas::generate_sas_token(&resource, &key, None, expiry)
+        edge_hub_token(&resource, &self.config.edge_hub_key, self.clock.as_ref())
+    }
+
+    /// The routes in force.
+    pub fn routes(&self) -> Arc<Vec<routes::Route>> {
+        self.table
+            .read()
+            .map_or_else(|_| Arc::new(Vec::new()), |t| t.0.clone())
+    }
+
+    /// The store's time to live in seconds (`None`: until delivered).
+    pub fn store_ttl_secs(&self) -> Option<u64> {
+        self.table.read().ok().and_then(|t| t.1)
+    }
+
+    /// Applies the `$edgeHub` twin's desired properties: its routes replace the configured ones
+    /// (when it names any) and its `storeAndForwardConfiguration.timeToLiveSecs` sets the TTL.
+    /// Invalid properties are refused with a log line naming the problem; the routes in force
+    /// stay. `persist` keeps them for a restart without the hub.
+    pub fn apply_desired(&self, desired: &serde_json::Value, persist: bool) {
+        if desired.get("schemaVersion").is_none() {
+            return;
+        }
+        match routes::parse_edgehub_desired(desired) {
+            Ok(cfg) => {
+                let table = if cfg.routes.is_empty() {
+                    self.config_routes.clone()
+                } else {
+                    cfg.routes
+                };
+                let names: Vec<String> = table.iter().map(|r| r.name.clone()).collect();
+                info!(routes = ?names, ttl_secs = ?cfg.store_ttl_secs, "Applied the $edgeHub desired properties");
+                if let Ok(mut t) = self.table.write() {
+                    *t = (Arc::new(table), cfg.store_ttl_secs);
+                }
+                self.stats.desired_applied.fetch_add(1, Ordering::Relaxed);
+                if persist {
+                    let path = self.config.data_dir.join("edgehub-desired.json");
+                    if let Err(e) = std::fs::write(&path, desired.to_string()) {
+                        warn!(error = %e, "Could not keep the $edgeHub desired properties");
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.desired_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "Refusing the $edgeHub desired properties; the routes in force stay");
+            }
+        }
     }
 
     /// Reads the device scope from the hub and makes the local registry match it (children only).
@@ -195,6 +303,7 @@ impl Gateway {
             iot_auth::percent_encode(&self.config.edge_id)
         );
         let mut children = Vec::new();
+        let mut modules = Vec::new();
         let mut cas = Vec::new();
         loop {
             let r = client
@@ -210,10 +319,13 @@ impl Gateway {
             }
             let page = r.json();
             for d in page["devices"].as_array().cloned().unwrap_or_default() {
-                if let Ok(device) = serde_json::from_value::<hub::model::Device>(d)
-                    && device.device_id != self.config.edge_id
-                {
+                if let Ok(device) = serde_json::from_value::<hub::model::Device>(d) {
                     children.push(device);
+                }
+            }
+            for m in page["modules"].as_array().cloned().unwrap_or_default() {
+                if let Ok(module) = serde_json::from_value::<hub::model::Module>(m) {
+                    modules.push(module);
                 }
             }
             for ca in page["certificateAuthorities"]
@@ -236,7 +348,47 @@ impl Gateway {
                 warn!(ca = %name, error = %e, "Could not take over a CA certificate from the hub");
             }
         }
-        self.apply_scope(children)
+        let n = self.apply_scope(children)?;
+        self.apply_modules(modules)?;
+        Ok(n)
+    }
+
+    /// Makes the local modules match the hub's (the edge device's own modules authenticate here
+    /// with their own keys).
+    fn apply_modules(&self, modules: Vec<hub::model::Module>) -> Result<(), EdgeError> {
+        let err = |e: hub::error::ApiError| EdgeError::Scope(e.to_string());
+        let mut by_device: std::collections::BTreeMap<String, Vec<hub::model::Module>> =
+            std::collections::BTreeMap::new();
+        for m in modules {
+            by_device.entry(m.device_id.clone()).or_default().push(m);
+        }
+        for device in self.local.registry.list_devices(None).map_err(err)? {
+            let wanted = by_device.remove(&device.device_id).unwrap_or_default();
+            for old in self
+                .local
+                .registry
+                .list_modules(&device.device_id)
+                .map_err(err)?
+            {
+                if !wanted.iter().any(|m| m.module_id == old.module_id) {
+                    self.local
+                        .registry
+                        .delete_module(&device.device_id, &old.module_id, &IfMatch::Any)
+                        .map_err(err)?;
+                    self.local
+                        .connections
+                        .kick(&format!("{}/{}", device.device_id, old.module_id));
+                }
+            }
+            for m in wanted {
+                let (d, id) = (m.device_id.clone(), m.module_id.clone());
+                self.local
+                    .registry
+                    .put_module(&d, &id, m, &IfMatch::Any)
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     fn apply_scope(&self, children: Vec<hub::model::Device>) -> Result<usize, EdgeError> {
@@ -253,7 +405,10 @@ impl Gateway {
                 self.local.connections.kick_device(&old.device_id);
             }
         }
-        let n = children.len();
+        let n = children
+            .iter()
+            .filter(|d| d.device_id != self.config.edge_id)
+            .count();
         for d in children {
             let id = d.device_id.clone();
             let disabled = d.status == hub::model::Status::Disabled;
@@ -291,9 +446,20 @@ impl Gateway {
             },
             shutdown.clone(),
         ));
-        let fwd = tokio::spawn(forward::run(self.clone(), shutdown.clone()));
+        self.relay.start_edge_hub();
+        let up = tokio::spawn(forward::run(
+            self.clone(),
+            forward::Lane::Upstream,
+            shutdown.clone(),
+        ));
+        let inputs = tokio::spawn(forward::run(
+            self.clone(),
+            forward::Lane::Inputs,
+            shutdown.clone(),
+        ));
         let sync = tokio::spawn(sync_loop(self.clone(), refresh, shutdown));
-        let (a, _, _) = tokio::join!(local, fwd, sync);
+        let (a, _, _, _) = tokio::join!(local, up, inputs, sync);
+        self.relay.close_all();
         a.map_err(|e| EdgeError::Scope(e.to_string()))??;
         Ok(())
     }
@@ -313,4 +479,11 @@ async fn sync_loop(
             warn!(error = %e, "Device scope refresh failed; keeping the last one");
         }
     }
+}
+
+/// A SAS token for `resource` valid for an hour.
+fn edge_hub_token(resource: &str, key: &str, clock: &dyn hub::time::Clock) -> String {
+    let key = iot_auth::sas::decode_key(key).unwrap_or_default();
+    let expiry = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0) + 3600;
+    iot_auth::sas::generate_sas_token(resource, &key, None, expiry)
 }

@@ -1,14 +1,18 @@
-//! One upstream MQTT/TLS connection to the hub on behalf of a downstream device: client id and
-//! username name the device, the username carries `auth-chain={device};{edge}`, the password is
-//! the gateway's `$edgeHub` SAS token.
+//! One upstream MQTT/TLS connection to the hub for one identity behind the gateway. A
+//! downstream device or module connects on its behalf: client id and username name it, the
+//! username carries `auth-chain={identity};{edge}`, the password is the gateway's `$edgeHub` SAS
+//! token. The gateway's own `$edgeHub` module connects as itself (no chain).
 
 use std::sync::Arc;
 
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{Connect, ConnectReturnCode, Packet};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+/// Largest packet accepted from the hub.
+const MAX_PACKET: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -19,21 +23,17 @@ pub enum UpstreamError {
     },
     #[error("TLS with the hub: {0}")]
     Tls(std::io::Error),
-    #[error("the hub refused {device}: {code:?}")]
+    #[error("the hub refused {client}: {code:?}")]
     Refused {
-        device: String,
+        client: String,
         code: ConnectReturnCode,
     },
     #[error("the hub connection broke: {0}")]
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
-}
-
-pub struct Upstream {
-    stream: TlsStream<TcpStream>,
-    buf: Vec<u8>,
-    next_id: u16,
+    #[error("the hub is not connected")]
+    Offline,
 }
 
 /// Where and how to reach the hub.
@@ -45,113 +45,111 @@ pub struct HubLink {
     pub edge_id: String,
 }
 
-impl Upstream {
-    /// Connects for `device` with `token` (the `$edgeHub` SAS).
-    pub async fn connect(link: &HubLink, device: &str, token: &str) -> Result<Self, UpstreamError> {
-        let tcp =
-            TcpStream::connect(&link.addr)
-                .await
-                .map_err(|source| UpstreamError::Connect {
-                    addr: link.addr.clone(),
-                    source,
-                })?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(link.hostname.clone())
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(link.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(UpstreamError::Tls)?;
-        let mut up = Self {
-            stream,
-            buf: Vec::with_capacity(8192),
-            next_id: 1,
-        };
-        let username = format!(
-            "{}/{device}/?api-version=2021-04-12&auth-chain={device};{}",
-            link.hostname, link.edge_id
-        );
-        up.send(&Packet::Connect(Connect {
+/// The read half of an upstream connection.
+pub struct Reader {
+    rd: ReadHalf<TlsStream<TcpStream>>,
+    buf: Vec<u8>,
+}
+
+/// The write half of an upstream connection.
+pub struct Writer {
+    wr: WriteHalf<TlsStream<TcpStream>>,
+    buf: Vec<u8>,
+}
+
+/// Connects as `client_id` (`device` or `device/module`) with `token`. With `on_behalf`, the
+/// username carries the auth chain to this gateway's edge device.
+pub async fn connect(
+    link: &HubLink,
+    client_id: &str,
+    on_behalf: bool,
+    token: &str,
+) -> Result<(Reader, Writer), UpstreamError> {
+    let tcp = TcpStream::connect(&link.addr)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            addr: link.addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(link.hostname.clone())
+        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(link.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(UpstreamError::Tls)?;
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = Reader {
+        rd,
+        buf: Vec::with_capacity(8192),
+    };
+    let mut writer = Writer {
+        wr,
+        buf: Vec::with_capacity(8192),
+    };
+    let mut username = format!("{}/{client_id}/?api-version=2021-04-12", link.hostname);
+    if on_behalf {
+        username.push_str(&format!("&auth-chain={client_id};{}", link.edge_id));
+    }
+    writer
+        .send(&[Packet::Connect(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: true,
-            keep_alive: 300,
-            client_id: device.to_owned(),
+            keep_alive: 120,
+            client_id: client_id.to_owned(),
             will: None,
             username: Some(username),
             password: Some(token.as_bytes().to_vec()),
-        }))
+        })])
         .await?;
-        match up.recv().await? {
-            Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(up),
-            Packet::ConnAck(a) => Err(UpstreamError::Refused {
-                device: device.to_owned(),
-                code: a.code,
-            }),
-            other => Err(UpstreamError::Protocol(format!(
-                "expected CONNACK, got {other:?}"
-            ))),
-        }
+    match reader.recv().await? {
+        Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok((reader, writer)),
+        Packet::ConnAck(a) => Err(UpstreamError::Refused {
+            client: client_id.to_owned(),
+            code: a.code,
+        }),
+        other => Err(UpstreamError::Protocol(format!(
+            "expected CONNACK, got {other:?}"
+        ))),
     }
+}
 
-    async fn send(&mut self, p: &Packet) -> Result<(), UpstreamError> {
-        let mut out = Vec::with_capacity(256);
-        mqtt_codec::encode(p, &mut out).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
+impl Writer {
+    /// Writes the packets in one flush.
+    pub async fn send(&mut self, packets: &[Packet]) -> Result<(), UpstreamError> {
+        self.buf.clear();
+        for p in packets {
+            mqtt_codec::encode(p, &mut self.buf)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+        }
+        self.wr.write_all(&self.buf).await?;
+        self.wr.flush().await?;
         Ok(())
     }
 
-    async fn recv(&mut self) -> Result<Packet, UpstreamError> {
+    /// Sends DISCONNECT and closes.
+    pub async fn close(mut self) {
+        let _ = self.send(&[Packet::Disconnect]).await;
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+impl Reader {
+    /// The next packet from the hub.
+    pub async fn recv(&mut self) -> Result<Packet, UpstreamError> {
         loop {
-            if let Some((p, n)) = mqtt_codec::decode(&self.buf, 1 << 20)
+            if let Some((p, n)) = mqtt_codec::decode(&self.buf, MAX_PACKET)
                 .map_err(|e| UpstreamError::Protocol(e.to_string()))?
             {
                 self.buf.drain(..n);
                 return Ok(p);
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
                 return Err(UpstreamError::Protocol(
                     "the hub closed the connection".into(),
                 ));
             }
         }
-    }
-
-    /// Publishes every message at QoS 1 (all in flight at once) and waits until the hub has
-    /// acknowledged each one (each is then durable at the hub).
-    pub async fn publish_all(
-        &mut self,
-        messages: Vec<(String, Vec<u8>)>,
-    ) -> Result<(), UpstreamError> {
-        let mut waiting = std::collections::HashSet::new();
-        let mut out = Vec::with_capacity(messages.len() * 128);
-        for (topic, payload) in messages {
-            let id = self.next_id;
-            self.next_id = self.next_id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
-            let p = Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic,
-                packet_id: Some(id),
-                payload,
-            });
-            mqtt_codec::encode(&p, &mut out).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-            waiting.insert(id);
-        }
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
-        while !waiting.is_empty() {
-            match self.recv().await? {
-                Packet::PubAck(got) => {
-                    waiting.remove(&got);
-                }
-                // Cloud-to-device, twin or method traffic is not relayed by this gateway yet.
-                Packet::Publish(_) | Packet::PingResp => {}
-                other => return Err(UpstreamError::Protocol(format!("unexpected {other:?}"))),
-            }
-        }
-        Ok(())
     }
 }

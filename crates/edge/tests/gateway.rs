@@ -7,27 +7,17 @@
 
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{HOST, KEY, Mqtt, TestHub, device_token, expiry};
-use hyper::Method;
+use common::{KEY, Mqtt, TestHub, device_token, expiry};
 use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Messages sent while the hub is down.
 const OUTAGE: u64 = 10_000;
-
-async fn create(t: &TestHub, path: &str, body: Value) -> Value {
-    let r = t
-        .client()
-        .send(Method::PUT, path, Some(&body), &[])
-        .await
-        .unwrap();
-    assert!(r.status.is_success(), "{path}: {:?}", r.json());
-    r.json()
-}
 
 fn child_events(hub: &hub::Hub, id: &str) -> Vec<u64> {
     hub.events
@@ -80,74 +70,18 @@ async fn publish(c: &mut Mqtt, id: &str, seq: u64) {
 #[tokio::test]
 async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
     let t = TestHub::start().await;
-    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
-    let gw = create(
-        &t,
-        "/devices/gw",
-        json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys}),
-    )
-    .await;
-    create(
-        &t,
-        "/devices/child",
-        json!({"deviceId": "child", "deviceScope": gw["deviceScope"], "authentication": keys}),
-    )
-    .await;
-    create(
+    let gw = support::edge_device(&t).await;
+    support::child(&t, &gw, "child").await;
+    support::create(
         &t,
         "/devices/stranger",
-        json!({"deviceId": "stranger", "authentication": keys}),
+        json!({"deviceId": "stranger", "authentication": support::sas_keys()}),
     )
     .await;
-    let edge_hub = t
-        .client()
-        .send(Method::GET, "/devices/gw/modules/$edgeHub", None, &[])
-        .await
-        .unwrap()
-        .json();
-    let dir = tempfile::tempdir().unwrap();
-    let (gw_root, gw_cert, gw_key) = common::server_pki(dir.path());
-    let config = edge::EdgeConfig {
-        edge_id: "gw".into(),
-        hub_hostname: HOST.into(),
-        hub_mqtt: t.mqtt.to_string(),
-        hub_https: t.https.to_string(),
-        hub_ca: t.root.clone(),
-        edge_hub_key: edge_hub["authentication"]["symmetricKey"]["primaryKey"]
-            .as_str()
-            .unwrap()
-            .into(),
-        tls_cert: gw_cert,
-        tls_key: gw_key,
-        data_dir: dir.path().join("edge"),
-        routes: vec![],
-        store_ttl_hours: 2,
-        listen: "127.0.0.1:0".parse().unwrap(),
-    };
-    let clock: hub::time::SharedClock =
-        Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now())));
-    let gateway = edge::Gateway::open(config, clock).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw_addr = listener.local_addr().unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(gateway.clone().run(listener, Duration::from_secs(3600), rx));
-
+    let g = support::start(&t, &[]).await;
+    let (gateway, gw_addr, gw_root) = (g.gateway.clone(), g.addr, g.root.clone());
     // A child connects with the hub's HostName in its username and token, to the gateway's address.
-    let mut child = Mqtt::tls_to(gw_addr, &gw_root, None).await;
-    let mut code = ConnectReturnCode::ServerUnavailable;
-    for _ in 0..100 {
-        // The first scope sync may still be running.
-        child = Mqtt::tls_to(gw_addr, &gw_root, None).await;
-        code = child
-            .connect("child", Some(device_token("child", KEY, expiry())), true)
-            .await
-            .1;
-        if code == ConnectReturnCode::Accepted {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(code, ConnectReturnCode::Accepted);
+    let mut child = g.connect("child").await;
     let mut stranger = Mqtt::tls_to(gw_addr, &gw_root, None).await;
     assert_eq!(
         stranger
@@ -217,7 +151,7 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
     );
     eprintln!("redelivered duplicates: {}", seen.len() - unique.len());
     assert!(gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed) >= OUTAGE + 10);
-    let _ = stop.send(true);
+    let _ = g.stop.send(true);
     let _ = hub_stop.send(true);
     drop(hub_dir);
 }

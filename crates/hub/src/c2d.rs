@@ -71,6 +71,8 @@ pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, 
         enqueued_ms: now_ms,
         expiry_ms: now_ms + i64::try_from(ttl * 1000).unwrap_or(i64::MAX),
         delivery_count: 0,
+        input: None,
+        system: BTreeMap::new(),
     };
     match hub
         .registry
@@ -109,4 +111,54 @@ pub fn publication(device_id: &str, msg: &C2dMessage) -> (String, Vec<u8>) {
         .decode(&msg.body)
         .unwrap_or_default();
     (iot_auth::topic::c2d_topic(device_id, &bag), body)
+}
+
+/// Queues a message for a client (`device` for cloud-to-device, `device/module` for a module
+/// input) unless its queue holds `max_depth` live messages, and wakes its connection. `Ok(false)`
+/// when the queue is full.
+pub fn enqueue(
+    hub: &Hub,
+    client_id: &str,
+    msg: &C2dMessage,
+    max_depth: usize,
+) -> Result<bool, crate::store::StoreError> {
+    let now_ms = crate::time::now_ms(hub.clock.as_ref());
+    let queued = hub
+        .registry
+        .store()
+        .c2d_enqueue(client_id, msg, max_depth, now_ms)?
+        .is_some();
+    if queued {
+        hub.connections.wake(client_id);
+    }
+    Ok(queued)
+}
+
+/// The MQTT topic and payload of a queued module input message:
+/// `devices/{d}/modules/{m}/inputs/{input}/{bag}`.
+pub fn input_publication(device_id: &str, module_id: &str, msg: &C2dMessage) -> (String, Vec<u8>) {
+    use iot_auth::topic::{PropertyBag, SystemProperty};
+    let mut bag = PropertyBag::new();
+    bag.push_system(SystemProperty::MessageId, msg.message_id.clone());
+    if let Some(c) = &msg.correlation_id {
+        bag.push_system(SystemProperty::CorrelationId, c.clone());
+    }
+    for (wire, value) in &msg.system {
+        if let Some(p) = SystemProperty::from_wire(wire)
+            && !matches!(p, SystemProperty::MessageId | SystemProperty::CorrelationId)
+        {
+            bag.push_system(p, value.clone());
+        }
+    }
+    for (k, v) in &msg.properties {
+        bag.push(k.clone(), Some(v.clone()));
+    }
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&msg.body)
+        .unwrap_or_default();
+    let input = msg.input.as_deref().unwrap_or("input");
+    (
+        iot_auth::topic::module_input_topic(device_id, module_id, input, &bag),
+        body,
+    )
 }

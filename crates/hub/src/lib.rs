@@ -27,6 +27,7 @@ pub mod model;
 pub mod mqtt;
 pub mod net;
 pub mod registry;
+pub mod relay;
 pub mod store;
 pub mod time;
 pub mod tls;
@@ -67,6 +68,8 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
     pub methods: methods::Methods,
+    /// Set by a gateway: twin and method traffic goes upstream (see [`relay`]).
+    pub relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
 }
 
 impl Hub {
@@ -105,6 +108,7 @@ impl Hub {
             metrics: metrics::Metrics::default(),
             twins: twin::TwinService::default(),
             methods: methods::Methods::default(),
+            relay: std::sync::OnceLock::new(),
             config,
         }))
     }

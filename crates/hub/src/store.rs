@@ -78,6 +78,12 @@ pub struct C2dMessage {
     pub expiry_ms: i64,
     #[serde(default)]
     pub delivery_count: u32,
+    /// Module input messages (fed by a gateway's routes): the input name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// Module input messages: system properties by wire name (`$.ct`, `$.cdid`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub system: std::collections::BTreeMap<String, String>,
 }
 
 /// The registry's storage operations. Read-modify-write sequences are serialised by the caller.

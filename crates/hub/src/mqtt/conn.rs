@@ -189,6 +189,12 @@ async fn run_session<S>(
     };
     // A restored session may already be subscribed to cloud-to-device messages.
     state.deliver_c2d().await;
+    if let Some(relay) = hub.relay.get()
+        && !state.subscriptions.is_empty()
+    {
+        let filters: Vec<String> = state.subscriptions.iter().map(|(f, _)| f.clone()).collect();
+        relay.subscribed(&client_id, &filters);
+    }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
     let end = loop {
@@ -229,12 +235,16 @@ async fn run_session<S>(
     drop((out, ack));
     let _ = acker.await;
     let _ = writer.await;
+    let still_connected = hub.connections.is_connected(&client_id);
     if let Err(e) = hub.registry.set_connection(
         &identity.device_id,
         identity.module_id.as_deref(),
-        hub.connections.is_connected(&client_id),
+        still_connected,
     ) {
         warn!(error = %e, "Could not record the connection state");
+    }
+    if let (false, Some(relay)) = (still_connected, hub.relay.get()) {
+        relay.disconnected(&client_id);
     }
     info!("Device disconnected");
 }
@@ -305,8 +315,11 @@ impl State {
                     codes.push(SubAckReturnCode::Success(granted));
                 }
                 self.persist();
-                let filters: Vec<&str> = s.filters.iter().map(|(f, _)| f.as_str()).collect();
+                let filters: Vec<String> = s.filters.iter().map(|(f, _)| f.clone()).collect();
                 info!(?filters, "Subscribed");
+                if let Some(relay) = self.hub.relay.get() {
+                    relay.subscribed(&self.identity.client_id(), &filters);
+                }
                 let end = self
                     .send(Packet::SubAck(SubAck {
                         packet_id: s.packet_id,
@@ -330,7 +343,7 @@ impl State {
                         .hub
                         .registry
                         .store()
-                        .c2d_complete(&self.identity.device_id, seq)
+                        .c2d_complete(&self.identity.client_id(), seq)
                     {
                         warn!(error = %e, "Could not complete a cloud-to-device message");
                     }
@@ -350,6 +363,24 @@ impl State {
             Ok(t) => t,
             Err(e) => return self.violation(format!("publish to {:?} refused: {e}", p.topic)),
         };
+        if let Some(relay) = self.hub.relay.get()
+            && matches!(
+                topic,
+                PublishTopic::TwinGet { .. }
+                    | PublishTopic::TwinPatchReported { .. }
+                    | PublishTopic::MethodResponse { .. }
+            )
+        {
+            // A gateway: the upstream hub answers.
+            if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id)
+                && let Some(end) = self.send(Packet::PubAck(id)).await
+            {
+                return Some(end);
+            }
+            Metrics::inc(&self.hub.metrics.messages_in);
+            relay.request(&self.identity.client_id(), &p.topic, p.payload);
+            return None;
+        }
         let topic = match topic {
             PublishTopic::TwinGet { rid } => return self.twin_request(&p, rid, None).await,
             PublishTopic::TwinPatchReported { rid } => {
@@ -452,12 +483,14 @@ impl State {
         None
     }
 
-    /// Sends queued cloud-to-device messages while the device is subscribed to them.
+    /// Sends queued cloud-to-device messages (a device) or module input messages (a module, fed
+    /// by a gateway's routes) while the client is subscribed to them.
     async fn deliver_c2d(&mut self) {
-        if self.identity.module_id.is_some() {
-            return;
-        }
-        let prefix = format!("devices/{}/messages/devicebound", self.identity.device_id);
+        let queue = self.identity.client_id();
+        let prefix = match &self.identity.module_id {
+            None => format!("devices/{}/messages/devicebound", self.identity.device_id),
+            Some(m) => format!("devices/{}/modules/{m}/", self.identity.device_id),
+        };
         if !self
             .subscriptions
             .iter()
@@ -468,7 +501,7 @@ impl State {
         }
         let now_ms = crate::time::now_ms(self.hub.clock.as_ref());
         let store = self.hub.registry.store().clone();
-        let pending = match store.c2d_pending(&self.identity.device_id, now_ms) {
+        let pending = match store.c2d_pending(&queue, now_ms) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "Could not read the cloud-to-device queue");
@@ -482,7 +515,10 @@ impl State {
             if self.c2d_inflight.values().any(|s| *s == msg.seq) {
                 continue;
             }
-            let (topic, payload) = crate::c2d::publication(&self.identity.device_id, &msg);
+            let (topic, payload) = match &self.identity.module_id {
+                None => crate::c2d::publication(&self.identity.device_id, &msg),
+                Some(m) => crate::c2d::input_publication(&self.identity.device_id, m, &msg),
+            };
             let packet_id = self.next_packet_id;
             self.next_packet_id = self
                 .next_packet_id
@@ -502,7 +538,7 @@ impl State {
             }
             self.c2d_inflight.insert(packet_id, msg.seq);
             Metrics::inc(&self.hub.metrics.messages_out);
-            if let Err(e) = store.c2d_delivered(&self.identity.device_id, msg.seq) {
+            if let Err(e) = store.c2d_delivered(&queue, msg.seq) {
                 warn!(error = %e, "Could not count a cloud-to-device delivery");
             }
         }

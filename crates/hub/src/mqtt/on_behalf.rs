@@ -2,7 +2,8 @@
 //! downstream device with the MQTT username `…&auth-chain={device};{edge}[;{parent edge}…]` and
 //! its own `$edgeHub` SAS token. The hub accepts it only when every link of the chain is a real
 //! parent link (the child's `deviceScope`, or a nested edge's `parentScopes`, names the next edge's
-//! scope) and the token verifies with the last edge's `$edgeHub` keys.
+//! scope) and the token verifies with the last edge's `$edgeHub` keys. An edge device's own
+//! modules come the same way: `auth-chain={edge}/{module};{edge}`.
 
 use super::auth::{Refusal, check_sas};
 use crate::Hub;
@@ -30,8 +31,25 @@ pub fn authenticate(
             .map_err(|_| Refusal::Unavailable)?
             .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
     };
-    let mut child = load(ids[0])?;
-    for parent_id in &ids[1..] {
+    // A module (`device/module`) belongs to its device; when that device is the next link (an
+    // edge device's own module) the chain continues from it.
+    let (first, parents) = match ids[0].split_once('/') {
+        Some((device, module)) => {
+            store
+                .get_module(device, module)
+                .map_err(|_| Refusal::Unavailable)?
+                .ok_or_else(|| Refusal::UnknownModule(ids[0].to_owned()))?;
+            let rest = if ids[1] == device {
+                &ids[2..]
+            } else {
+                &ids[1..]
+            };
+            (device, rest)
+        }
+        None => (ids[0], &ids[1..]),
+    };
+    let mut child = load(first)?;
+    for parent_id in parents {
         let parent = load(parent_id)?;
         if parent.status == Status::Disabled {
             return Err(Refusal::Disabled(parent.device_id));

@@ -1,0 +1,621 @@
+//! Upstream sessions: one MQTT connection to the hub per identity behind the gateway, opened on
+//! demand and shared by everything that identity does upstream:
+//!
+//! - telemetry batches from the store-and-forward task (QoS 1, done when the hub acknowledged
+//!   every message of the batch);
+//! - twin requests and method answers relayed from the local connection (QoS 0 upstream; the
+//!   hub's answers go straight back down to the local connection);
+//! - subscriptions mirrored from the local connection, so the hub delivers desired-property
+//!   patches, direct methods and cloud-to-device messages to this session; cloud-to-device
+//!   messages are put in the gateway's durable queue for the device before they are acknowledged
+//!   upstream, so they survive a gateway restart and reach a device that is offline for a while.
+//!
+//! A session reconnects by itself while it has work, re-subscribes what the local client is
+//! subscribed to, and closes after a minute without a local client or traffic.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mqtt_codec::{Packet, Publish, QoS, Subscribe, Unsubscribe};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument as _, debug, info, warn};
+
+use crate::upstream::{self, HubLink, UpstreamError};
+
+/// A SAS token for the gateway's `$edgeHub` identity (renewed by the source as needed).
+pub type TokenFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Called with the `$edgeHub` twin's desired properties whenever they are read.
+pub type DesiredFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+
+/// Depth of a device's cloud-to-device queue at the gateway (as at the hub).
+const C2D_DEPTH: usize = hub::c2d::MAX_QUEUE_DEPTH;
+/// How long a connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive pings, and how often an idle session checks whether to close.
+const TICK: Duration = Duration::from_secs(30);
+/// What the `$edgeHub` session listens to.
+const EDGE_HUB_FILTERS: [&str; 2] = [
+    "$iothub/twin/res/#",
+    "$iothub/twin/PATCH/properties/desired/#",
+];
+
+enum Cmd {
+    Subscribe(Vec<String>),
+    Unsubscribe,
+    Request {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    Batch {
+        messages: Vec<(String, Vec<u8>)>,
+        done: oneshot::Sender<Result<(), UpstreamError>>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// A downstream device or module (`auth-chain`).
+    OnBehalf,
+    /// The gateway's own `$edgeHub` module: reads its twin for routes.
+    EdgeHub,
+}
+
+struct Handle {
+    id: u64,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+/// Counters the gateway reports.
+#[derive(Default)]
+pub struct RelayStats {
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub relayed_down: AtomicU64,
+    pub relayed_up: AtomicU64,
+    pub c2d_queued: AtomicU64,
+}
+
+pub struct Relay {
+    link: HubLink,
+    local: Arc<hub::Hub>,
+    token: TokenFn,
+    desired: DesiredFn,
+    sessions: Mutex<HashMap<String, Handle>>,
+    next_id: AtomicU64,
+    pub stats: RelayStats,
+}
+
+impl Relay {
+    pub fn new(link: HubLink, local: Arc<hub::Hub>, token: TokenFn, desired: DesiredFn) -> Self {
+        Self {
+            link,
+            local,
+            token,
+            desired,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stats: RelayStats::default(),
+        }
+    }
+
+    fn edge_hub_id(&self) -> String {
+        format!("{}/$edgeHub", self.link.edge_id)
+    }
+
+    /// Hands `cmd` to the session of `client_id`, starting one if needed.
+    fn command(self: &Arc<Self>, client_id: &str, cmd: Cmd) {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return;
+        };
+        let cmd = match sessions.get(client_id) {
+            Some(h) => match h.tx.send(cmd) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(cmd)) => cmd,
+            },
+            None => cmd,
+        };
+        let role = if client_id == self.edge_hub_id() {
+            Role::EdgeHub
+        } else {
+            Role::OnBehalf
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = tx.send(cmd);
+        sessions.insert(client_id.to_owned(), Handle { id, tx });
+        let span = tracing::info_span!("upstream", client_id = %client_id);
+        tokio::spawn(session(self.clone(), client_id.to_owned(), id, role, rx).instrument(span));
+    }
+
+    /// Opens the `$edgeHub` session: it reads the gateway's twin and follows desired patches.
+    pub fn start_edge_hub(self: &Arc<Self>) {
+        self.command(
+            &self.edge_hub_id(),
+            Cmd::Subscribe(EDGE_HUB_FILTERS.iter().map(|f| (*f).to_owned()).collect()),
+        );
+    }
+
+    /// Sends `messages` (topic, body) at QoS 1 as `client_id`; `Ok` once the hub acknowledged
+    /// all of them.
+    pub async fn publish_batch(
+        self: &Arc<Self>,
+        client_id: &str,
+        messages: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), UpstreamError> {
+        let (done, answer) = oneshot::channel();
+        self.command(client_id, Cmd::Batch { messages, done });
+        answer.await.unwrap_or(Err(UpstreamError::Offline))
+    }
+
+    /// Closes every session (the gateway is stopping).
+    pub fn close_all(&self) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.clear();
+        }
+    }
+
+    /// Removes the session `id` of `client_id` if nothing is queued for it; `false` when it must
+    /// stay (a command arrived meanwhile).
+    fn retire(&self, client_id: &str, id: u64, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> bool {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return true;
+        };
+        if !rx.is_empty() {
+            return false;
+        }
+        if sessions.get(client_id).is_some_and(|h| h.id == id) {
+            sessions.remove(client_id);
+        }
+        rx.close();
+        true
+    }
+
+    /// Sends a packet to the local connection of `client_id` (QoS 0).
+    fn down(&self, client_id: &str, topic: String, payload: Vec<u8>) {
+        let Some(tx) = self.local.connections.sender(client_id) else {
+            debug!(%topic, "Dropped a relayed message: the client is not connected here");
+            return;
+        };
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            payload,
+        };
+        if tx.try_send(Packet::Publish(p)).is_ok() {
+            self.stats.relayed_down.fetch_add(1, Ordering::Relaxed);
+        } else {
+            warn!("Dropped a relayed message: the local connection is busy or closing");
+        }
+    }
+}
+
+/// Filters the hub serves for a client (everything else a client subscribes to is local, e.g. a
+/// module's inputs).
+fn upstream_filter(client_id: &str, filter: &str) -> bool {
+    filter.starts_with("$iothub/")
+        || (!client_id.contains('/')
+            && filter == format!("devices/{client_id}/messages/devicebound/#"))
+}
+
+/// The local hub's view of the relay.
+pub struct Hook(pub Arc<Relay>);
+
+impl hub::relay::Relay for Hook {
+    fn subscribed(&self, client_id: &str, filters: &[String]) {
+        let wanted: Vec<String> = filters
+            .iter()
+            .filter(|f| upstream_filter(client_id, f))
+            .cloned()
+            .collect();
+        if !wanted.is_empty() {
+            self.0.command(client_id, Cmd::Subscribe(wanted));
+        }
+    }
+
+    fn request(&self, client_id: &str, topic: &str, payload: Vec<u8>) {
+        self.0.command(
+            client_id,
+            Cmd::Request {
+                topic: topic.to_owned(),
+                payload,
+            },
+        );
+    }
+
+    fn disconnected(&self, client_id: &str) {
+        // Methods and desired patches must not go to a session nobody listens to (the hub then
+        // answers method calls with 404 DeviceNotOnline, as it does for any offline device).
+        let present = self
+            .0
+            .sessions
+            .lock()
+            .is_ok_and(|s| s.contains_key(client_id));
+        if present {
+            self.0.command(client_id, Cmd::Unsubscribe);
+        }
+    }
+}
+
+/// What one live upstream connection is waiting for.
+#[derive(Default)]
+struct InFlight {
+    next_packet: u16,
+    /// Packet id → batch number.
+    packets: HashMap<u16, u64>,
+    /// Batch number → (unacknowledged count, completion).
+    batches: HashMap<u64, (usize, oneshot::Sender<Result<(), UpstreamError>>)>,
+    next_batch: u64,
+    next_rid: u64,
+}
+
+impl InFlight {
+    fn packet_id(&mut self) -> u16 {
+        self.next_packet = self.next_packet.checked_add(1).unwrap_or(1);
+        self.next_packet
+    }
+
+    fn fail_all(&mut self) {
+        self.packets.clear();
+        for (_, (_, done)) in self.batches.drain() {
+            let _ = done.send(Err(UpstreamError::Offline));
+        }
+    }
+
+    fn acked(&mut self, id: u16) {
+        let Some(batch) = self.packets.remove(&id) else {
+            return;
+        };
+        let finished = self.batches.get_mut(&batch).is_some_and(|(left, _)| {
+            *left -= 1;
+            *left == 0
+        });
+        if finished && let Some((_, done)) = self.batches.remove(&batch) {
+            let _ = done.send(Ok(()));
+        }
+    }
+}
+
+async fn session(
+    relay: Arc<Relay>,
+    client_id: String,
+    id: u64,
+    role: Role,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+) {
+    let mut filters: BTreeSet<String> = BTreeSet::new();
+    if role == Role::EdgeHub {
+        // Subscribed before the first twin GET goes out.
+        filters.extend(EDGE_HUB_FILTERS.iter().map(|f| (*f).to_owned()));
+    }
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let token = (relay.token)();
+        let attempt = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            upstream::connect(&relay.link, &client_id, role == Role::OnBehalf, &token),
+        )
+        .await
+        .unwrap_or(Err(UpstreamError::Offline));
+        let (reader, writer) = match attempt {
+            Ok(c) => c,
+            Err(e) => {
+                relay.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "Upstream connection failed; retrying");
+                if !offline_wait(&relay, &client_id, id, role, &mut rx, &mut filters, backoff).await
+                {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        relay.stats.connects.fetch_add(1, Ordering::Relaxed);
+        info!("Upstream session open");
+        match online(
+            &relay,
+            &client_id,
+            id,
+            role,
+            &mut rx,
+            &mut filters,
+            reader,
+            writer,
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "Upstream session lost; reconnecting"),
+        }
+    }
+}
+
+/// While the hub is unreachable: batches fail at once (the forwarder holds its messages and
+/// retries), twin requests are answered with 503, subscriptions are remembered. `false` when the
+/// session should end.
+async fn offline_wait(
+    relay: &Arc<Relay>,
+    client_id: &str,
+    id: u64,
+    role: Role,
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    filters: &mut BTreeSet<String>,
+    wait: Duration,
+) -> bool {
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            cmd = rx.recv() => match cmd {
+                None => return false,
+                Some(Cmd::Subscribe(f)) => filters.extend(f),
+                Some(Cmd::Unsubscribe) => filters.clear(),
+                Some(Cmd::Batch { done, .. }) => { let _ = done.send(Err(UpstreamError::Offline)); }
+                Some(Cmd::Request { topic, .. }) => answer_offline(relay, client_id, &topic),
+            },
+        }
+    }
+    let needed = role == Role::EdgeHub || relay.local.connections.is_connected(client_id);
+    needed || !relay.retire(client_id, id, rx)
+}
+
+/// A twin request while the hub is unreachable gets status 503 (method answers are dropped: the
+/// hub has already timed the call out or will).
+fn answer_offline(relay: &Relay, client_id: &str, topic: &str) {
+    if let Ok(
+        iot_auth::topic::PublishTopic::TwinGet { rid }
+        | iot_auth::topic::PublishTopic::TwinPatchReported { rid },
+    ) = iot_auth::topic::parse_publish_topic(topic)
+    {
+        let body = serde_json::json!({"errorCode": 503_000, "message": "the gateway cannot reach the hub"});
+        relay.down(
+            client_id,
+            iot_auth::topic::twin_response_topic(503, &rid, None),
+            body.to_string().into_bytes(),
+        );
+    }
+}
+
+fn qos0(topic: String, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None,
+        payload,
+    })
+}
+
+fn edge_hub_get(flight: &mut InFlight) -> Packet {
+    flight.next_rid += 1;
+    qos0(
+        format!("$iothub/twin/GET/?$rid=edgehub-{}", flight.next_rid),
+        Vec::new(),
+    )
+}
+
+/// Serves one live connection; `Ok` when the session ends for good, `Err` when it broke.
+#[allow(clippy::too_many_arguments)]
+async fn online(
+    relay: &Arc<Relay>,
+    client_id: &str,
+    id: u64,
+    role: Role,
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    filters: &mut BTreeSet<String>,
+    mut reader: upstream::Reader,
+    mut writer: upstream::Writer,
+) -> Result<(), UpstreamError> {
+    let mut flight = InFlight::default();
+    let mut first = Vec::new();
+    if !filters.is_empty() {
+        first.push(subscribe(&mut flight, filters.iter().cloned().collect()));
+    }
+    if role == Role::EdgeHub {
+        first.push(edge_hub_get(&mut flight));
+    }
+    writer.send(&first).await?;
+    let mut tick = tokio::time::interval(TICK);
+    tick.tick().await;
+    let mut busy = false;
+    let result = loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                busy = true;
+                let Some(cmd) = cmd else { break Ok(()) };
+                let packets = command(relay, client_id, &mut flight, filters, cmd);
+                if let Err(e) = writer.send(&packets).await { break Err(e) }
+            }
+            got = reader.recv() => match got {
+                Ok(Packet::PubAck(pid)) => flight.acked(pid),
+                Ok(Packet::Publish(p)) => {
+                    busy = true;
+                    let (mut answers, reread) = incoming(relay, client_id, role, p);
+                    if reread {
+                        answers.push(edge_hub_get(&mut flight));
+                    }
+                    if let Err(e) = writer.send(&answers).await { break Err(e) }
+                }
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            },
+            _ = tick.tick() => {
+                let needed = busy || role == Role::EdgeHub || !flight.batches.is_empty()
+                    || relay.local.connections.is_connected(client_id);
+                busy = false;
+                if !needed && relay.retire(client_id, id, rx) {
+                    info!("Upstream session closed: idle, and the client is not connected here");
+                    break Ok(());
+                }
+                if let Err(e) = writer.send(&[Packet::PingReq]).await { break Err(e) }
+            }
+        }
+    };
+    flight.fail_all();
+    if result.is_ok() {
+        writer.close().await;
+    }
+    result
+}
+
+fn subscribe(flight: &mut InFlight, filters: Vec<String>) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: flight.packet_id(),
+        filters: filters.into_iter().map(|f| (f, QoS::AtLeastOnce)).collect(),
+    })
+}
+
+/// The packets a command sends upstream.
+fn command(
+    relay: &Relay,
+    client_id: &str,
+    flight: &mut InFlight,
+    filters: &mut BTreeSet<String>,
+    cmd: Cmd,
+) -> Vec<Packet> {
+    match cmd {
+        Cmd::Subscribe(f) => {
+            let new: Vec<String> = f
+                .into_iter()
+                .filter(|f| filters.insert(f.clone()))
+                .collect();
+            if new.is_empty() {
+                Vec::new()
+            } else {
+                vec![subscribe(flight, new)]
+            }
+        }
+        Cmd::Unsubscribe => {
+            if filters.is_empty() {
+                return Vec::new();
+            }
+            let all: Vec<String> = std::mem::take(filters).into_iter().collect();
+            vec![Packet::Unsubscribe(Unsubscribe {
+                packet_id: flight.packet_id(),
+                filters: all,
+            })]
+        }
+        Cmd::Request { topic, payload } => {
+            relay.stats.relayed_up.fetch_add(1, Ordering::Relaxed);
+            debug!(client_id, %topic, "Relaying upstream");
+            vec![qos0(topic, payload)]
+        }
+        Cmd::Batch { messages, done } => {
+            if messages.is_empty() {
+                let _ = done.send(Ok(()));
+                return Vec::new();
+            }
+            let batch = flight.next_batch;
+            flight.next_batch += 1;
+            flight.batches.insert(batch, (messages.len(), done));
+            messages
+                .into_iter()
+                .map(|(topic, payload)| {
+                    let pid = flight.packet_id();
+                    flight.packets.insert(pid, batch);
+                    Packet::Publish(Publish {
+                        dup: false,
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                        topic,
+                        packet_id: Some(pid),
+                        payload,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// Handles a publish from the hub; returns what to send back (PUBACK) and, for the `$edgeHub`
+/// session, whether to read the whole twin again (its desired properties changed).
+fn incoming(relay: &Relay, client_id: &str, role: Role, p: Publish) -> (Vec<Packet>, bool) {
+    let ack = |p: &Publish| match (p.qos, p.packet_id) {
+        (QoS::AtLeastOnce, Some(id)) => vec![Packet::PubAck(id)],
+        _ => Vec::new(),
+    };
+    if role == Role::EdgeHub {
+        let out = ack(&p);
+        if p.topic
+            .starts_with("$iothub/twin/PATCH/properties/desired/")
+        {
+            return (out, true);
+        } else if p.topic.starts_with("$iothub/twin/res/200/") {
+            match serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                Ok(twin) => (relay.desired)(&twin["desired"]),
+                Err(e) => warn!(error = %e, "The $edgeHub twin is not JSON"),
+            }
+        } else if p.topic.starts_with("$iothub/twin/res/") {
+            warn!(topic = %p.topic, "The hub refused the $edgeHub twin request");
+        }
+        return (out, false);
+    }
+    if p.topic.starts_with("$iothub/") {
+        let out = ack(&p);
+        relay.down(client_id, p.topic, p.payload);
+        return (out, false);
+    }
+    if p.topic.contains("/messages/devicebound/") {
+        let out = match queue_c2d(relay, client_id, &p) {
+            Ok(true) => ack(&p),
+            Ok(false) => {
+                warn!("Cloud-to-device message left at the hub: the device's queue here is full");
+                Vec::new()
+            }
+            Err(e) => {
+                warn!(error = %e, "Cloud-to-device message left at the hub: cannot store it");
+                Vec::new()
+            }
+        };
+        return (out, false);
+    }
+    warn!(topic = %p.topic, "Ignoring an unexpected message from the hub");
+    (ack(&p), false)
+}
+
+/// Puts a cloud-to-device message from the hub in the device's queue here.
+fn queue_c2d(relay: &Relay, client_id: &str, p: &Publish) -> Result<bool, String> {
+    use base64::Engine as _;
+    use iot_auth::topic::{PropertyBag, SystemProperty};
+    let bag_text = p
+        .topic
+        .split_once("/messages/devicebound/")
+        .map_or("", |(_, b)| b);
+    let bag = PropertyBag::parse(bag_text).map_err(|e| e.to_string())?;
+    let split = bag.split_system();
+    let now_ms = hub::time::now_ms(relay.local.clock.as_ref());
+    let ttl_ms = i64::try_from(hub::c2d::DEFAULT_TTL_SECS * 1000).unwrap_or(i64::MAX);
+    let msg = hub::store::C2dMessage {
+        seq: 0,
+        message_id: split
+            .system_value(SystemProperty::MessageId)
+            .map_or_else(hub::registry::new_etag, str::to_owned),
+        correlation_id: split
+            .system_value(SystemProperty::CorrelationId)
+            .map(str::to_owned),
+        properties: split
+            .application
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_owned()))
+            .collect(),
+        body: base64::engine::general_purpose::STANDARD.encode(&p.payload),
+        enqueued_ms: now_ms,
+        expiry_ms: now_ms.saturating_add(ttl_ms),
+        delivery_count: 0,
+        input: None,
+        system: std::collections::BTreeMap::new(),
+    };
+    let queued =
+        hub::c2d::enqueue(&relay.local, client_id, &msg, C2D_DEPTH).map_err(|e| e.to_string())?;
+    if queued {
+        relay.stats.c2d_queued.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(queued)
+}

@@ -1,0 +1,17 @@
+//! A hook for gateways: a local hub (the edge gateway's) whose twin, method and cloud-to-device
+//! traffic belongs to another hub upstream. When a relay is installed, twin requests and method
+//! answers from a client are handed to it instead of being served locally, and it learns what
+//! each client subscribes to so it can subscribe upstream on the client's behalf. Telemetry and
+//! module inputs stay local (durable store, routes).
+
+/// What the local hub tells the relay.
+pub trait Relay: Send + Sync + 'static {
+    /// `client_id` (`device` or `device/module`) is subscribed to `filters`: on SUBSCRIBE and when
+    /// a persisted session is restored at CONNECT.
+    fn subscribed(&self, client_id: &str, filters: &[String]);
+    /// A twin GET, a reported-properties PATCH or a method answer from `client_id`, published on
+    /// `topic`; the relay answers (twin responses) by sending to the client's connection.
+    fn request(&self, client_id: &str, topic: &str, payload: Vec<u8>);
+    /// The last connection of `client_id` ended.
+    fn disconnected(&self, client_id: &str);
+}
