@@ -16,14 +16,14 @@
 
 mod forward;
 pub mod relay;
+mod scope;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use hub::registry::IfMatch;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -121,6 +121,8 @@ pub struct Gateway {
     /// Messages delivered upstream since start.
     pub forwarded: AtomicU64,
     pub stats: GatewayStats,
+    /// Unknown identities recently looked up at the hub (client id → ms).
+    lookups: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// Store-and-forward counters (see also [`relay::RelayStats`]).
@@ -192,10 +194,10 @@ impl Gateway {
         let ttl = Some(config.store_ttl_hours.max(1) * 3600);
         let table = RwLock::new((Arc::new(config_routes.clone()), ttl));
         let desired_path = config.data_dir.join("edgehub-desired.json");
-        Ok(Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
-            let me = me.clone();
+        Ok(Arc::new_cyclic(|me: &Weak<Self>| {
+            let weak = me.clone();
             let desired: relay::DesiredFn = Arc::new(move |d: &serde_json::Value| {
-                if let Some(g) = me.upgrade() {
+                if let Some(g) = weak.upgrade() {
                     g.apply_desired(d, true);
                 }
             });
@@ -205,10 +207,14 @@ impl Gateway {
                 token,
                 desired,
             ));
-            // The local hub hands twin and method traffic to the relay.
+            // The local hub hands twin and method traffic, and unknown identities, to us.
+            let hook = LocalHook {
+                relay: relay.clone(),
+                gateway: me.clone(),
+            };
             let _ = local
                 .relay
-                .set(Arc::new(relay::Hook(relay.clone())) as Arc<dyn hub::relay::Relay>);
+                .set(Arc::new(hook) as Arc<dyn hub::relay::Relay>);
             let g = Self {
                 config,
                 local,
@@ -219,6 +225,7 @@ impl Gateway {
                 clock,
                 forwarded: AtomicU64::new(0),
                 stats: GatewayStats::default(),
+                lookups: Mutex::new(std::collections::HashMap::new()),
             };
             // The last desired properties seen, for a restart while the hub is unreachable.
             if let Ok(text) = std::fs::read_to_string(&desired_path)
@@ -286,143 +293,6 @@ impl Gateway {
         }
     }
 
-    /// Reads the device scope from the hub and makes the local registry match it (children only).
-    /// Returns the number of children. The registry persists, so an offline restart still knows them.
-    pub async fn sync_scope(&self) -> Result<usize, EdgeError> {
-        let client = hub::client::ServiceClient::new(
-            self.config.hub_https.clone(),
-            self.config.hub_hostname.clone(),
-            String::new(),
-            Vec::new(),
-            self.link.tls.clone(),
-        )
-        .with_api_version("2018-08-30-preview")
-        .with_authorization(Some(self.edge_hub_token()));
-        let mut path = format!(
-            "/devices/{}/modules/$edgeHub/devicesAndModulesInDeviceScope?deviceCount=500",
-            iot_auth::percent_encode(&self.config.edge_id)
-        );
-        let mut children = Vec::new();
-        let mut modules = Vec::new();
-        let mut cas = Vec::new();
-        loop {
-            let r = client
-                .send(hyper::Method::GET, &path, None, &[])
-                .await
-                .map_err(|e| EdgeError::Scope(e.to_string()))?;
-            if !r.status.is_success() {
-                return Err(EdgeError::Scope(format!(
-                    "the hub answered {}: {}",
-                    r.status,
-                    r.json()
-                )));
-            }
-            let page = r.json();
-            for d in page["devices"].as_array().cloned().unwrap_or_default() {
-                if let Ok(device) = serde_json::from_value::<hub::model::Device>(d) {
-                    children.push(device);
-                }
-            }
-            for m in page["modules"].as_array().cloned().unwrap_or_default() {
-                if let Ok(module) = serde_json::from_value::<hub::model::Module>(m) {
-                    modules.push(module);
-                }
-            }
-            for ca in page["certificateAuthorities"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-            {
-                if let (Some(name), Some(pem)) = (ca["name"].as_str(), ca["certificate"].as_str()) {
-                    cas.push((name.to_owned(), pem.to_owned()));
-                }
-            }
-            match page["continuationLink"].as_str() {
-                Some(link) => path = link.to_owned(),
-                None => break,
-            }
-        }
-        // The hub's verified CAs: CA-signed children are checked against them here too.
-        for (name, pem) in cas {
-            if let Err(e) = self.local.cas.upload(&name, &pem, true, &IfMatch::Any) {
-                warn!(ca = %name, error = %e, "Could not take over a CA certificate from the hub");
-            }
-        }
-        let n = self.apply_scope(children)?;
-        self.apply_modules(modules)?;
-        Ok(n)
-    }
-
-    /// Makes the local modules match the hub's (the edge device's own modules authenticate here
-    /// with their own keys).
-    fn apply_modules(&self, modules: Vec<hub::model::Module>) -> Result<(), EdgeError> {
-        let err = |e: hub::error::ApiError| EdgeError::Scope(e.to_string());
-        let mut by_device: std::collections::BTreeMap<String, Vec<hub::model::Module>> =
-            std::collections::BTreeMap::new();
-        for m in modules {
-            by_device.entry(m.device_id.clone()).or_default().push(m);
-        }
-        for device in self.local.registry.list_devices(None).map_err(err)? {
-            let wanted = by_device.remove(&device.device_id).unwrap_or_default();
-            for old in self
-                .local
-                .registry
-                .list_modules(&device.device_id)
-                .map_err(err)?
-            {
-                if !wanted.iter().any(|m| m.module_id == old.module_id) {
-                    self.local
-                        .registry
-                        .delete_module(&device.device_id, &old.module_id, &IfMatch::Any)
-                        .map_err(err)?;
-                    self.local
-                        .connections
-                        .kick(&format!("{}/{}", device.device_id, old.module_id));
-                }
-            }
-            for m in wanted {
-                let (d, id) = (m.device_id.clone(), m.module_id.clone());
-                self.local
-                    .registry
-                    .put_module(&d, &id, m, &IfMatch::Any)
-                    .map_err(err)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_scope(&self, children: Vec<hub::model::Device>) -> Result<usize, EdgeError> {
-        let err = |e: hub::error::ApiError| EdgeError::Scope(e.to_string());
-        let wanted: std::collections::BTreeSet<String> =
-            children.iter().map(|d| d.device_id.clone()).collect();
-        for old in self.local.registry.list_devices(None).map_err(err)? {
-            if !wanted.contains(&old.device_id) {
-                info!(device = %old.device_id, "Removed from this gateway's scope");
-                self.local
-                    .registry
-                    .delete_device(&old.device_id, &IfMatch::Any)
-                    .map_err(err)?;
-                self.local.connections.kick_device(&old.device_id);
-            }
-        }
-        let n = children
-            .iter()
-            .filter(|d| d.device_id != self.config.edge_id)
-            .count();
-        for d in children {
-            let id = d.device_id.clone();
-            let disabled = d.status == hub::model::Status::Disabled;
-            self.local
-                .registry
-                .put_device(&id, d, &IfMatch::Any)
-                .map_err(err)?;
-            if disabled {
-                self.local.connections.kick_device(&id);
-            }
-        }
-        Ok(n)
-    }
-
     /// Serves children on `listener` and forwards upstream until `shutdown`; the scope is synced
     /// at start (failures tolerated: the last synced scope is used offline) and every `refresh`.
     pub async fn run(
@@ -486,4 +356,34 @@ fn edge_hub_token(resource: &str, key: &str, clock: &dyn hub::time::Clock) -> St
     let key = iot_auth::sas::decode_key(key).unwrap_or_default();
     let expiry = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0) + 3600;
     iot_auth::sas::generate_sas_token(resource, &key, None, expiry)
+}
+
+/// What the local hub tells the gateway (see [`hub::relay::Relay`]).
+struct LocalHook {
+    relay: Arc<relay::Relay>,
+    gateway: Weak<Gateway>,
+}
+
+impl hub::relay::Relay for LocalHook {
+    fn subscribed(&self, client_id: &str, filters: &[String]) {
+        self.relay.subscribed(client_id, filters);
+    }
+
+    fn request(&self, client_id: &str, topic: &str, payload: Vec<u8>) {
+        self.relay.request(client_id, topic, payload);
+    }
+
+    fn disconnected(&self, client_id: &str) {
+        self.relay.disconnected(client_id);
+    }
+
+    fn lookup(&self, client_id: &str) -> hub::relay::LookupFuture {
+        let (gateway, id) = (self.gateway.upgrade(), client_id.to_owned());
+        Box::pin(async move {
+            match gateway {
+                Some(g) => g.lookup(&id).await,
+                None => false,
+            }
+        })
+    }
 }

@@ -202,23 +202,23 @@ fn upstream_filter(client_id: &str, filter: &str) -> bool {
             && filter == format!("devices/{client_id}/messages/devicebound/#"))
 }
 
-/// The local hub's view of the relay.
-pub struct Hook(pub Arc<Relay>);
-
-impl hub::relay::Relay for Hook {
-    fn subscribed(&self, client_id: &str, filters: &[String]) {
+/// What the local hub reports (see [`hub::relay::Relay`]).
+impl Relay {
+    /// The local client subscribed to `filters`; those the hub serves are mirrored upstream.
+    pub fn subscribed(self: &Arc<Self>, client_id: &str, filters: &[String]) {
         let wanted: Vec<String> = filters
             .iter()
             .filter(|f| upstream_filter(client_id, f))
             .cloned()
             .collect();
         if !wanted.is_empty() {
-            self.0.command(client_id, Cmd::Subscribe(wanted));
+            self.command(client_id, Cmd::Subscribe(wanted));
         }
     }
 
-    fn request(&self, client_id: &str, topic: &str, payload: Vec<u8>) {
-        self.0.command(
+    /// A twin request or method answer from the local client, for the hub.
+    pub fn request(self: &Arc<Self>, client_id: &str, topic: &str, payload: Vec<u8>) {
+        self.command(
             client_id,
             Cmd::Request {
                 topic: topic.to_owned(),
@@ -227,16 +227,16 @@ impl hub::relay::Relay for Hook {
         );
     }
 
-    fn disconnected(&self, client_id: &str) {
-        // Methods and desired patches must not go to a session nobody listens to (the hub then
-        // answers method calls with 404 DeviceNotOnline, as it does for any offline device).
+    /// The local client left. Methods and desired patches must not go to a session nobody
+    /// listens to (the hub then answers method calls with 404 DeviceNotOnline, as it does for
+    /// any offline device).
+    pub fn disconnected(self: &Arc<Self>, client_id: &str) {
         let present = self
-            .0
             .sessions
             .lock()
             .is_ok_and(|s| s.contains_key(client_id));
         if present {
-            self.0.command(client_id, Cmd::Unsubscribe);
+            self.command(client_id, Cmd::Unsubscribe);
         }
     }
 }

@@ -209,6 +209,28 @@ async fn a_child_gets_methods_twins_and_c2d_through_the_gateway() {
         "DeviceNotOnline after the child left"
     );
     assert!(g.gateway.relay.stats.relayed_down.load(Ordering::Relaxed) >= 4);
+
+    // A child added at the hub after the gateway's last scope sync connects at once: the gateway
+    // looks the unknown identity up. A device outside the scope is still refused.
+    support::child(&t, &gw, "late").await;
+    let mut late = Mqtt::tls_to(g.addr, &g.root, None).await;
+    let token = common::device_token("late", common::KEY, common::expiry());
+    assert_eq!(
+        late.connect("late", Some(token), true).await.1,
+        mqtt_codec::ConnectReturnCode::Accepted
+    );
+    support::create(
+        &t,
+        "/devices/outsider",
+        json!({"deviceId": "outsider", "authentication": support::sas_keys()}),
+    )
+    .await;
+    let mut outsider = Mqtt::tls_to(g.addr, &g.root, None).await;
+    let token = common::device_token("outsider", common::KEY, common::expiry());
+    assert_eq!(
+        outsider.connect("outsider", Some(token), true).await.1,
+        mqtt_codec::ConnectReturnCode::NotAuthorized
+    );
     let _ = g.stop.send(true);
 }
 

@@ -14,4 +14,10 @@ pub trait Relay: Send + Sync + 'static {
     fn request(&self, client_id: &str, topic: &str, payload: Vec<u8>);
     /// The last connection of `client_id` ended.
     fn disconnected(&self, client_id: &str);
+    /// `client_id` is not in the local registry: the relay may look it up upstream and add it.
+    /// Resolves to `true` when it did (authentication is then tried once more).
+    fn lookup(&self, client_id: &str) -> LookupFuture;
 }
+
+/// See [`Relay::lookup`].
+pub type LookupFuture = std::pin::Pin<Box<dyn Future<Output = bool> + Send>>;

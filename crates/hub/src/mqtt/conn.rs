@@ -76,13 +76,26 @@ pub async fn serve<S>(
         .await;
         return;
     }
-    let identity = match auth::authenticate(
-        &hub,
-        &connect.client_id,
-        connect.username.as_deref(),
-        connect.password.as_deref(),
-        &peer_chain,
-    ) {
+    let attempt = || {
+        auth::authenticate(
+            &hub,
+            &connect.client_id,
+            connect.username.as_deref(),
+            connect.password.as_deref(),
+            &peer_chain,
+        )
+    };
+    let mut result = attempt();
+    if let (Err(auth::Refusal::UnknownDevice(_) | auth::Refusal::UnknownModule(_)), Some(relay)) =
+        (&result, hub.relay.get())
+    {
+        // A gateway: the identity may be new at the hub.
+        let found = tokio::time::timeout(connect_timeout, relay.lookup(&connect.client_id)).await;
+        if found == Ok(true) {
+            result = attempt();
+        }
+    }
+    let identity = match result {
         Ok(identity) => identity,
         Err(refusal) => {
             hub.metrics.auth_failure(refusal.reason());
