@@ -104,6 +104,8 @@ pub enum EdgeError {
     Scope(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("cannot make a $edgeHub token: {0}")]
+    Token(String),
 }
 
 pub struct Gateway {
@@ -117,6 +119,7 @@ pub struct Gateway {
     table: RwLock<(Arc<Vec<routes::Route>>, Option<u64>)>,
     /// Upstream sessions (one per identity behind the gateway).
     pub relay: Arc<relay::Relay>,
+    token: relay::TokenFn,
     clock: hub::time::SharedClock,
     /// Messages delivered upstream since start.
     pub forwarded: AtomicU64,
@@ -143,7 +146,29 @@ pub struct GatewayStats {
 }
 
 impl Gateway {
+    /// Opens a gateway whose `$edgeHub` tokens are signed with `config.edge_hub_key`.
     pub fn open(config: EdgeConfig, clock: hub::time::SharedClock) -> Result<Arc<Self>, EdgeError> {
+        let token: relay::TokenFn = {
+            let (key, clock) = (config.edge_hub_key.clone(), clock.clone());
+            let resource = format!(
+                "{}/devices/{}/modules/$edgeHub",
+                config.hub_hostname, config.edge_id
+            );
+            Arc::new(move || {
+                let token = edge_hub_token(&resource, &key, clock.as_ref());
+                Box::pin(async move { Ok(token) })
+            })
+        };
+        Self::open_with(config, clock, token)
+    }
+
+    /// Opens a gateway whose `$edgeHub` tokens come from `token` (e.g. signed by the identity
+    /// service's keyd; `config.edge_hub_key` is then unused).
+    pub fn open_with(
+        config: EdgeConfig,
+        clock: hub::time::SharedClock,
+        token: relay::TokenFn,
+    ) -> Result<Arc<Self>, EdgeError> {
         let texts = if config.routes.is_empty() {
             vec!["FROM /messages/* INTO $upstream".to_owned()]
         } else {
@@ -183,14 +208,6 @@ impl Gateway {
             tls: hub::tls::client_config(&config.hub_ca)?,
             edge_id: config.edge_id.clone(),
         };
-        let token: relay::TokenFn = {
-            let (key, clock) = (config.edge_hub_key.clone(), clock.clone());
-            let resource = format!(
-                "{}/devices/{}/modules/$edgeHub",
-                config.hub_hostname, config.edge_id
-            );
-            Arc::new(move || edge_hub_token(&resource, &key, clock.as_ref()))
-        };
         let ttl = Some(config.store_ttl_hours.max(1) * 3600);
         let table = RwLock::new((Arc::new(config_routes.clone()), ttl));
         let desired_path = config.data_dir.join("edgehub-desired.json");
@@ -204,7 +221,7 @@ impl Gateway {
             let relay = Arc::new(relay::Relay::new(
                 link.clone(),
                 local.clone(),
-                token,
+                token.clone(),
                 desired,
             ));
             // The local hub hands twin and method traffic, and unknown identities, to us.
@@ -222,6 +239,7 @@ impl Gateway {
                 config_routes,
                 table,
                 relay,
+                token,
                 clock,
                 forwarded: AtomicU64::new(0),
                 stats: GatewayStats::default(),
@@ -237,13 +255,9 @@ impl Gateway {
         }))
     }
 
-    /// The `$edgeHub` SAS token (an hour).
-    pub fn edge_hub_token(&self) -> String {
-        let resource = format!(
-            "{}/devices/{}/modules/$edgeHub",
-            self.config.hub_hostname, self.config.edge_id
-        );
-        edge_hub_token(&resource, &self.config.edge_hub_key, self.clock.as_ref())
+    /// A `$edgeHub` SAS token.
+    pub async fn edge_hub_token(&self) -> Result<String, EdgeError> {
+        (self.token)().await.map_err(EdgeError::Token)
     }
 
     /// The routes in force.

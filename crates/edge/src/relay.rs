@@ -24,8 +24,10 @@ use tracing::{Instrument as _, debug, info, warn};
 
 use crate::upstream::{self, HubLink, UpstreamError};
 
-/// A SAS token for the gateway's `$edgeHub` identity (renewed by the source as needed).
-pub type TokenFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Makes a SAS token for the gateway's `$edgeHub` identity (each call a fresh one).
+pub type TokenFn = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
+/// See [`TokenFn`]; the error says why no token could be made.
+pub type TokenFuture = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 /// Called with the `$edgeHub` twin's desired properties whenever they are read.
 pub type DesiredFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
 
@@ -294,11 +296,10 @@ async fn session(
     }
     let mut backoff = Duration::from_millis(250);
     loop {
-        let token = (relay.token)();
-        let attempt = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            upstream::connect(&relay.link, &client_id, role == Role::OnBehalf, &token),
-        )
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let token = (relay.token)().await.map_err(UpstreamError::Token)?;
+            upstream::connect(&relay.link, &client_id, role == Role::OnBehalf, &token).await
+        })
         .await
         .unwrap_or(Err(UpstreamError::Offline));
         let (reader, writer) = match attempt {

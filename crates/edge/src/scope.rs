@@ -118,7 +118,7 @@ impl Gateway {
             self.link.tls.clone(),
         )
         .with_api_version("2018-08-30-preview")
-        .with_authorization(Some(self.edge_hub_token()));
+        .with_authorization(Some(self.edge_hub_token().await?));
         let r = client
             .send(hyper::Method::GET, path, None, &[])
             .await

@@ -34,6 +34,8 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("the hub is not connected")]
     Offline,
+    #[error("no $edgeHub token: {0}")]
+    Token(String),
 }
 
 /// Where and how to reach the hub.
