@@ -162,7 +162,14 @@ impl Log {
     /// [`LogConfig::retention_bytes`] or their newest record is older than
     /// `now_ms - retention_age_ms`. The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: u64) -> Result<RetentionReport, LogError> {
-        retention::enforce(&self.inner.shared, now_ms)
+        retention::enforce(&self.inner.shared, now_ms, None)
+    }
+
+    /// Like [`Log::enforce_retention`], and also deletes sealed segments whose records all lie
+    /// below `consumed` (a consumer that has durably recorded its position there needs them no
+    /// more): a store-and-forward queue shrinks as it drains.
+    pub fn release(&self, now_ms: u64, consumed: u64) -> Result<RetentionReport, LogError> {
+        retention::enforce(&self.inner.shared, now_ms, Some(consumed))
     }
 
     /// Counters and sizes.

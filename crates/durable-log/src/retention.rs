@@ -13,7 +13,12 @@ use crate::segment::SegmentMeta;
 use crate::state::Shared;
 use crate::{LogError, RetentionReport};
 
-pub(crate) fn enforce(shared: &Shared, now_ms: u64) -> Result<RetentionReport, LogError> {
+/// `consumed`: segments whose records all lie below this offset are deleted too.
+pub(crate) fn enforce(
+    shared: &Shared,
+    now_ms: u64,
+    consumed: Option<u64>,
+) -> Result<RetentionReport, LogError> {
     let _one_pass_at_a_time = shared.retention_lock();
     let config = &shared.config;
     let cutoff = config
@@ -27,7 +32,8 @@ pub(crate) fn enforce(shared: &Shared, now_ms: u64) -> Result<RetentionReport, L
         // `segments.len() - 1`: the last segment is the active one.
         for s in segments.iter().take(segments.len().saturating_sub(1)) {
             let over_size = config.retention_bytes.is_some_and(|limit| total > limit);
-            if !over_size && !expired(s, cutoff) {
+            let done = consumed.is_some_and(|c| s.base() + s.records() <= c);
+            if !over_size && !done && !expired(s, cutoff) {
                 break;
             }
             total -= s.tail.len;

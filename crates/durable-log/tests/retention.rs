@@ -135,3 +135,18 @@ fn no_retention_configured_deletes_nothing() {
     );
     assert_eq!(segments(dir.path()).len(), before);
 }
+
+#[test]
+fn release_deletes_the_segments_a_consumer_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(config(dir.path(), 200)).unwrap();
+    fill(&log, 30); // 10 segments of 3 records
+    // Consumed up to offset 10: segments [0..3), [3..6), [6..9) are done; [9..12) is not.
+    let report = log.release(0, 10).unwrap();
+    assert_eq!((report.segments_deleted, report.start_offset), (3, 9));
+    assert_eq!(log.read(9, 1, 1 << 20).unwrap()[0].offset, 9);
+    // Nothing is deleted that the consumer still needs, nor the active segment.
+    assert_eq!(log.release(0, 10).unwrap().segments_deleted, 0);
+    assert_eq!(log.release(0, 1_000).unwrap().start_offset, 27);
+    assert_eq!(segments(dir.path()).len(), 1);
+}

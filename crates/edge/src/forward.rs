@@ -192,7 +192,7 @@ async fn upstream_pass(
     offset: &mut u64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<(u64, String, Vec<u8>)> = Vec::new();
     let mut batch_client = String::new();
     let mut batch_end = *offset;
     for rec in records {
@@ -226,7 +226,7 @@ async fn upstream_pass(
         let topic =
             iot_auth::topic::telemetry_topic(&ev.device_id, ev.module_id.as_deref(), &carried(&ev));
         batch_client = client;
-        batch.push((topic, body));
+        batch.push((rec.offset, topic, body));
         batch_end = next;
     }
     if !batch.is_empty() && !deliver(g, &batch_client, batch, shutdown).await {
@@ -236,16 +236,26 @@ async fn upstream_pass(
     true
 }
 
-/// Sends one sender's batch until the hub has it all; `false` when shut down first.
+/// Sends one sender's batch (store offset, topic, body) until the hub has it all; `false` when
+/// shut down first. Messages the store dropped meanwhile (TTL, `drop_oldest`) are not sent.
 async fn deliver(
     g: &Arc<Gateway>,
     client: &str,
-    batch: Vec<(String, Vec<u8>)>,
+    mut batch: Vec<(u64, String, Vec<u8>)>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> bool {
-    let n = batch.len() as u64;
     loop {
-        match g.relay.publish_batch(client, batch.clone()).await {
+        let start = g.local.events.start_offset();
+        batch.retain(|(offset, _, _)| *offset >= start);
+        if batch.is_empty() {
+            return true;
+        }
+        let n = batch.len() as u64;
+        let messages = batch
+            .iter()
+            .map(|(_, t, b)| (t.clone(), b.clone()))
+            .collect();
+        match g.relay.publish_batch(client, messages).await {
             Ok(()) => {
                 g.forwarded.fetch_add(n, Ordering::Relaxed);
                 return true;

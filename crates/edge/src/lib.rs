@@ -17,6 +17,7 @@
 mod forward;
 pub mod relay;
 mod scope;
+pub mod store;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -57,6 +58,30 @@ pub struct EdgeConfig {
     /// Where children connect (MQTT over TLS).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The store's size limit (MiB).
+    #[serde(default = "default_store_mib")]
+    pub store_max_mib: u64,
+    /// What happens when the store is full.
+    #[serde(default)]
+    pub store_full: StoreFull,
+    /// Where to serve Prometheus metrics over plain HTTP (e.g. `127.0.0.1:9601`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The store-full policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreFull {
+    /// Close the sender's connection without acknowledging: it keeps the message and retries.
+    #[default]
+    Refuse,
+    /// Delete the oldest undelivered messages to make room (counted and logged).
+    DropOldest,
+}
+
+fn default_store_mib() -> u64 {
+    1024
 }
 
 fn two() -> u64 {
@@ -143,6 +168,12 @@ pub struct GatewayStats {
     /// Times the `$edgeHub` desired properties were applied, and refused.
     pub desired_applied: AtomicU64,
     pub desired_refused: AtomicU64,
+    /// Undelivered messages deleted from the store (TTL, or `drop_oldest` when full).
+    pub dropped: AtomicU64,
+    /// Messages refused because the store was full (`refuse`).
+    pub refused: AtomicU64,
+    /// The store is over its limit (set by the maintenance pass).
+    pub full: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -201,7 +232,11 @@ impl Gateway {
             limits: hub::config::Limits::default(),
             policies: vec![],
         };
-        let local = hub::Hub::open(local_config, clock.clone())?;
+        let max_bytes = config.store_max_mib.max(1) * 1024 * 1024;
+        let policy = config.store_full;
+        let local = hub::Hub::open_with_log(local_config, clock.clone(), |log| {
+            store::tune(log, max_bytes, policy);
+        })?;
         let link = upstream::HubLink {
             hostname: config.hub_hostname.clone(),
             addr: config.hub_mqtt.clone(),
@@ -260,6 +295,11 @@ impl Gateway {
         (self.token)().await.map_err(EdgeError::Token)
     }
 
+    /// The store's size limit in bytes.
+    pub fn max_store_bytes(&self) -> u64 {
+        self.config.store_max_mib.max(1) * 1024 * 1024
+    }
+
     /// The routes in force.
     pub fn routes(&self) -> Arc<Vec<routes::Route>> {
         self.table
@@ -315,6 +355,16 @@ impl Gateway {
         refresh: std::time::Duration,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(), EdgeError> {
+        let metrics = match self.config.metrics_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await.map_err(|e| {
+                    EdgeError::Config(format!("cannot serve metrics on {addr}: {e}"))
+                })?;
+                info!(%addr, "Serving metrics at /metrics");
+                Some(l)
+            }
+            None => None,
+        };
         match self.sync_scope().await {
             Ok(n) => info!(children = n, "Device scope synced"),
             Err(e) => warn!(error = %e, "Device scope not synced; using the last one"),
@@ -341,8 +391,16 @@ impl Gateway {
             forward::Lane::Inputs,
             shutdown.clone(),
         ));
+        let upkeep = tokio::spawn(store::maintenance_loop(self.clone(), shutdown.clone()));
+        if let Some(listener) = metrics {
+            tokio::spawn(store::serve_metrics(
+                self.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+        }
         let sync = tokio::spawn(sync_loop(self.clone(), refresh, shutdown));
-        let (a, _, _, _) = tokio::join!(local, up, inputs, sync);
+        let (a, _, _, _, _) = tokio::join!(local, up, inputs, sync, upkeep);
         self.relay.close_all();
         a.map_err(|e| EdgeError::Scope(e.to_string()))??;
         Ok(())
@@ -389,6 +447,13 @@ impl hub::relay::Relay for LocalHook {
 
     fn disconnected(&self, client_id: &str) {
         self.relay.disconnected(client_id);
+    }
+
+    fn admit(&self, client_id: &str) -> Result<(), String> {
+        match self.gateway.upgrade() {
+            Some(g) => store::admit(&g, client_id),
+            None => Ok(()),
+        }
     }
 
     fn lookup(&self, client_id: &str) -> hub::relay::LookupFuture {

@@ -144,6 +144,9 @@ async fn init(a: InitArgs) -> Result<()> {
         routes: vec!["FROM /messages/* INTO $upstream".into()],
         store_ttl_hours: 2,
         listen: a.listen,
+        store_max_mib: 1024,
+        store_full: edge::StoreFull::default(),
+        metrics_listen: None,
     };
     let path = a.dir.join("edge.toml");
     crate::certs::store::write_all(&[crate::certs::store::Output {

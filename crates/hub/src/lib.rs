@@ -75,18 +75,29 @@ pub struct Hub {
 impl Hub {
     /// Opens the registry and the events log named by the config (recovering the log if needed).
     pub fn open(config: HubConfig, clock: SharedClock) -> Result<Arc<Self>, HubError> {
+        Self::open_with_log(config, clock, |_| {})
+    }
+
+    /// [`Hub::open`], with a last word on the events log's settings (a gateway uses smaller
+    /// segments so its store shrinks as it drains).
+    pub fn open_with_log(
+        config: HubConfig,
+        clock: SharedClock,
+        tweak: impl FnOnce(&mut durable_log::LogConfig),
+    ) -> Result<Arc<Self>, HubError> {
         if let Some(dir) = config.storage.registry.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
         let store: Arc<dyn store::Registry> =
             Arc::new(store::SqliteRegistry::open(&config.storage.registry)?);
-        let log_config = durable_log::LogConfig {
+        let mut log_config = durable_log::LogConfig {
             dir: config.storage.events.clone(),
             fsync: config.storage.fsync,
             retention_bytes: config.storage.retention_mib.map(|m| m * 1024 * 1024),
             retention_age_ms: config.storage.retention_hours.map(|h| h * 3_600_000),
             ..Default::default()
         };
+        tweak(&mut log_config);
         let (events, report) =
             durable_log::Log::open(log_config).map_err(|source| HubError::Log {
                 path: config.storage.events.display().to_string(),

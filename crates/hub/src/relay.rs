@@ -17,6 +17,11 @@ pub trait Relay: Send + Sync + 'static {
     /// `client_id` is not in the local registry: the relay may look it up upstream and add it.
     /// Resolves to `true` when it did (authentication is then tried once more).
     fn lookup(&self, client_id: &str) -> LookupFuture;
+    /// Whether a new message from `client_id` may be stored; `Err` names why not (the
+    /// connection is then closed without acknowledging it, so the sender keeps it).
+    fn admit(&self, _client_id: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// See [`Relay::lookup`].

@@ -58,6 +58,15 @@ pub struct Gw {
 
 /// Starts a gateway for `gw` in front of `t` with `routes` (empty: the default route).
 pub async fn start(t: &TestHub, routes: &[&str]) -> Gw {
+    start_with(t, routes, |_| {}).await
+}
+
+/// [`start`] with a last word on the gateway's configuration.
+pub async fn start_with(
+    t: &TestHub,
+    routes: &[&str],
+    tweak: impl FnOnce(&mut edge::EdgeConfig),
+) -> Gw {
     let edge_hub = t
         .client()
         .send(Method::GET, "/devices/gw/modules/$edgeHub", None, &[])
@@ -66,7 +75,7 @@ pub async fn start(t: &TestHub, routes: &[&str]) -> Gw {
         .json();
     let dir = tempfile::tempdir().unwrap();
     let (root, cert, key) = common::server_pki(dir.path());
-    let config = edge::EdgeConfig {
+    let mut config = edge::EdgeConfig {
         edge_id: "gw".into(),
         hub_hostname: HOST.into(),
         hub_mqtt: t.mqtt.to_string(),
@@ -82,7 +91,11 @@ pub async fn start(t: &TestHub, routes: &[&str]) -> Gw {
         routes: routes.iter().map(|r| (*r).to_owned()).collect(),
         store_ttl_hours: 2,
         listen: "127.0.0.1:0".parse().unwrap(),
+        store_max_mib: 1024,
+        store_full: edge::StoreFull::default(),
+        metrics_listen: None,
     };
+    tweak(&mut config);
     let clock: hub::time::SharedClock =
         Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now())));
     let gateway = edge::Gateway::open(config, clock).unwrap();

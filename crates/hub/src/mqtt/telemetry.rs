@@ -49,6 +49,9 @@ pub fn accept(
     if device_id != identity.device_id || module_id != identity.module_id {
         return Err(format!("publish to another identity's topic {:?}", p.topic));
     }
+    if let Some(relay) = hub.relay.get() {
+        relay.admit(&identity.client_id())?;
+    }
     if p.payload.len() > MAX_BODY_BYTES {
         return Err(format!(
             "message body of {} bytes exceeds {MAX_BODY_BYTES}",
