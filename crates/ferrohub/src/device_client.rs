@@ -1,4 +1,5 @@
-//! A minimal MQTT device client over TLS with an X.509 identity (quickstart and bench).
+//! A minimal MQTT device client over TLS with an X.509 identity or a SAS token (quickstart and
+//! bench), directly to the hub or through a transparent gateway (`*_via`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,46 @@ impl DeviceConn {
         Self::connect_with(addr, host, cfg, client_id, &username, Some(token)).await
     }
 
+    /// A downstream device through a gateway: TLS to `addr` verifies `gateway_host` (its
+    /// `GatewayHostName`), while the username names the hub (`hub_host`), as the SDKs do.
+    pub async fn connect_sas_via(
+        addr: SocketAddr,
+        gateway_host: &str,
+        hub_host: &str,
+        roots: Arc<rustls::RootCertStore>,
+        client_id: &str,
+        token: &str,
+    ) -> Result<Self> {
+        let cfg = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let username = format!("{hub_host}/{client_id}/?api-version=2021-04-12");
+        Self::connect_with(addr, gateway_host, cfg, client_id, &username, Some(token)).await
+    }
+
+    /// Like [`DeviceConn::connect_sas_via`] with an X.509 identity.
+    pub async fn connect_x509_via(
+        addr: SocketAddr,
+        gateway_host: &str,
+        hub_host: &str,
+        roots: Arc<rustls::RootCertStore>,
+        client_id: &str,
+        chain: Vec<CertificateDer<'static>>,
+        key_pem: &str,
+    ) -> Result<Self> {
+        let username = format!("{hub_host}/{client_id}/?api-version=2021-04-12");
+        Self::connect_x509_as(
+            addr,
+            gateway_host,
+            roots,
+            client_id,
+            &username,
+            chain,
+            key_pem,
+        )
+        .await
+    }
+
     async fn connect_with(
         addr: SocketAddr,
         host: &str,
@@ -83,7 +124,7 @@ impl DeviceConn {
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(ServerName::try_from(host.to_owned())?, tcp)
             .await
-            .context("TLS handshake with the hub failed")?;
+            .with_context(|| format!("TLS handshake with {host} at {addr} failed"))?;
         let (rd, wr) = tokio::io::split(tls);
         let mut conn = Self {
             rd,
@@ -172,10 +213,65 @@ impl DeviceConn {
         }
     }
 
+    /// Publishes every message (QoS 1, all in flight at once) and waits for all their PUBACKs.
+    pub async fn publish_all_acked(&mut self, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let mut waiting = std::collections::HashSet::new();
+        for (topic, payload) in messages {
+            waiting.insert(self.publish(&topic, payload).await?);
+        }
+        while !waiting.is_empty() {
+            match self.recv().await? {
+                Packet::PubAck(id) => {
+                    waiting.remove(&id);
+                }
+                Packet::Publish(_) | Packet::PingResp => {}
+                other => bail!("expected PUBACKs, got {other:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next PUBLISH from the server (a method call, a twin answer or patch, a C2D message).
+    pub async fn next_publish(&mut self) -> Result<Publish> {
+        loop {
+            match self.recv().await? {
+                Packet::Publish(p) => return Ok(p),
+                Packet::PingResp | Packet::PubAck(_) => {}
+                other => bail!("expected a PUBLISH, got {other:?}"),
+            }
+        }
+    }
+
+    /// Answers a direct method call received on `request_topic`
+    /// (`$iothub/methods/POST/{name}/?$rid={rid}`); returns the method name.
+    pub async fn answer_method(
+        &mut self,
+        request_topic: &str,
+        status: u16,
+        payload: Vec<u8>,
+    ) -> Result<String> {
+        let (name, rid) = parse_method_topic(request_topic)
+            .with_context(|| format!("{request_topic:?} is not a method request"))?;
+        self.publish_qos0(
+            &format!("$iothub/methods/res/{status}/?$rid={rid}"),
+            payload,
+        )
+        .await?;
+        Ok(name.to_owned())
+    }
+
     pub async fn disconnect(mut self) {
         let _ = self.send(&Packet::Disconnect).await;
         let _ = self.wr.shutdown().await;
     }
+}
+
+/// `$iothub/methods/POST/{name}/?$rid={rid}` → (name, rid).
+pub fn parse_method_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("$iothub/methods/POST/")?;
+    let (name, query) = rest.split_once("/?")?;
+    let rid = query.split('&').find_map(|kv| kv.strip_prefix("$rid="))?;
+    Some((name, rid))
 }
 
 pub async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Result<Packet> {
@@ -185,7 +281,22 @@ pub async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) ->
             return Ok(p);
         }
         if rd.read_buf(buf).await? == 0 {
-            bail!("the hub closed the connection");
+            bail!("the server closed the connection");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_topics_parse() {
+        assert_eq!(
+            super::parse_method_topic("$iothub/methods/POST/reboot/?$rid=1f"),
+            Some(("reboot", "1f"))
+        );
+        assert_eq!(
+            super::parse_method_topic("$iothub/twin/res/200/?$rid=1"),
+            None
+        );
     }
 }

@@ -11,6 +11,7 @@ mod edge_cmd;
 mod hub_cmd;
 mod identity_cmd;
 mod quickstart;
+mod quickstart_edge;
 mod quickstart_hub;
 mod quickstart_provision;
 mod system_status;

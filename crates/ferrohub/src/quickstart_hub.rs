@@ -1,11 +1,16 @@
-//! The quickstart's hub stage (seed 003): an in-process hub on ephemeral loopback ports, the
-//! intermediate CA verified by proof of possession, the downstream devices registered, telemetry
-//! from both sent over MQTT/TLS and read back from the durable events log.
+//! The quickstart's hub stage (seed 003): an in-process hub on loopback, the intermediate CA
+//! verified by proof of possession, the downstream devices registered, telemetry from both sent
+//! over MQTT/TLS and read back from the durable events log. It also owns what every stage shares:
+//! the async runtime, the addresses (ephemeral, or the Azure ports with `--azure-ports`), Ctrl-C
+//! handling and the per-step time limits, and it can stop the hub and bring it back on the same
+//! ports (the outage stage).
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use hub::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
@@ -13,42 +18,183 @@ use hub::events::EventRecord;
 use hub::model::{AuthType, Authentication, Device, X509Thumbprint};
 use hub::registry::IfMatch;
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
+use tokio::sync::watch;
 
+use crate::certs::Plan;
 use crate::certs::store::{load_cert, load_certs, load_key};
-use crate::certs::{KeyOpts, Plan, issue_files};
 use crate::clock;
 use crate::device_client::DeviceConn;
 
 pub const CA_NAME: &str = "quickstart-intermediate";
+/// The hub's host name: in device usernames, SAS tokens and connection strings.
+pub const HUB_HOST: &str = "localhost";
 const MESSAGES: usize = 10;
+
+/// Where the quickstart's services listen, and the names clients use for them.
+#[derive(Clone, Debug)]
+pub struct Addrs {
+    pub hub_mqtt: SocketAddr,
+    pub hub_https: SocketAddr,
+    pub dps_mqtt: SocketAddr,
+    pub dps_https: SocketAddr,
+    pub gateway: SocketAddr,
+    /// What children put in `GatewayHostName` (a name in the gateway's certificate).
+    pub gateway_host: String,
+    /// The provisioning service's global endpoint (a name in its certificate).
+    pub dps_host: String,
+}
+
+impl Addrs {
+    /// Ephemeral ports on 127.0.0.1: no privileges needed.
+    pub fn ephemeral() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            hub_mqtt: any,
+            hub_https: any,
+            dps_mqtt: any,
+            dps_https: any,
+            gateway: any,
+            gateway_host: "localhost".into(),
+            dps_host: "localhost".into(),
+        }
+    }
+
+    /// MQTT 8883 and HTTPS 443 on distinct loopback addresses, as unmodified SDKs expect. (No
+    /// service here speaks AMQP, so 5671 is not bound.)
+    pub fn azure() -> Self {
+        Self {
+            hub_mqtt: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            hub_https: SocketAddr::from(([127, 0, 0, 1], 443)),
+            dps_mqtt: SocketAddr::from(([127, 0, 0, 3], 8883)),
+            dps_https: SocketAddr::from(([127, 0, 0, 3], 443)),
+            gateway: SocketAddr::from(([127, 0, 0, 2], 8883)),
+            gateway_host: "127.0.0.2".into(),
+            dps_host: "127.0.0.3".into(),
+        }
+    }
+
+    /// Binds every fixed address once and lets it go, so a refusal is reported before any step
+    /// runs, with the fix.
+    pub fn preflight(&self) -> Result<()> {
+        let all = [
+            (self.hub_mqtt, "hub MQTT"),
+            (self.hub_https, "hub HTTPS"),
+            (self.gateway, "gateway MQTT"),
+            (self.dps_mqtt, "DPS MQTT"),
+            (self.dps_https, "DPS HTTPS"),
+        ];
+        for (addr, what) in all {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                let exe = std::env::current_exe().unwrap_or_else(|_| "ferrohub".into());
+                match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => bail!(
+                        "cannot bind {addr} ({what}): permission denied. --azure-ports binds ports \
+                         below 1024, which needs root or CAP_NET_BIND_SERVICE: run it as root, or \
+                         once `sudo setcap cap_net_bind_service=+ep {}`, or leave out --azure-ports \
+                         (ephemeral high ports, no privileges)",
+                        exe.display()
+                    ),
+                    std::io::ErrorKind::AddrInUse => bail!(
+                        "cannot bind {addr} ({what}): something is already listening there (another \
+                         hub, gateway or quickstart?); stop it or leave out --azure-ports"
+                    ),
+                    _ => bail!("cannot bind {addr} ({what}): {e}"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 struct Running {
     hub: Arc<hub::Hub>,
     mqtt: SocketAddr,
     https: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), hub::HubError>>,
+}
+
+/// A hub stopped on purpose: what it takes to bring it back on the same ports.
+struct Stopped {
+    config: HubConfig,
+    mqtt: SocketAddr,
+    https: SocketAddr,
 }
 
 /// Holds the runtime and the running hub between quickstart steps.
 pub struct HubStage {
     pub rt: tokio::runtime::Runtime,
+    pub addrs: Addrs,
     running: RefCell<Option<Running>>,
-    /// The `iothubowner` key, for the provisioning service's link to the hub.
+    stopped: RefCell<Option<Stopped>>,
+    /// The `iothubowner` key, for the provisioning service's link and the service API.
     pub owner_key: String,
+    /// Turns true on Ctrl-C (SIGINT) or SIGTERM.
+    interrupt: watch::Receiver<bool>,
 }
 
 impl HubStage {
-    pub fn new() -> Result<Self> {
+    /// The runtime, and a Ctrl-C handler: the first signal interrupts the running step and the
+    /// services are stopped; a second one exits at once.
+    pub fn new(addrs: Addrs) -> Result<Self> {
+        let rt = crate::hub_cmd::runtime()?;
+        let (tx, interrupt) = watch::channel(false);
+        rt.spawn(async move {
+            crate::hub_cmd::wait_for_signal().await;
+            let _ = tx.send(true);
+            eprintln!("\nInterrupted: stopping the services (press Ctrl-C again to exit at once)");
+            crate::hub_cmd::wait_for_signal().await;
+            std::process::exit(130);
+        });
         Ok(Self {
-            rt: crate::hub_cmd::runtime()?,
+            rt,
+            addrs,
             running: RefCell::new(None),
+            stopped: RefCell::new(None),
             owner_key: hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
+            interrupt,
+        })
+    }
+
+    pub fn interrupted(&self) -> bool {
+        *self.interrupt.borrow()
+    }
+
+    /// Blocks until Ctrl-C (`--keep-running`).
+    pub fn wait_for_interrupt(&self) {
+        let mut rx = self.interrupt.clone();
+        let _ = self.rt.block_on(rx.wait_for(|v| *v));
+    }
+
+    /// Runs `fut` on the runtime for at most `secs` seconds; Ctrl-C ends it too.
+    pub fn within<T>(&self, secs: u64, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let mut rx = self.interrupt.clone();
+        self.rt.block_on(async move {
+            tokio::select! {
+                r = fut => r,
+                () = tokio::time::sleep(Duration::from_secs(secs)) => {
+                    bail!("no result within {secs} s (timed out)")
+                }
+                _ = rx.wait_for(|v| *v) => bail!("interrupted"),
+            }
+        })
+    }
+
+    /// Like [`HubStage::within`] but not cut short by Ctrl-C (stopping the services).
+    pub fn finish_within<T>(&self, secs: u64, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        self.rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(secs), fut)
+                .await
+                .unwrap_or_else(|_| bail!("did not finish within {secs} s"))
         })
     }
 
     /// The running hub, its MQTT and its HTTPS address.
     pub fn endpoints(&self) -> Result<(Arc<hub::Hub>, SocketAddr, SocketAddr)> {
+        self.check_alive()?;
         let r = self.running.borrow();
         let r = r
             .as_ref()
@@ -56,40 +202,97 @@ impl HubStage {
         Ok((r.hub.clone(), r.mqtt, r.https))
     }
 
-    fn hub(&self) -> Result<(Arc<hub::Hub>, SocketAddr)> {
-        let r = self.running.borrow();
-        let r = r
+    /// The hub's addresses while it runs or while it is stopped for the outage.
+    pub fn addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        if let Some(r) = self.running.borrow().as_ref() {
+            return Some((r.mqtt, r.https));
+        }
+        self.stopped.borrow().as_ref().map(|s| (s.mqtt, s.https))
+    }
+
+    /// Fails, with the hub's own error, when its task ended without being asked to.
+    fn check_alive(&self) -> Result<()> {
+        let finished = self
+            .running
+            .borrow()
             .as_ref()
-            .context("the hub is not running (an earlier step failed)")?;
-        Ok((r.hub.clone(), r.mqtt))
+            .is_some_and(|r| r.task.is_finished());
+        if !finished {
+            return Ok(());
+        }
+        let Some(r) = self.running.borrow_mut().take() else {
+            return Ok(());
+        };
+        let cause = match self.rt.block_on(r.task) {
+            Ok(Ok(())) => "it stopped serving".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("its task failed: {e}"),
+        };
+        bail!("the hub died: {cause}")
+    }
+
+    fn hub(&self) -> Result<(Arc<hub::Hub>, SocketAddr)> {
+        let (hub, mqtt, _) = self.endpoints()?;
+        Ok((hub, mqtt))
+    }
+
+    /// A service API client with the `iothubowner` policy.
+    pub fn service_client(&self, certs: &Path) -> Result<hub::client::ServiceClient> {
+        let (_, _, https) = self.endpoints()?;
+        let key = iot_auth::sas::decode_key(&self.owner_key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(hub::client::ServiceClient::new(
+            https.to_string(),
+            HUB_HOST.into(),
+            "iothubowner".into(),
+            key,
+            hub::tls::client_config(&certs.join("root-ca.cert.pem"))?,
+        ))
+    }
+
+    /// The service connection string (`iothubowner`).
+    pub fn service_connection_string(&self) -> String {
+        format!(
+            "HostName={HUB_HOST};SharedAccessKeyName=iothubowner;SharedAccessKey={}",
+            self.owner_key
+        )
     }
 
     /// Starts a hub with its own server certificate (signed by the intermediate).
     pub fn start(&self, certs: &Path) -> Result<String> {
-        if !certs.join("server-hub.cert.pem").exists() {
-            let plan = Plan {
+        // 127.0.0.3: the provisioning service presents this certificate too.
+        crate::quickstart::ensure(
+            certs,
+            Plan {
                 what: "hub server certificate",
                 profile: Profile::Server,
-                cn: "localhost".into(),
-                sans: vec!["localhost".into(), "127.0.0.1".into()],
+                cn: HUB_HOST.into(),
+                sans: vec![
+                    HUB_HOST.into(),
+                    "127.0.0.1".into(),
+                    "127.0.0.3".into(),
+                    "::1".into(),
+                ],
                 stem: "server-hub".into(),
                 full_chain: true,
                 issuer: Some(("intermediate-ca".into(), None)),
-            };
-            issue_files(
-                certs,
-                &plan,
-                &KeyOpts {
-                    key_alg: KeyAlgorithm::P256,
-                    days: None,
-                    not_before: None,
-                    force: false,
-                },
-            )?;
-        }
+            },
+        )?;
         let data = certs.parent().unwrap_or(Path::new(".")).join("hub-data");
-        let cfg = HubConfig {
-            hostname: "localhost".into(),
+        let cfg = self.config(certs, &data);
+        let running = self.launch(cfg, self.addrs.hub_mqtt, self.addrs.hub_https)?;
+        let text = format!(
+            "MQTT/TLS on {}, HTTPS on {}, data in {}",
+            running.mqtt,
+            running.https,
+            data.display()
+        );
+        *self.running.borrow_mut() = Some(running);
+        Ok(text)
+    }
+
+    fn config(&self, certs: &Path, data: &Path) -> HubConfig {
+        HubConfig {
+            hostname: HUB_HOST.into(),
             listen: Listen::default(),
             tls: Tls {
                 cert: certs.join("server-hub-full-chain.cert.pem"),
@@ -116,23 +319,69 @@ impl HubStage {
                     hub::config::Right::DeviceConnect,
                 ],
             }],
-        };
-        let running = self.rt.block_on(async {
+        }
+    }
+
+    fn launch(&self, cfg: HubConfig, mqtt: SocketAddr, https: SocketAddr) -> Result<Running> {
+        self.within(10, async move {
             let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
-            let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let mqtt = bind(mqtt, "the hub's MQTT").await?;
+            let https = bind(https, "the hub's HTTPS").await?;
             let (addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
-            let (stop, rx) = tokio::sync::watch::channel(false);
+            let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
-            Ok::<_, anyhow::Error>(Running {
+            Ok(Running {
                 hub,
                 mqtt: addr,
                 https: https_addr,
                 stop,
                 task,
             })
+        })
+    }
+
+    /// The outage: stops the hub (its sessions close) and keeps what it takes to restart it on
+    /// the same ports.
+    pub fn pause(&self) -> Result<String> {
+        self.check_alive()?;
+        let running = self
+            .running
+            .borrow_mut()
+            .take()
+            .context("the hub is not running (an earlier step failed)")?;
+        let (mqtt, https, config) = (running.mqtt, running.https, running.hub.config.clone());
+        let events = running.hub.events.next_offset();
+        let _ = running.stop.send(true);
+        self.finish_within(10, async move {
+            running.task.await.context("the hub task failed")??;
+            anyhow::Ok(())
         })?;
-        let text = format!("MQTT/TLS on {}, data in {}", running.mqtt, data.display());
+        *self.stopped.borrow_mut() = Some(Stopped {
+            config,
+            mqtt,
+            https,
+        });
+        let down = self
+            .rt
+            .block_on(tokio::net::TcpStream::connect(mqtt))
+            .is_err();
+        if !down {
+            bail!("the hub still accepts connections on {mqtt} after stopping");
+        }
+        Ok(format!(
+            "hub stopped with {events} events stored; {mqtt} refuses connections"
+        ))
+    }
+
+    /// Brings the hub back on the ports it had, with its registry and events log.
+    pub fn resume(&self) -> Result<String> {
+        let s = self
+            .stopped
+            .borrow_mut()
+            .take()
+            .context("the hub was not stopped for an outage")?;
+        let running = self.launch(s.config, s.mqtt, s.https)?;
+        let text = format!("hub back on {} and {}", running.mqtt, running.https);
         *self.running.borrow_mut() = Some(running);
         Ok(text)
     }
@@ -196,8 +445,8 @@ impl HubStage {
                 .map(pki::Certificate::to_rustls)
                 .collect();
             let key_pem = load_key(&certs.join(format!("{stem}.key.pem")))?.to_pem();
-            self.rt.block_on(async {
-                let mut conn = DeviceConn::connect_x509(addr, "localhost", roots.clone(), id, chain, &key_pem).await?;
+            self.within(30, async {
+                let mut conn = DeviceConn::connect_x509(addr, HUB_HOST, roots.clone(), id, chain, &key_pem).await?;
                 let topic = format!("devices/{id}/messages/events/%24.ct=application%2Fjson&%24.ce=utf-8&source=quickstart");
                 for i in 0..MESSAGES {
                     conn.publish_acked(&topic, format!("{{\"seq\":{i}}}").into_bytes()).await?;
@@ -236,19 +485,37 @@ impl HubStage {
 
     /// Stops the hub and waits for it.
     pub fn stop(&self) -> Result<String> {
-        let running = self
-            .running
-            .borrow_mut()
-            .take()
-            .context("the hub is not running")?;
+        self.check_alive()?;
+        let Some(running) = self.running.borrow_mut().take() else {
+            if self.stopped.borrow_mut().take().is_some() {
+                return Ok("already stopped (the outage stage did not bring it back)".into());
+            }
+            bail!("the hub is not running");
+        };
         let _ = running.stop.send(true);
-        self.rt
-            .block_on(running.task)
-            .context("the hub task failed")??;
-        Ok(format!(
-            "{} events stored in total",
-            running.hub.events.next_offset()
-        ))
+        let events = running.hub.events.next_offset();
+        self.finish_within(10, async move {
+            running.task.await.context("the hub task failed")??;
+            anyhow::Ok(())
+        })?;
+        Ok(format!("{events} events stored in total"))
+    }
+}
+
+/// Binds `addr`; right after the hub stopped, its port may take a moment to come free.
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse && addr.port() != 0 && tries < 60 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen for {what} on {addr}")),
+        }
     }
 }
 

@@ -14,15 +14,17 @@ use identity::client::UdsClient;
 use serde_json::json;
 
 use crate::device_client::DeviceConn;
-use crate::quickstart_hub::{CA_NAME, HubStage, prove_ca};
+use crate::quickstart_hub::{CA_NAME, HUB_HOST, HubStage, prove_ca};
 
-const SCOPE: &str = "0ne00QUICK1";
+pub const SCOPE: &str = "0ne00QUICK1";
 const MODULE: &str = "quickstart-module";
 
 struct Running {
     dps: Arc<dps::Dps>,
+    mqtt: SocketAddr,
     https: SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), dps::DpsError>>,
 }
 
 pub struct ProvisionStage<'a> {
@@ -47,14 +49,22 @@ impl<'a> ProvisionStage<'a> {
         let r = r
             .as_ref()
             .context("the provisioning service is not running (an earlier step failed)")?;
+        if r.task.is_finished() {
+            bail!("the provisioning service died (its task ended)");
+        }
         Ok((r.dps.clone(), r.https))
+    }
+
+    /// The provisioning service's MQTT and HTTPS addresses while it runs.
+    pub fn addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.running.borrow().as_ref().map(|r| (r.mqtt, r.https))
     }
 
     /// Starts a provisioning service on loopback, linked to the hub, sharing its TLS certificate.
     pub fn start(&self, certs: &Path) -> Result<String> {
         let (_, _, hub_https) = self.hub.endpoints()?;
         let cfg = dps::config::DpsConfig {
-            hostname: "localhost".into(),
+            hostname: self.hub.addrs.dps_host.clone(),
             id_scope: SCOPE.into(),
             allocation_policy: "hashed".into(),
             listen: dps::config::Listen::default(),
@@ -68,32 +78,36 @@ impl<'a> ProvisionStage<'a> {
             },
             policies: vec![],
             linked_hubs: vec![dps::config::LinkedHub {
-                connection_string: format!(
-                    "HostName=localhost;SharedAccessKeyName=iothubowner;SharedAccessKey={}",
-                    self.hub.owner_key
-                ),
+                connection_string: self.hub.service_connection_string(),
                 ca: Some(certs.join("root-ca.cert.pem")),
                 address: Some(hub_https.to_string()),
                 allocation_weight: 1,
             }],
         };
         cfg.check().map_err(|e| anyhow::anyhow!(e))?;
-        let running = self.hub.rt.block_on(async {
+        let (mqtt_at, https_at) = (self.hub.addrs.dps_mqtt, self.hub.addrs.dps_https);
+        let running = self.hub.within(10, async {
             let dps = dps::Dps::open(cfg, Arc::new(hub::time::SystemClock))?;
-            let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let https_addr = https.local_addr()?;
+            let mqtt = tokio::net::TcpListener::bind(mqtt_at)
+                .await
+                .with_context(|| format!("cannot listen for DPS MQTT on {mqtt_at}"))?;
+            let https = tokio::net::TcpListener::bind(https_at)
+                .await
+                .with_context(|| format!("cannot listen for DPS HTTPS on {https_at}"))?;
+            let (mqtt_addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
             let (stop, rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(dps::run(dps.clone(), dps::Listeners { mqtt, https }, rx));
+            let task = tokio::spawn(dps::run(dps.clone(), dps::Listeners { mqtt, https }, rx));
             anyhow::Ok(Running {
                 dps,
+                mqtt: mqtt_addr,
                 https: https_addr,
                 stop,
+                task,
             })
         })?;
         let text = format!(
-            "ID scope {SCOPE}, HTTPS on {}, linked to the hub at {hub_https}",
-            running.https
+            "ID scope {SCOPE}, MQTT on {}, HTTPS on {}, linked to the hub at {hub_https}",
+            running.mqtt, running.https
         );
         *self.running.borrow_mut() = Some(running);
         Ok(text)
@@ -136,8 +150,9 @@ impl<'a> ProvisionStage<'a> {
             )
         };
         let text = format!(
-            "hostname = \"{edge_id}\"\ntrust_bundle_cert = \"{}\"\n\n[provisioning]\nsource = \"dps\"\nglobal_endpoint = \"https://localhost:{}\"\nid_scope = \"{SCOPE}\"\n\n[provisioning.attestation]\nmethod = \"x509\"\nregistration_id = \"{edge_id}\"\nidentity_cert = \"{}\"\nidentity_pk = \"{}\"\n\n[[principal]]\nuid = {uid}\nname = \"{MODULE}\"\nidtype = [\"module\"]\n",
+            "hostname = \"{edge_id}\"\ntrust_bundle_cert = \"{}\"\n\n[provisioning]\nsource = \"dps\"\nglobal_endpoint = \"https://{}:{}\"\nid_scope = \"{SCOPE}\"\n\n[provisioning.attestation]\nmethod = \"x509\"\nregistration_id = \"{edge_id}\"\nidentity_cert = \"{}\"\nidentity_pk = \"{}\"\n\n[[principal]]\nuid = {uid}\nname = \"{MODULE}\"\nidtype = [\"module\"]\n",
             file("root-ca.cert.pem"),
+            self.hub.addrs.dps_host,
             dps_https.port(),
             file(&format!("iot-device-{edge_id}-full-chain.cert.pem")),
             file(&format!("iot-device-{edge_id}.key.pem")),
@@ -151,7 +166,7 @@ impl<'a> ProvisionStage<'a> {
             identity::config::apply::plan(&sc, &paths).map_err(|e| anyhow::anyhow!("{e}"))?;
         identity::config::apply::write(&applied, &paths).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let device = self.hub.rt.block_on(async {
+        let device = self.hub.within(30, async {
             let keyd = identity::keyd::Keyd::open(&applied.keyd)
                 .map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
             let store = keyd.store();
@@ -167,7 +182,7 @@ impl<'a> ProvisionStage<'a> {
             wait_for_socket(&applied.keyd.socket).await?;
             let options = identity::identityd::Options {
                 store: Some(store),
-                hub_addresses: [("localhost".to_owned(), hub_https.to_string())].into(),
+                hub_addresses: [(HUB_HOST.to_owned(), hub_https.to_string())].into(),
                 ..Default::default()
             };
             tokio::spawn(identity::identityd::serve(
@@ -217,12 +232,12 @@ impl<'a> ProvisionStage<'a> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(crate::certs::store::load_cert(&certs.join("root-ca.cert.pem"))?.to_rustls())?;
         let roots = Arc::new(roots);
-        self.hub.rt.block_on(async {
+        self.hub.within(30, async {
             let idd = UdsClient::new(run_dir.join("identityd.sock"));
             let id = idd.call(Method::GET, "/identities/identity?api-version=2020-09-01", None).await?;
             let spec = &id["spec"];
             let handle = spec["auth"]["keyHandle"].as_str().context("no key handle")?;
-            let resource = format!("localhost/devices/{edge_id}/modules/{MODULE}");
+            let resource = format!("{HUB_HOST}/devices/{edge_id}/modules/{MODULE}");
             let sr = iot_auth::percent_encode(&resource);
             let expiry = u64::try_from(crate::clock::now().unix_timestamp())? + 3600;
             use base64::Engine as _;
@@ -233,7 +248,7 @@ impl<'a> ProvisionStage<'a> {
             let sig = iot_auth::percent_encode(signed["signature"].as_str().context("no signature")?);
             let token = format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}");
             let client_id = format!("{edge_id}/{MODULE}");
-            let mut conn = DeviceConn::connect_sas(mqtt, "localhost", roots, &client_id, &token).await?;
+            let mut conn = DeviceConn::connect_sas(mqtt, HUB_HOST, roots, &client_id, &token).await?;
             let topic = format!("devices/{edge_id}/modules/{MODULE}/messages/events/%24.on=quickstart");
             for i in 0..5 {
                 conn.publish_acked(&topic, format!("{{\"seq\":{i}}}").into_bytes()).await?;
@@ -266,6 +281,13 @@ impl<'a> ProvisionStage<'a> {
             .context("the provisioning service is not running")?;
         let _ = running.stop.send(true);
         let registrations = running.dps.store.list_registrations()?.len();
+        self.hub.finish_within(10, async move {
+            running
+                .task
+                .await
+                .context("the provisioning service task failed")??;
+            anyhow::Ok(())
+        })?;
         Ok(format!("{registrations} registration(s) recorded"))
     }
 }
