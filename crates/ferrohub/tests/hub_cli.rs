@@ -120,6 +120,24 @@ fn init_serve_manage_and_restart() {
     )))
     .unwrap();
     let scope = gw["deviceScope"].as_str().unwrap().to_owned();
+    // Modules: an edge device's module with a connection string for behind the gateway.
+    let made = ok(hub(
+        &config,
+        &["module", "create", "gw", "filter", "--gateway", "127.0.0.4"],
+    ));
+    assert!(
+        made.contains("DeviceId=gw;ModuleId=filter;SharedAccessKey=")
+            && made.contains(";GatewayHostName=127.0.0.4"),
+        "{made}"
+    );
+    let listed = ok(hub(&config, &["module", "list", "gw"]));
+    for m in ["$edgeAgent", "$edgeHub", "filter"] {
+        assert!(listed.contains(m), "{listed}");
+    }
+    ok(hub(&config, &["module", "delete", "gw", "filter"]));
+    let gone = hub(&config, &["module", "show", "gw", "filter"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("ModuleNotFound"), "{gone:?}");
     assert!(scope.starts_with("ms-azure-iot-edge://gw-"), "{scope}");
     let linked: serde_json::Value = serde_json::from_str(&ok(hub(
         &config,

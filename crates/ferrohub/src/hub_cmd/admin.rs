@@ -70,7 +70,7 @@ impl Conn {
     }
 }
 
-async fn call(
+pub(super) async fn call(
     client: &ServiceClient,
     method: Method,
     path: &str,
@@ -81,7 +81,7 @@ async fn call(
     Ok(resp.json())
 }
 
-fn enc(id: &str) -> String {
+pub(super) fn enc(id: &str) -> String {
     iot_auth::percent_encode(id)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 mod init;
+mod module;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,9 @@ pub enum HubCmd {
     /// Device identities (like `az iot hub device-identity`).
     #[command(subcommand)]
     Device(admin::DeviceCmd),
+    /// Module identities (like `az iot hub module-identity`).
+    #[command(subcommand)]
+    Module(module::ModuleCmd),
     /// CA certificates with proof of possession.
     #[command(subcommand)]
     Ca(admin::CaCmd),
@@ -85,6 +89,7 @@ pub fn run(args: HubArgs) -> Result<bool> {
         }
         (Some(HubCmd::Events(a)), _) => runtime()?.block_on(admin::events(a)).map(|()| true),
         (Some(HubCmd::Device(cmd)), _) => runtime()?.block_on(admin::device(cmd)).map(|()| true),
+        (Some(HubCmd::Module(cmd)), _) => runtime()?.block_on(module::run(cmd)).map(|()| true),
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
         (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
     }
