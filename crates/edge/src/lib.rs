@@ -19,6 +19,11 @@ pub mod relay;
 mod scope;
 pub mod store;
 pub mod upstream;
+// Identity mode (`ferrohub edge -c config.toml`) and the renewable server certificate.
+pub mod identity_source;
+mod keyd_signer;
+pub mod server_cert;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -131,6 +136,8 @@ pub enum EdgeError {
     Config(String),
     #[error("cannot make a $edgeHub token: {0}")]
     Token(String),
+    #[error("identity service: {0}")]
+    Identity(String),
 }
 
 pub struct Gateway {
@@ -151,6 +158,8 @@ pub struct Gateway {
     pub stats: GatewayStats,
     /// Unknown identities recently looked up at the hub (client id → ms).
     lookups: Mutex<std::collections::HashMap<String, i64>>,
+    /// A renewable server certificate, when set (see [`Gateway::use_server_cert`]).
+    server_cert: std::sync::OnceLock<Arc<hub::tls::ReloadableCert>>,
 }
 
 /// Store-and-forward counters (see also [`relay::RelayStats`]).
@@ -279,6 +288,7 @@ impl Gateway {
                 forwarded: AtomicU64::new(0),
                 stats: GatewayStats::default(),
                 lookups: Mutex::new(std::collections::HashMap::new()),
+                server_cert: std::sync::OnceLock::new(),
             };
             // The last desired properties seen, for a restart while the hub is unreachable.
             if let Ok(text) = std::fs::read_to_string(&desired_path)
@@ -372,12 +382,10 @@ impl Gateway {
         let internal = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .map_err(|e| EdgeError::Scope(e.to_string()))?;
-        let local = tokio::spawn(hub::run(
-            self.local.clone(),
-            hub::Listeners {
-                mqtt: listener,
-                https: internal,
-            },
+        let local = tokio::spawn(tls::serve_local(
+            self.clone(),
+            listener,
+            internal,
             shutdown.clone(),
         ));
         self.relay.start_edge_hub();

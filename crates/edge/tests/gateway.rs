@@ -150,7 +150,15 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
         expected.len()
     );
     eprintln!("redelivered duplicates: {}", seen.len() - unique.len());
-    assert!(gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed) >= OUTAGE + 10);
+    // The hub stores a batch before the gateway has read its PUBACKs and counted it.
+    let forwarded = || gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..500 {
+        if forwarded() >= OUTAGE + 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(forwarded() >= OUTAGE + 10, "forwarded: {}", forwarded());
     let _ = g.stop.send(true);
     let _ = hub_stop.send(true);
     drop(hub_dir);

@@ -14,17 +14,78 @@ use crate::certs::{KeyOpts, Plan, issue_files};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
-#[command(after_help = "Examples:\n  ferrohub certs edge-ca gw\n  \
+#[command(
+    after_help = "Two ways to run a gateway. With -c FILE, a file with `edge_id` is an edge.toml \
+    (from `edge init`); anything else is the device super-config, and the gateway then takes its \
+    identity and $edgeHub tokens from identityd and keyd, and its TLS certificate from certd (issued \
+    from [edge_ca], or a quickstart CA made in keyd when [edge_ca] is absent; renewed at 2/3 of its life).\n\n\
+    Examples:\n  \
+    # identity service mode (seed 001): config.toml has hostname, trust_bundle_cert, [provisioning], [edge_ca]\n  \
+    sudo ferrohub config apply -c /etc/ferrohub/config.toml && sudo ferrohub identity run &\n  \
+    sudo ferrohub edge -c /etc/ferrohub/config.toml --listen 0.0.0.0:8883 --ip 192.168.1.20\n  \
+    openssl s_client -connect GATEWAY:8883 -CAfile root-ca.cert.pem -showcerts   # Verify return code: 0 (ok)\n\n  \
+    # file mode\n  \
+    ferrohub certs edge-ca gw\n  \
     ferrohub edge init --dir edge --edge-id gw --hostname 127.0.0.4 --listen 127.0.0.4:8883 \\\n      \
-    --hub-config hub/hub.toml --ca-dir certs --edge-ca gw\n  \
+    --config hub/hub.toml --ca-dir certs --edge-ca gw\n  \
     ferrohub hub device create child1 --parent gw --config hub/hub.toml\n  \
-    ferrohub edge --config edge/edge.toml        # children connect with GatewayHostName=127.0.0.4")]
+    ferrohub edge --config edge/edge.toml        # children connect with GatewayHostName=127.0.0.4"
+)]
 pub struct EdgeArgs {
-    /// The gateway configuration to serve.
+    /// The gateway configuration to serve: an edge.toml, or the device super-config
+    /// (/etc/ferrohub/config.toml) for identity service mode.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    identity: IdentityArgs,
     #[command(subcommand)]
     cmd: Option<EdgeCmd>,
+}
+
+/// Settings of identity service mode (`-c config.toml`); edge.toml carries its own.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Prefix of /etc/ferrohub, /run/ferrohub and /var/lib/ferrohub (as `config apply --root`).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Where children connect [default: 0.0.0.0:8883].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Local registry, store and TLS files [default: ROOT/var/lib/ferrohub/edge].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// An IP address children may connect to, added to the certificate (repeatable).
+    #[arg(long = "ip", value_name = "IP")]
+    ips: Vec<std::net::IpAddr>,
+    /// A route in IoT Edge's language (repeatable) [default: FROM /messages/* INTO $upstream].
+    #[arg(long = "route", value_name = "ROUTE")]
+    routes: Vec<String>,
+    /// How long messages wait for the hub [default: 2].
+    #[arg(long, value_name = "HOURS")]
+    store_ttl_hours: Option<u64>,
+    /// The hub's MQTT address [default: HUB:8883, HUB from identityd].
+    #[arg(long, value_name = "HOST:PORT")]
+    hub_mqtt: Option<String>,
+    /// The hub's HTTPS address [default: HUB:443].
+    #[arg(long, value_name = "HOST:PORT")]
+    hub_https: Option<String>,
+    /// How often the certificate's renewal time is checked [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    renew_check_secs: Option<u64>,
+}
+
+impl IdentityArgs {
+    fn any(&self) -> bool {
+        self.root.is_some()
+            || self.listen.is_some()
+            || self.data_dir.is_some()
+            || !self.ips.is_empty()
+            || !self.routes.is_empty()
+            || self.store_ttl_hours.is_some()
+            || self.hub_mqtt.is_some()
+            || self.hub_https.is_some()
+            || self.renew_check_secs.is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +93,8 @@ pub enum EdgeCmd {
     /// Register the edge device at the hub (if needed) and write DIR/edge.toml with a TLS server
     /// certificate issued by the edge CA.
     Init(InitArgs),
+    #[command(flatten)]
+    Agent(crate::agent_cmd::AgentCmd),
 }
 
 #[derive(Debug, Args)]
@@ -60,9 +123,22 @@ pub struct InitArgs {
 pub fn run(args: EdgeArgs) -> Result<bool> {
     match (args.cmd, args.config) {
         (Some(EdgeCmd::Init(a)), _) => crate::hub_cmd::runtime()?.block_on(init(a)).map(|()| true),
-        (None, Some(config)) => serve(&config),
+        (Some(EdgeCmd::Agent(c)), _) => crate::agent_cmd::run(c),
+        (None, Some(config)) if is_edge_toml(&config)? => {
+            if args.identity.any() {
+                bail!(
+                    "{} is an edge.toml; --root, --listen, --ip and the other identity-mode flags \
+                     apply to a super-config only (edge.toml has its own settings)",
+                    config.display()
+                );
+            }
+            serve(&config)
+        }
+        (None, Some(config)) => serve_identity(&config, args.identity),
         (None, None) => {
-            bail!("pass --config FILE to serve a gateway, or `ferrohub edge init` (see --help)")
+            bail!(
+                "pass -c FILE (an edge.toml, or the super-config for identity service mode), or `ferrohub edge init` (see --help)"
+            )
         }
     }
 }
@@ -189,6 +265,71 @@ fn serve(path: &std::path::Path) -> Result<bool> {
             let _ = tx.send(true);
         });
         gateway
+            .run(listener, std::time::Duration::from_secs(300), rx)
+            .await?;
+        anyhow::Ok(true)
+    })
+}
+
+/// Whether `path` is an edge.toml (it names `edge_id`) rather than a super-config.
+fn is_edge_toml(path: &std::path::Path) -> Result<bool> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not TOML", path.display()))?;
+    Ok(table.contains_key("edge_id"))
+}
+
+/// `ferrohub edge -c config.toml`: identity, tokens and certificate from the identity service.
+fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
+    let mut settings = edge::identity_source::IdentitySettings::new(path);
+    if let Some(root) = a.root {
+        settings.root = root;
+    }
+    if let Some(listen) = a.listen {
+        settings.listen = listen;
+    }
+    settings.data_dir = a.data_dir;
+    settings.ips = a.ips;
+    settings.routes = a.routes;
+    if let Some(hours) = a.store_ttl_hours {
+        settings.store_ttl_hours = hours;
+    }
+    settings.hub_mqtt = a.hub_mqtt;
+    settings.hub_https = a.hub_https;
+    let every = std::time::Duration::from_secs(a.renew_check_secs.unwrap_or(60).max(1));
+    crate::hub_cmd::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let clock: hub::time::SharedClock = Arc::new(hub::time::SystemClock);
+        let opened = edge::identity_source::open(&settings, clock.clone(), clock)
+            .await
+            .with_context(|| format!("identity service mode with {}", path.display()))?;
+        let certs = opened.certs.clone();
+        let time = |t: Option<time::OffsetDateTime>| t.map(hub::time::rfc3339).unwrap_or_default();
+        eprintln!(
+            "edge gateway {} (hub {}, identity service) serving children on {} (Ctrl-C to stop)\n  \
+             certificate {}: expires {}, renewed at {}",
+            opened.identity.device_id,
+            opened.identity.hub_name,
+            listener.local_addr()?,
+            certs.chain_path().display(),
+            time(certs.expiry()),
+            time(certs.renews_at()),
+        );
+        if let Some(ca) = certs.quickstart_ca_path() {
+            eprintln!("  quickstart edge CA: children must trust {}", ca.display());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            crate::hub_cmd::wait_for_signal().await;
+            let _ = tx.send(true);
+        });
+        tokio::spawn(edge::server_cert::renewal_loop(certs, every, rx.clone()));
+        opened
+            .gateway
             .run(listener, std::time::Duration::from_secs(300), rx)
             .await?;
         anyhow::Ok(true)

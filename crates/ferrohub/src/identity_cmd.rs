@@ -71,6 +71,7 @@ pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
                 Daemon::Identityd => {
                     let options = identity::identityd::Options {
                         store: Some(keyd_daemon.store()),
+                        config_paths: Some(root.config_files("identityd")),
                         ..Default::default()
                     };
                     identity::identityd::serve(root.load("identityd")?, options, rx).await?;
@@ -104,6 +105,8 @@ async fn run_all(root: RootArg) -> Result<()> {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let options = identity::identityd::Options {
         store: Some(store),
+        // `POST /reload` (e.g. from `ferrohub config apply`) re-reads these.
+        config_paths: Some(root.config_files("identityd")),
         ..Default::default()
     };
     let i = tokio::spawn(identity::identityd::serve(identityd, options, rx));

@@ -85,7 +85,12 @@ pub async fn status(root: &RootArg) -> Result<bool> {
         }
         Err(_) => {}
     }
-    for id in ["device-id", "trust-bundle", "aziot-edged-ca"] {
+    for id in [
+        "device-id",
+        "trust-bundle",
+        "aziot-edged-ca",
+        edge::server_cert::SERVER_CERT_ID,
+    ] {
         if let Some(chain) = cert(&certd, id).await {
             let first = chain.first().map(describe).unwrap_or_default();
             println!(
@@ -183,8 +188,134 @@ pub async fn check(root: &RootArg) -> Result<bool> {
             &reachable.err().unwrap_or_default(),
         );
     }
+    gateway(&mut c, &certd, &i.hostname, &bundle, now).await;
     println!("{} check(s) failed", c.failed);
     Ok(c.failed == 0)
+}
+
+/// The edge gateway's certificate (when `ferrohub edge -c config.toml` issued one through certd):
+/// it must name `hostname` and verify against the trust bundle.
+async fn gateway(
+    c: &mut Checks,
+    certd: &UdsClient,
+    hostname: &str,
+    bundle: &[pki::Certificate],
+    now: time::OffsetDateTime,
+) {
+    let edge_ca = cert(certd, edge::server_cert::EDGE_CA_ID).await;
+    let Some(chain) = cert(certd, edge::server_cert::SERVER_CERT_ID).await else {
+        if edge_ca.is_some() {
+            println!(
+                "Edge gateway\n  · no gateway certificate yet: `ferrohub edge -c config.toml` issues it at start"
+            );
+        }
+        return;
+    };
+    println!("Edge gateway");
+    for f in gateway_findings(&chain, hostname, bundle, now) {
+        c.report(f.ok, &f.what, &f.next);
+    }
+}
+
+/// One check's outcome: what was checked (or found wrong) and the fix.
+#[derive(Debug)]
+struct Finding {
+    ok: bool,
+    what: String,
+    next: String,
+}
+
+/// Whether `name` (`DNS:x`, `IP:y` as [`pki::CertInfo`] lists them) covers `host`.
+fn san_covers(name: &str, host: &str) -> bool {
+    if let Some(ip) = name.strip_prefix("IP:") {
+        return matches!((ip.parse::<std::net::IpAddr>(), host.parse::<std::net::IpAddr>()), (Ok(a), Ok(b)) if a == b);
+    }
+    let Some(dns) = name.strip_prefix("DNS:") else {
+        return false;
+    };
+    match dns.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
+        None => dns.eq_ignore_ascii_case(host),
+    }
+}
+
+/// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix.
+fn gateway_findings(
+    chain: &[pki::Certificate],
+    hostname: &str,
+    bundle: &[pki::Certificate],
+    now: time::OffsetDateTime,
+) -> Vec<Finding> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Vec::new();
+    };
+    let names = leaf.info().subject_alt_names;
+    let named = names.iter().any(|n| san_covers(n, hostname));
+    let names_text = if names.is_empty() {
+        "no name".to_owned()
+    } else {
+        names.join(", ")
+    };
+    let name_check = Finding {
+        ok: named,
+        what: if named {
+            format!(
+                "the gateway certificate names hostname {hostname} (children use it as GatewayHostName)"
+            )
+        } else {
+            format!("the gateway certificate names {names_text} but hostname is {hostname:?}")
+        },
+        next: format!(
+            "children check GatewayHostName against this certificate, so the name they use, hostname in \
+             config.toml and the certificate must agree: set hostname = \"<the name children use, e.g. \
+             {hostname}>\" in /etc/ferrohub/config.toml, run `ferrohub config apply`, and restart \
+             `ferrohub edge -c /etc/ferrohub/config.toml` (it issues its certificate for hostname at \
+             start); make sure children resolve that name to the gateway"
+        ),
+    };
+    let path: Vec<String> = chain.iter().map(pki::Certificate::subject).collect();
+    let verified = if bundle.is_empty() {
+        Err("the trust bundle is empty".to_owned())
+    } else {
+        pki::ChainValidator::new(bundle.iter().cloned())
+            .and_then(|v| v.verify(leaf, rest, now, pki::Purpose::ServerAuth))
+            .map_err(|e| e.to_string())
+    };
+    let chain_check = match verified {
+        Ok(p) => Finding {
+            ok: true,
+            what: format!(
+                "the gateway chain verifies against the trust bundle (root {})",
+                p.anchor().subject()
+            ),
+            next: String::new(),
+        },
+        Err(e) => Finding {
+            ok: false,
+            what: match chain.last() {
+                Some(ca) if ca.subject().starts_with("CN=ferrohub Edge CA") => format!(
+                    "the gateway chain ({}) ends in a quickstart edge CA, which is not in the trust \
+                     bundle: {e}",
+                    path.join(" → ")
+                ),
+                _ => format!(
+                    "the gateway chain ({}) does not verify against the trust bundle: {e}",
+                    path.join(" → ")
+                ),
+            },
+            next: "children trust the root in trust_bundle_cert, so the edge CA must chain to it: \
+                   `ferrohub certs edge-ca NAME --dir DIR` in the root's certificate directory, then \
+                   in config.toml [edge_ca] cert = \"file:///DIR/iot-edge-device-ca-NAME-full-chain.cert.pem\" \
+                   and pk = \"file:///DIR/iot-edge-device-ca-NAME.key.pem\", `ferrohub config apply`, and \
+                   restart `ferrohub identity run` and `ferrohub edge -c config.toml`. (With a quickstart \
+                   edge CA — no [edge_ca] — children must trust its certificate instead: \
+                   /var/lib/ferrohub/edge/tls/edge-ca.cert.pem.)"
+                .into(),
+        },
+    };
+    vec![name_check, chain_check]
 }
 
 pub fn logs() -> Result<bool> {
@@ -198,4 +329,115 @@ pub fn logs() -> Result<bool> {
         println!("Under systemd: journalctl -u ferrohub-identity");
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
+
+    use super::*;
+
+    fn t0() -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(1_800_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn issue(
+        profile: Profile,
+        cn: &str,
+        sans: &[&str],
+        by: Option<(&Certificate, &PrivateKey)>,
+    ) -> (Certificate, PrivateKey) {
+        let key = PrivateKey::generate(KeyAlgorithm::P256).expect("key");
+        let mut req = CertRequest::new(profile, cn, t0());
+        req.subject_alt_names = sans.iter().map(|s| (*s).to_owned()).collect();
+        let signer = by.map(|(cert, key)| Signer { cert, key });
+        (pki::issue(&req, &key, signer).expect("issue"), key)
+    }
+
+    /// A gateway chain (server → edge CA → root) naming `sans`, and its root.
+    fn chain(sans: &[&str]) -> (Vec<Certificate>, Certificate) {
+        let (root, root_key) = issue(Profile::RootCa, "root", &[], None);
+        let (ca, ca_key) = issue(Profile::EdgeCa, "edge ca", &[], Some((&root, &root_key)));
+        let (leaf, _) = issue(Profile::Server, sans[0], sans, Some((&ca, &ca_key)));
+        (vec![leaf, ca, root.clone()], root)
+    }
+
+    #[test]
+    fn a_matching_trusted_gateway_chain_passes() {
+        let (chain, root) = chain(&["gw.example", "127.0.0.4"]);
+        for host in ["gw.example", "GW.example", "127.0.0.4"] {
+            let f = gateway_findings(&chain, host, std::slice::from_ref(&root), t0());
+            assert!(f.iter().all(|f| f.ok), "{host}: {f:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostname_mismatch_is_explained_with_the_fix() {
+        let (chain, root) = chain(&["gw.example"]);
+        let f = gateway_findings(&chain, "edge-box", &[root], t0());
+        assert!(!f[0].ok && f[1].ok, "{f:?}");
+        assert_eq!(
+            f[0].what,
+            "the gateway certificate names DNS:gw.example but hostname is \"edge-box\""
+        );
+        for part in [
+            "hostname = ",
+            "ferrohub config apply",
+            "ferrohub edge -c",
+            "GatewayHostName",
+        ] {
+            assert!(f[0].next.contains(part), "{part}: {}", f[0].next);
+        }
+    }
+
+    #[test]
+    fn an_untrusted_chain_is_explained_with_the_fix() {
+        let (chain, _) = chain(&["gw.example"]);
+        let (_, other_root) = self::chain(&["x"]);
+        let f = gateway_findings(&chain, "gw.example", &[other_root], t0());
+        assert!(f[0].ok && !f[1].ok, "{f:?}");
+        assert!(
+            f[1].what
+                .contains("does not verify against the trust bundle"),
+            "{}",
+            f[1].what
+        );
+        assert!(
+            f[1].what.contains("CN=gw.example → CN=edge ca → CN=root"),
+            "{}",
+            f[1].what
+        );
+        for part in [
+            "[edge_ca]",
+            "ferrohub certs edge-ca",
+            "ferrohub config apply",
+        ] {
+            assert!(f[1].next.contains(part), "{part}: {}", f[1].next);
+        }
+        let f = gateway_findings(&chain, "gw.example", &[], t0());
+        assert!(!f[1].ok && f[1].what.contains("empty"), "{f:?}");
+    }
+
+    #[test]
+    fn a_quickstart_edge_ca_is_named_as_such() {
+        let (ca, ca_key) = issue(Profile::RootCa, "ferrohub Edge CA gw", &[], None);
+        let (leaf, _) = issue(Profile::Server, "gw", &["gw"], Some((&ca, &ca_key)));
+        let (_, bundle_root) = chain(&["x"]);
+        let f = gateway_findings(&[leaf, ca], "gw", &[bundle_root], t0());
+        assert!(
+            !f[1].ok && f[1].what.contains("quickstart edge CA"),
+            "{f:?}"
+        );
+        assert!(f[1].next.contains("edge-ca.cert.pem"), "{}", f[1].next);
+    }
+
+    #[test]
+    fn wildcard_and_ip_names() {
+        assert!(san_covers("DNS:*.example.com", "gw.example.com"));
+        assert!(!san_covers("DNS:*.example.com", "a.gw.example.com"));
+        assert!(san_covers("IP:127.0.0.4", "127.0.0.4"));
+        assert!(!san_covers("IP:127.0.0.4", "127.0.0.5"));
+        assert!(!san_covers("URI:x", "x"));
+    }
 }

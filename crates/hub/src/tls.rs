@@ -136,3 +136,98 @@ pub fn client_config(roots_pem: &Path) -> Result<Arc<rustls::ClientConfig>, TlsE
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
+
+/// A server certificate that can be replaced while the server runs (certificate renewal): new
+/// handshakes get the new chain, established connections keep the one they negotiated.
+pub struct ReloadableCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl std::fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadableCert")
+            .field("chain_len", &self.chain().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    if chain.is_empty() {
+        return Err(TlsError::Config(rustls::Error::General(
+            "an empty certificate chain".into(),
+        )));
+    }
+    Ok(Arc::new(rustls::sign::CertifiedKey::from_der(
+        chain,
+        key,
+        &provider(),
+    )?))
+}
+
+impl ReloadableCert {
+    /// A chain (leaf first) and its key; fails when the key is not the leaf's.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self {
+            current: std::sync::RwLock::new(certified_key(chain, key)?),
+        }))
+    }
+
+    /// Reads a PEM chain and key (as [`load_identity`]).
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let (chain, key) = load_identity(cert, key)?;
+        Self::new(chain, key)
+    }
+
+    /// Swaps in a new chain and key for the next handshakes; on error the current one stays.
+    pub fn replace(
+        &self,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<(), TlsError> {
+        let next = certified_key(chain, key)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = next;
+        }
+        Ok(())
+    }
+
+    /// The chain new handshakes present, leaf first.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current
+            .read()
+            .map(|c| c.cert.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
+/// [`device_server_config`] presenting whatever `cert` holds at each handshake.
+pub fn device_server_config_reloadable(
+    cert: Arc<ReloadableCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(DeferredClientAuth {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}

@@ -52,6 +52,19 @@ fn golden(case: &str) {
         ("certd.toml", pretty(&applied.certd).into_bytes()),
         ("identityd.toml", pretty(&applied.identityd).into_bytes()),
     ];
+    // What apply writes, the daemons must be able to read back.
+    let reread = |name: &str, text: &[u8]| {
+        let text = String::from_utf8_lossy(text).into_owned();
+        let parsed = match name {
+            "keyd.toml" => toml::from_str::<KeydConfig>(&text).map(drop),
+            "certd.toml" => toml::from_str::<CertdConfig>(&text).map(drop),
+            _ => toml::from_str::<IdentitydConfig>(&text).map(drop),
+        };
+        parsed.unwrap_or_else(|e| panic!("{case}/{name} does not load: {e}"));
+    };
+    for (name, bytes) in &actual {
+        reread(name, bytes);
+    }
     for (name, bytes) in actual
         .into_iter()
         .chain(applied.device_key.map(|k| ("device-id", k)))

@@ -63,7 +63,8 @@ pub enum PreloadedCert {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// No `deny_unknown_fields` here: with `flatten` serde would refuse every per-cert entry (the
+// flattened map's keys count as unknown); the per-cert options still deny unknown fields.
 pub struct CertIssuance {
     /// The local CA: its cert id and key-pair id.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,143 @@
+//! A signing key that stays in keyd: the public point comes from `POST /parameters/ec-point`,
+//! each signature from `POST /sign` (ECDSA over the SHA-256 digest). The quickstart edge CA is
+//! made with it, so its private key never leaves keyd.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hyper::Method;
+use identity::client::UdsClient;
+use serde_json::json;
+
+use crate::EdgeError;
+
+const API: &str = "api-version=2020-09-01";
+
+fn keyd_error(what: &str, e: impl std::fmt::Display) -> EdgeError {
+    EdgeError::Identity(format!("keyd ({what}): {e}"))
+}
+
+/// An ECDSA P-256 key pair held by keyd, usable as an rcgen signing key.
+pub struct KeydKeyPair {
+    keyd: UdsClient,
+    handle: String,
+    /// The uncompressed public point.
+    public: Vec<u8>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for KeydKeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeydKeyPair")
+            .field("keyd", &self.keyd.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeydKeyPair {
+    /// Key pair `id` in keyd, created (P-256) when it does not exist yet.
+    pub async fn create_or_load(keyd: &UdsClient, id: &str) -> Result<Self, EdgeError> {
+        let body = json!({"keyId": id, "preferredAlgorithms": "ec-p256"});
+        let v = keyd
+            .call(Method::POST, &format!("/keypair?{API}"), Some(&body))
+            .await
+            .map_err(|e| keyd_error("create key pair", e))?;
+        let handle = v["keyHandle"]
+            .as_str()
+            .ok_or_else(|| keyd_error("create key pair", "no keyHandle in the answer"))?
+            .to_owned();
+        let parameter = |name: &'static str| {
+            let (keyd, body) = (keyd.clone(), json!({"keyHandle": handle}));
+            async move {
+                let v = keyd
+                    .call(
+                        Method::POST,
+                        &format!("/parameters/{name}?{API}"),
+                        Some(&body),
+                    )
+                    .await
+                    .map_err(|e| keyd_error(name, e))?;
+                v["value"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| keyd_error(name, "no value in the answer"))
+            }
+        };
+        let algorithm = parameter("algorithm").await?;
+        let point = STANDARD
+            .decode(parameter("ec-point").await.unwrap_or_default())
+            .unwrap_or_default();
+        // An uncompressed P-256 point: 0x04, then 32 bytes of x and 32 of y.
+        if algorithm != "ECDSA" || point.len() != 65 {
+            return Err(keyd_error(
+                id,
+                format!("key pair {id} is not ECDSA P-256 ({algorithm}); delete it to start over"),
+            ));
+        }
+        Ok(Self {
+            keyd: keyd.clone(),
+            handle,
+            public: point,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// The uncompressed public point (compare with a certificate's public key).
+    pub fn public_point(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// The keyd handle (what certd's `issuer.privateKeyHandle` names).
+    pub fn handle(&self) -> &str {
+        &self.handle
+    }
+
+    async fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, EdgeError> {
+        let body = json!({"keyHandle": self.handle, "algorithm": "ECDSA",
+                          "parameters": {"digest": STANDARD.encode(digest)}});
+        let v = self
+            .keyd
+            .call(Method::POST, &format!("/sign?{API}"), Some(&body))
+            .await
+            .map_err(|e| keyd_error("sign", e))?;
+        STANDARD
+            .decode(v["signature"].as_str().unwrap_or_default())
+            .map_err(|e| keyd_error("sign", e))
+    }
+}
+
+impl rcgen::PublicKeyData for KeydKeyPair {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for KeydKeyPair {
+    /// Blocks on keyd: call only from a blocking thread (see [`self_signed`]).
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+        self.runtime
+            .block_on(self.sign_digest(digest.as_ref()))
+            .map_err(|e| {
+                tracing::warn!(error = %e, "Signing in keyd failed");
+                rcgen::Error::RemoteKeyError
+            })
+    }
+}
+
+/// A self-signed certificate for `params`, signed in keyd (on a blocking thread, since rcgen's
+/// signing is synchronous).
+pub async fn self_signed(
+    params: rcgen::CertificateParams,
+    key: KeydKeyPair,
+) -> Result<pki::Certificate, EdgeError> {
+    let cert = tokio::task::spawn_blocking(move || params.self_signed(&key))
+        .await
+        .map_err(|e| keyd_error("sign", e))?
+        .map_err(|e| keyd_error("self-signed certificate", e))?;
+    pki::Certificate::from_der(cert.der().as_ref().to_vec())
+        .map_err(|e| keyd_error("self-signed certificate", e))
+}
