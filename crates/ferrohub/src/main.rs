@@ -1,6 +1,7 @@
 //! `ferrohub`: one binary, one subcommand per role. Kept thin: parsing, logging, dispatch.
 #![forbid(unsafe_code)]
 
+mod agent_cmd;
 mod bench;
 mod certs;
 mod clock;

@@ -1,6 +1,7 @@
 //! `ferrohub hub`: create a hub configuration, run the hub, and manage it through its service API.
 
 pub mod admin;
+mod edge;
 mod init;
 mod module;
 
@@ -61,6 +62,9 @@ pub enum HubCmd {
     /// Cloud-to-device messages: send to a device's queue, or purge it.
     #[command(subcommand)]
     C2d(admin::C2dCmd),
+    /// IoT Edge deployments: set-modules, and what an edge device's agent reports.
+    #[command(subcommand)]
+    Edge(edge::EdgeCmd),
 }
 
 /// `--config FILE`, for commands that talk to a hub.
@@ -92,6 +96,7 @@ pub fn run(args: HubArgs) -> Result<bool> {
         (Some(HubCmd::Module(cmd)), _) => runtime()?.block_on(module::run(cmd)).map(|()| true),
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
         (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
+        (Some(HubCmd::Edge(cmd)), _) => runtime()?.block_on(edge::run(cmd)),
     }
 }
 
