@@ -78,7 +78,14 @@ pub async fn run(cmd: ModuleCmd) -> Result<()> {
                 "authentication": {"type": "sas", "symmetricKey": {"primaryKey": primary_key.unwrap_or_default(), "secondaryKey": ""}},
             });
             let client = conn.client()?;
-            let m = call(&client, Method::PUT, &path(&device, &module), Some(&body), &[]).await?;
+            let m = call(
+                &client,
+                Method::PUT,
+                &path(&device, &module),
+                Some(&body),
+                &[],
+            )
+            .await?;
             print_module(&m, json, &conn, gateway.as_deref())
         }
         ModuleCmd::Show {
