@@ -1,6 +1,7 @@
 //! `ferrohub bench …`: load generators against an in-process hub on loopback, over real TLS with
 //! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
 
+mod gateway;
 mod interactive;
 mod keyd;
 mod provision;
@@ -41,6 +42,13 @@ pub enum BenchCmd {
     /// HMAC-SHA256 signs through an in-process keyd on a Unix socket, keep-alive connections.
     #[command(after_help = "Example:\n  ferrohub bench keyd --callers 8 --seconds 10")]
     Keyd(keyd::KeydArgs),
+    /// QoS 1 telemetry child → edge gateway → hub (durable store on), and the backlog drain after a
+    /// hub outage, side by side with mosquitto bridging to mosquitto (persistence on).
+    #[command(
+        after_help = "Examples:\n  ferrohub bench gateway --children 20 --messages 1000 --outage-messages 10000\n  \
+        ferrohub bench gateway --children 3 --messages 50 --peer none --json"
+    )]
+    Gateway(gateway::GatewayArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<bool> {
@@ -51,6 +59,8 @@ pub fn run(cmd: BenchCmd) -> Result<bool> {
         BenchCmd::Twin(args) => rt.block_on(interactive::twin(args)),
         BenchCmd::Provision(args) => rt.block_on(provision::run(args)),
         BenchCmd::Keyd(args) => rt.block_on(keyd::run(args)),
+        // Loss (or a phase that did not finish) makes the command fail.
+        BenchCmd::Gateway(args) => return rt.block_on(gateway::run(args)),
     }
     .map(|()| true)
 }
@@ -148,11 +158,81 @@ impl BenchHub {
         self._dir.path()
     }
 
+    /// Stops the hub for an outage, keeping its files and addresses for [`PausedHub::resume`].
+    pub async fn pause(self) -> Result<PausedHub> {
+        let _ = self.stop.send(true);
+        let _ = self.server_task.await;
+        // A second handle would keep the events log's writer alive next to the restarted hub's.
+        for _ in 0..500 {
+            if Arc::strong_count(&self.hub) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        anyhow::ensure!(
+            Arc::strong_count(&self.hub) == 1,
+            "the stopped hub is still referenced; cannot restart it safely"
+        );
+        let config = self.hub.config.clone();
+        drop(self.hub);
+        Ok(PausedHub {
+            config,
+            mqtt: self.mqtt,
+            roots: self.roots,
+            creds: self.creds,
+            service: self.service,
+            https: self.https,
+            ca: self.ca,
+            ca_key: self.ca_key,
+            service_key: self.service_key,
+            dir: self._dir,
+        })
+    }
+
     /// Stops the hub and waits for it; returns it for its statistics.
     pub async fn stop(self) -> Arc<hub::Hub> {
         let _ = self.stop.send(true);
         let _ = self.server_task.await;
         self.hub
+    }
+}
+
+/// A [`BenchHub`] stopped by [`BenchHub::pause`]: not serving, its events log closed.
+pub struct PausedHub {
+    config: HubConfig,
+    mqtt: std::net::SocketAddr,
+    roots: Arc<rustls::RootCertStore>,
+    creds: Vec<DeviceCreds>,
+    service: hub::client::ServiceClient,
+    https: std::net::SocketAddr,
+    ca: pki::Certificate,
+    ca_key: PrivateKey,
+    service_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl PausedHub {
+    /// Reopens the same registry and events log and serves on the same addresses again.
+    pub async fn resume(self) -> Result<BenchHub> {
+        let hub = hub::Hub::open(self.config, Arc::new(hub::time::SystemClock))?;
+        let mqtt = tokio::net::TcpListener::bind(self.mqtt).await?;
+        let https = tokio::net::TcpListener::bind(self.https).await?;
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let server_task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
+        Ok(BenchHub {
+            hub,
+            mqtt: self.mqtt,
+            roots: self.roots,
+            creds: self.creds,
+            service: self.service,
+            https: self.https,
+            ca: self.ca,
+            ca_key: self.ca_key,
+            service_key: self.service_key,
+            stop,
+            server_task,
+            _dir: self.dir,
+        })
     }
 }
 
