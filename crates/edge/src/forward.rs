@@ -2,8 +2,8 @@
 //! local events log (acknowledged after fsync). Two tasks read that log, each with its own
 //! recorded position, and route every message:
 //!
-//! - the upstream task sends `$upstream` messages to the hub as their sender (on its behalf), in
-//!   log order, in batches per sender, and records how far the hub has acknowledged;
+//! - the upstream task (see [`crate::pipeline`]) sends `$upstream` messages to the hub as their
+//!   sender (on its behalf), in order per sender, and records how far the hub has acknowledged;
 //! - the inputs task puts `BrokeredEndpoint("/modules/{m}/inputs/{i}")` messages in module `m`'s
 //!   durable input queue (delivered over MQTT, completed by the module's PUBACK).
 //!
@@ -38,8 +38,6 @@ const CARRIED: [SystemProperty; 8] = [
     SystemProperty::OutputName,
 ];
 
-/// Messages per upstream batch (all in flight at once).
-const BATCH: usize = 64;
 /// Live messages a module's input queue may hold before routing to it waits.
 pub const INPUT_DEPTH: usize = 1000;
 
@@ -71,7 +69,7 @@ pub fn load_offset(g: &Gateway, lane: Lane) -> u64 {
         .unwrap_or(0)
 }
 
-fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
+pub(crate) fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
     let tmp = path.with_extension("tmp");
     let written =
@@ -146,7 +144,7 @@ fn carried(ev: &EventRecord) -> PropertyBag {
     bag
 }
 
-fn client_of(ev: &EventRecord) -> String {
+pub(crate) fn client_of(ev: &EventRecord) -> String {
     match &ev.module_id {
         Some(m) => format!("{}/{m}", ev.device_id),
         None => ev.device_id.clone(),
@@ -156,6 +154,9 @@ fn client_of(ev: &EventRecord) -> String {
 /// Runs one lane until `shutdown`; never skips a message it must deliver: on a failure it waits
 /// and retries the same one.
 pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool>) {
+    if lane == Lane::Upstream {
+        return crate::pipeline::run(g, shutdown).await;
+    }
     let mut offset = load_offset(&g, lane).max(g.local.events.start_offset());
     let mut head = g.local.events.subscribe();
     info!(offset, ?lane, "Forwarding");
@@ -173,10 +174,7 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
                 _ = shutdown.changed() => return,
             }
         }
-        let done = match lane {
-            Lane::Upstream => upstream_pass(&g, records, &mut offset, &mut shutdown).await,
-            Lane::Inputs => inputs_pass(&g, records, &mut offset, &mut shutdown).await,
-        };
+        let done = inputs_pass(&g, records, &mut offset, &mut shutdown).await;
         save_offset(&g, lane, offset);
         if !done {
             return;
@@ -184,61 +182,28 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
     }
 }
 
-/// Sends a page of records upstream; advances `offset` past what the hub acknowledged. `false`
-/// when shut down first.
-async fn upstream_pass(
-    g: &Arc<Gateway>,
-    records: Vec<Record>,
-    offset: &mut u64,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut batch: Vec<(u64, String, Vec<u8>)> = Vec::new();
-    let mut batch_client = String::new();
-    let mut batch_end = *offset;
-    for rec in records {
-        let next = rec.offset + 1;
-        let Ok(ev) = serde_json::from_slice::<EventRecord>(&rec.payload) else {
-            warn!(offset = rec.offset, "Skipping an unreadable stored record");
-            batch_end = next;
-            continue;
-        };
-        let body = ev.body_bytes();
-        let ttl = sinks(g, &ev, &body)
-            .into_iter()
-            .find(|(s, _)| *s == routes::Sink::Upstream);
-        let Some((_, ttl)) = ttl else {
-            batch_end = next;
-            continue;
-        };
-        if expired(g, &rec, ttl) {
-            g.stats.expired.fetch_add(1, Ordering::Relaxed);
-            debug!(offset = rec.offset, "Dropped an expired message");
-            batch_end = next;
-            continue;
-        }
-        let client = client_of(&ev);
-        if !batch.is_empty() && (batch_client != client || batch.len() >= BATCH) {
-            if !deliver(g, &batch_client, std::mem::take(&mut batch), shutdown).await {
-                return false;
-            }
-            *offset = batch_end;
-        }
-        let topic =
-            iot_auth::topic::telemetry_topic(&ev.device_id, ev.module_id.as_deref(), &carried(&ev));
-        batch_client = client;
-        batch.push((rec.offset, topic, body));
-        batch_end = next;
+/// The upstream topic of a stored message when a route sends it to `$upstream` and it has not
+/// outlived the route's TTL (expired ones are counted).
+pub(crate) fn upstream_message(g: &Gateway, rec: &Record, ev: &EventRecord) -> Option<String> {
+    let body = ev.body_bytes();
+    let (_, ttl) = sinks(g, ev, &body)
+        .into_iter()
+        .find(|(s, _)| *s == routes::Sink::Upstream)?;
+    if expired(g, rec, ttl) {
+        g.stats.expired.fetch_add(1, Ordering::Relaxed);
+        debug!(offset = rec.offset, "Dropped an expired message");
+        return None;
     }
-    if !batch.is_empty() && !deliver(g, &batch_client, batch, shutdown).await {
-        return false;
-    }
-    *offset = batch_end;
-    true
+    Some(iot_auth::topic::telemetry_topic(
+        &ev.device_id,
+        ev.module_id.as_deref(),
+        &carried(ev),
+    ))
 }
 
 /// Sends one sender's batch (store offset, topic, body) until the hub has it all; `false` when
 /// shut down first. Messages the store dropped meanwhile (TTL, `drop_oldest`) are not sent.
-async fn deliver(
+pub(crate) async fn deliver(
     g: &Arc<Gateway>,
     client: &str,
     mut batch: Vec<(u64, String, Vec<u8>)>,

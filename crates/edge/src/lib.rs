@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod forward;
+mod pipeline;
 pub mod relay;
 mod scope;
 pub mod store;
