@@ -134,10 +134,28 @@ fn init_serve_manage_and_restart() {
     for m in ["$edgeAgent", "$edgeHub", "filter"] {
         assert!(listed.contains(m), "{listed}");
     }
+    // Twins and direct methods.
+    let patched = ok(hub(
+        &config,
+        &["twin", "update", "dev1", "--desired", r#"{"interval": 5}"#],
+    ));
+    let twin: serde_json::Value = serde_json::from_str(&patched).unwrap();
+    assert_eq!(twin["properties"]["desired"]["interval"], 5);
+    let shown = ok(hub(&config, &["twin", "show", "gw", "--module", "filter"]));
+    assert!(shown.contains("\"moduleId\": \"filter\""), "{shown}");
+    let offline = hub(&config, &["invoke-method", "dev1", "reboot"]);
+    assert!(!offline.status.success());
+    assert!(
+        String::from_utf8_lossy(&offline.stderr).contains("404 Not Found: dev1 is not connected"),
+        "{offline:?}"
+    );
     ok(hub(&config, &["module", "delete", "gw", "filter"]));
     let gone = hub(&config, &["module", "show", "gw", "filter"]);
     assert!(!gone.status.success());
-    assert!(String::from_utf8_lossy(&gone.stderr).contains("ModuleNotFound"), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("404 Not Found"),
+        "{gone:?}"
+    );
     assert!(scope.starts_with("ms-azure-iot-edge://gw-"), "{scope}");
     let linked: serde_json::Value = serde_json::from_str(&ok(hub(
         &config,

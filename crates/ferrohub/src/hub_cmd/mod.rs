@@ -4,6 +4,7 @@ pub mod admin;
 mod edge;
 mod init;
 mod module;
+mod twin;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,11 @@ pub enum HubCmd {
     /// Device identities (like `az iot hub device-identity`).
     #[command(subcommand)]
     Device(admin::DeviceCmd),
+    /// Device and module twins (like `az iot hub device-twin`).
+    #[command(subcommand)]
+    Twin(twin::TwinCmd),
+    /// Call a direct method on a device or module and print its answer (exit 1 unless 2xx).
+    InvokeMethod(twin::InvokeArgs),
     /// Module identities (like `az iot hub module-identity`).
     #[command(subcommand)]
     Module(module::ModuleCmd),
@@ -93,6 +99,8 @@ pub fn run(args: HubArgs) -> Result<bool> {
         }
         (Some(HubCmd::Events(a)), _) => runtime()?.block_on(admin::events(a)).map(|()| true),
         (Some(HubCmd::Device(cmd)), _) => runtime()?.block_on(admin::device(cmd)).map(|()| true),
+        (Some(HubCmd::Twin(cmd)), _) => runtime()?.block_on(twin::twin(cmd)).map(|()| true),
+        (Some(HubCmd::InvokeMethod(a)), _) => runtime()?.block_on(twin::invoke(a)),
         (Some(HubCmd::Module(cmd)), _) => runtime()?.block_on(module::run(cmd)).map(|()| true),
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
         (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
