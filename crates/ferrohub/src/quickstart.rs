@@ -94,7 +94,13 @@ pub fn run(args: &QuickstartArgs) -> Result<bool> {
         ("Hub stopped cleanly", Box::new(|_| hub.stop())),
     ];
     let mut results = Vec::new();
+    // Fault injection for the test suite: the hub's server task is aborted (as if the hub crashed)
+    // just before the named step.
+    let crash_before = std::env::var("FERROHUB_QUICKSTART_CRASH_HUB_BEFORE").ok();
     for (name, step) in &steps {
+        if crash_before.as_deref() == Some(*name) {
+            hub.crash();
+        }
         if hub.interrupted() {
             results.push(skipped(name));
         } else {

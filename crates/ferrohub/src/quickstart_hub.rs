@@ -211,6 +211,14 @@ impl HubStage {
     }
 
     /// Fails, with the hub's own error, when its task ended without being asked to.
+    /// Aborts the hub's server task, as a crash would end it (for fault-injection tests).
+    pub fn crash(&self) {
+        if let Some(r) = self.running.borrow().as_ref() {
+            r.task.abort();
+            r.hub.connections.kick_all();
+        }
+    }
+
     fn check_alive(&self) -> Result<()> {
         let finished = self
             .running
@@ -226,6 +234,7 @@ impl HubStage {
         let cause = match self.rt.block_on(r.task) {
             Ok(Ok(())) => "it stopped serving".to_owned(),
             Ok(Err(e)) => e.to_string(),
+            Err(e) if e.is_cancelled() => "it was killed".to_owned(),
             Err(e) => format!("its task failed: {e}"),
         };
         bail!("the hub died: {cause}")

@@ -318,3 +318,28 @@ fn azure_ports_refusal_names_the_fix() {
     );
     assert!(!text.contains("✓"), "no step may run: {text}");
 }
+
+#[test]
+fn a_crashed_hub_fails_the_run_naming_the_step_and_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let step = "Direct method to a child through the gateway";
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
+        .args(["quickstart", "--fresh", "--data-dir"])
+        .arg(tmp.path())
+        .env("FERROHUB_QUICKSTART_CRASH_HUB_BEFORE", step)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert_eq!(mark(&text, STEPS[21]), '✓', "steps before the crash pass");
+    assert_eq!(mark(&text, step), '✗', "{text}");
+    let failure = text
+        .split_once(&format!("✗ {step}"))
+        .map(|(_, rest)| rest.lines().take(4).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default();
+    assert!(
+        failure.contains("the hub died: it was killed"),
+        "the cause is named:\n{text}"
+    );
+}
