@@ -567,7 +567,7 @@ async fn unlisted_key_ids_are_401_with_the_uid() {
 }
 
 #[tokio::test]
-async fn root_may_do_anything_and_handles_are_capabilities() {
+async fn root_may_do_anything_and_only_derived_handles_are_capabilities() {
     let dir = tempfile::tempdir().unwrap();
     let keyd = acl_keyd(dir.path());
     let store = keyd.store();
@@ -575,14 +575,37 @@ async fn root_may_do_anything_and_handles_are_capabilities() {
     let (status, v) = app.call(0, Method::POST, "/key", key("secret")).await;
     assert_eq!(status, StatusCode::OK);
     let handle = v["keyHandle"].clone();
-    let (status, s) = app
+    // A key's own handle is no way in for a uid the ACL does not name.
+    let (status, _) = app
         .call(1002, Method::POST, "/sign", hmac_body(&handle, b"m"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body = json!({ "keyHandle": handle });
+    let (status, _) = app.call(1002, Method::DELETE, "/key", body.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let derive = json!({"baseKeyHandle": handle, "derivationData": STANDARD.encode("mod-a")});
+    let (status, _) = app
+        .call(1002, Method::POST, "/derivedkey", derive.clone())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A derived key's handle, made by someone allowed to, is a capability for that key only.
+    let (status, d) = app.call(0, Method::POST, "/derivedkey", derive).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, s) = app
+        .call(
+            1002,
+            Method::POST,
+            "/sign",
+            hmac_body(&d["keyHandle"], b"m"),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let secret = store.symmetric("secret", false).unwrap();
-    assert_eq!(unb64(&s["signature"]), hmac_sha256(&secret, b"m"));
-    let body = json!({ "keyHandle": handle });
-    let (status, _) = app.call(1002, Method::DELETE, "/key", body).await;
+    assert_eq!(
+        unb64(&s["signature"]),
+        hmac_sha256(&hmac_sha256(&secret, b"mod-a"), b"m")
+    );
+    let (status, _) = app.call(0, Method::DELETE, "/key", body).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(store.symmetric("secret", false).is_err());
     let (status, _) = app

@@ -1,7 +1,10 @@
 //! keyd's HTTP API on its Unix socket, in the shape of aziot keyd (`2020-09-01`, `2021-05-01`).
 //!
-//! Routes that name a key id check the caller's uid against the principals (401 otherwise);
-//! routes that take a handle trust the handle. Binary values are standard base64.
+//! Routes that name a key id check the caller's uid against the principals (401 otherwise).
+//! Routes that take a handle check the key it names the same way, except for a derived key's
+//! handle, which is a capability: whoever holds it may use that one derived key (a module gets
+//! its own from identityd). A derived handle carries its base key's handle, so the base handle
+//! must never be a capability by itself. Binary values are standard base64.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tokio::sync::watch;
 
 use super::KeyError;
 use super::crypto::{Parameter, ParameterValue};
+use super::handle::KeyRef;
 use super::service::{Keyd, SignMechanism};
 use crate::config::KeydConfig;
 use crate::http::{self, HttpError, method_not_allowed};
@@ -131,6 +135,19 @@ fn authorize(
     )))
 }
 
+/// Checks that the caller may use the key behind `handle` (see the module docs).
+fn authorize_handle(
+    keyd: &Keyd,
+    caller: Caller,
+    operation: &'static str,
+    handle: &str,
+) -> Result<(), HttpError> {
+    match keyd.resolve(handle).map_err(key_error)? {
+        KeyRef::Key(id) | KeyRef::KeyPair(id) => authorize(keyd, caller, operation, &id),
+        KeyRef::Derived(..) => Ok(()),
+    }
+}
+
 fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
     p.map(|Path(id)| id)
         .map_err(|e| HttpError::bad_request(e.body_text()))
@@ -234,9 +251,15 @@ async fn get_key(
     Ok(handle_answer(k.key_handle(&id).map_err(key_error)?))
 }
 
-async fn delete_key(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn delete_key(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: HandleRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "delete key", &req.key_handle)?;
     k.delete_key(&req.key_handle).map_err(key_error)?;
     Ok(http::no_content())
 }
@@ -302,9 +325,15 @@ async fn move_key_pair(
     Ok(http::no_content())
 }
 
-async fn delete_key_pair(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn delete_key_pair(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: HandleRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "delete key pair", &req.key_handle)?;
     k.delete_key_pair(&req.key_handle).map_err(key_error)?;
     Ok(http::no_content())
 }
@@ -316,6 +345,7 @@ struct ValueAnswer {
 
 async fn parameter(
     State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
     uri: Uri,
     body: Bytes,
@@ -323,6 +353,7 @@ async fn parameter(
     http::api_version(&uri, API_VERSIONS)?;
     let p: Parameter = path_id(name)?.parse().map_err(key_error)?;
     let req: HandleRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "read key pair parameter", &req.key_handle)?;
     let value = match k.parameter(&req.key_handle, p).map_err(key_error)? {
         ParameterValue::Name(n) => n.to_owned(),
         ParameterValue::Bytes(b) => STANDARD.encode(b),
@@ -338,9 +369,15 @@ struct DeriveRequest<'a> {
     derivation_data: B64,
 }
 
-async fn derive(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn derive(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: DeriveRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "derive key", &req.base_key_handle)?;
     let handle = k
         .derive(&req.base_key_handle, &req.derivation_data.0)
         .map_err(key_error)?;
@@ -352,9 +389,15 @@ struct ExportAnswer {
     key: String,
 }
 
-async fn export(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn export(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: HandleRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "export key", &req.key_handle)?;
     let key = k.export_derived(&req.key_handle).map_err(key_error)?;
     Ok(http::json(
         StatusCode::OK,
@@ -395,9 +438,15 @@ struct SignAnswer {
     signature: String,
 }
 
-async fn sign(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn sign(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: SignRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "sign", &req.key_handle)?;
     let p = &req.parameters;
     let mechanism = match (&req.algorithm, &p.digest, &p.message) {
         (SignAlgorithm::Ecdsa, Some(d), _) => SignMechanism::Ecdsa { digest: &d.0 },
@@ -471,9 +520,15 @@ fn aead_input<'r>(
     Ok((params, &input.0))
 }
 
-async fn encrypt(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn encrypt(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: CryptRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "encrypt", &req.key_handle)?;
     let (p, plaintext) = aead_input(&req, &req.plaintext, "plaintext")?;
     let ciphertext = k
         .encrypt(&req.key_handle, &p.iv.0, &p.aad.0, plaintext)
@@ -482,9 +537,15 @@ async fn encrypt(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
     Ok(http::json(StatusCode::OK, &answer))
 }
 
-async fn decrypt(State(k): State<Arc<Keyd>>, uri: Uri, body: Bytes) -> Answer {
+async fn decrypt(
+    State(k): State<Arc<Keyd>>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+    body: Bytes,
+) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let req: CryptRequest<'_> = parse(&body)?;
+    authorize_handle(&k, caller, "decrypt", &req.key_handle)?;
     let (p, ciphertext) = aead_input(&req, &req.ciphertext, "ciphertext")?;
     let plaintext = k
         .decrypt(&req.key_handle, &p.iv.0, &p.aad.0, ciphertext)
