@@ -11,7 +11,11 @@
 //!   upstream, so they survive a gateway restart and reach a device that is offline for a while.
 //!
 //! A session reconnects by itself while it has work, re-subscribes what the local client is
-//! subscribed to, and closes after a minute without a local client or traffic.
+//! subscribed to, and closes after a minute without a local client or traffic. Reconnects back
+//! off (250 ms doubling to 5 s, with jitter so sessions that lost the hub together do not return
+//! together, and also after a session that broke right after connecting). A link that goes
+//! silent is torn down: a PINGREQ left unanswered for a keep-alive period, or a write stalled
+//! that long, ends the connection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +41,9 @@ const C2D_DEPTH: usize = hub::c2d::MAX_QUEUE_DEPTH;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive pings, and how often an idle session checks whether to close.
 const TICK: Duration = Duration::from_secs(30);
+/// Reconnect back-off: first and longest wait (before jitter).
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// What the `$edgeHub` session listens to.
 const EDGE_HUB_FILTERS: [&str; 2] = [
     "$iothub/twin/res/#",
@@ -87,6 +94,9 @@ pub struct Relay {
     sessions: Mutex<HashMap<String, Handle>>,
     next_id: AtomicU64,
     pub stats: RelayStats,
+    /// [`CONNECT_TIMEOUT`] and [`TICK`] in milliseconds (see [`Relay::set_timing`]).
+    connect_ms: AtomicU64,
+    tick_ms: AtomicU64,
 }
 
 impl Relay {
@@ -99,7 +109,27 @@ impl Relay {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: RelayStats::default(),
+            connect_ms: AtomicU64::new(millis(CONNECT_TIMEOUT)),
+            tick_ms: AtomicU64::new(millis(TICK)),
         }
+    }
+
+    /// Changes how long a connection attempt may take and the keep-alive period (a silent link
+    /// is given up after one unanswered PINGREQ, i.e. within two periods) for connections made
+    /// from now on. The defaults are 10 s and 30 s; tests shorten them.
+    pub fn set_timing(&self, connect_timeout: Duration, keep_alive: Duration) {
+        self.connect_ms
+            .store(millis(connect_timeout).max(1), Ordering::Relaxed);
+        self.tick_ms
+            .store(millis(keep_alive).max(1), Ordering::Relaxed);
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_ms.load(Ordering::Relaxed))
+    }
+
+    fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.load(Ordering::Relaxed))
     }
 
     fn edge_hub_id(&self) -> String {
@@ -194,6 +224,18 @@ impl Relay {
             warn!("Dropped a relayed message: the local connection is busy or closing");
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `base` scaled by a factor in [0.5, 1), drawn from the client id, the attempt number and a
+/// per-process random key: sessions that lost the hub together come back spread out.
+fn jittered(base: Duration, client_id: &str, attempt: u64) -> Duration {
+    use std::hash::BuildHasher as _;
+    let draw = std::hash::RandomState::new().hash_one((client_id, attempt)) % 1024;
+    base.mul_f64(0.5 + draw as f64 / 2048.0)
 }
 
 /// Filters the hub serves for a client (everything else a client subscribes to is local, e.g. a
@@ -294,9 +336,12 @@ async fn session(
         // Subscribed before the first twin GET goes out.
         filters.extend(EDGE_HUB_FILTERS.iter().map(|f| (*f).to_owned()));
     }
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = BACKOFF_FIRST;
+    let mut attempts = 0u64;
     loop {
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        attempts += 1;
+        let limit = relay.connect_timeout();
+        let attempt = tokio::time::timeout(limit, async {
             let token = (relay.token)().await.map_err(UpstreamError::Token)?;
             upstream::connect(&relay.link, &client_id, role == Role::OnBehalf, &token).await
         })
@@ -306,16 +351,16 @@ async fn session(
             Ok(c) => c,
             Err(e) => {
                 relay.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, "Upstream connection failed; retrying");
-                if !offline_wait(&relay, &client_id, id, role, &mut rx, &mut filters, backoff).await
-                {
+                let wait = jittered(backoff, &client_id, attempts);
+                warn!(error = %e, retry_in_ms = millis(wait), "Upstream connection failed; retrying");
+                if !offline_wait(&relay, &client_id, id, role, &mut rx, &mut filters, wait).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        backoff = BACKOFF_FIRST;
         relay.stats.connects.fetch_add(1, Ordering::Relaxed);
         info!("Upstream session open");
         match online(
@@ -332,6 +377,11 @@ async fn session(
         {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "Upstream session lost; reconnecting"),
+        }
+        // A link that breaks right after connecting must not become a tight reconnect loop.
+        let wait = jittered(BACKOFF_FIRST, &client_id, attempts);
+        if !offline_wait(&relay, &client_id, id, role, &mut rx, &mut filters, wait).await {
+            return;
         }
     }
 }
@@ -422,32 +472,45 @@ async fn online(
     if role == Role::EdgeHub {
         first.push(edge_hub_get(&mut flight));
     }
-    writer.send(&first).await?;
-    let mut tick = tokio::time::interval(TICK);
+    let every = relay.keep_alive();
+    send_within(&mut writer, &first, every).await?;
+    let mut tick = tokio::time::interval(every);
+    // After a slow write, the next ping waits a whole period for its answer (no burst of ticks).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut busy = false;
+    // A PINGREQ went out and nothing has come from the hub since.
+    let mut unanswered = false;
     let result = loop {
         tokio::select! {
             cmd = rx.recv() => {
                 busy = true;
                 let Some(cmd) = cmd else { break Ok(()) };
                 let packets = command(relay, client_id, &mut flight, filters, cmd);
-                if let Err(e) = writer.send(&packets).await { break Err(e) }
+                if let Err(e) = send_within(&mut writer, &packets, every).await { break Err(e) }
             }
-            got = reader.recv() => match got {
-                Ok(Packet::PubAck(pid)) => flight.acked(pid),
-                Ok(Packet::Publish(p)) => {
-                    busy = true;
-                    let (mut answers, reread) = incoming(relay, client_id, role, p);
-                    if reread {
-                        answers.push(edge_hub_get(&mut flight));
+            got = reader.recv() => {
+                unanswered = false;
+                match got {
+                    Ok(Packet::PubAck(pid)) => flight.acked(pid),
+                    Ok(Packet::Publish(p)) => {
+                        busy = true;
+                        let (mut answers, reread) = incoming(relay, client_id, role, p);
+                        if reread {
+                            answers.push(edge_hub_get(&mut flight));
+                        }
+                        if let Err(e) = send_within(&mut writer, &answers, every).await {
+                            break Err(e);
+                        }
                     }
-                    if let Err(e) = writer.send(&answers).await { break Err(e) }
+                    Ok(_) => {}
+                    Err(e) => break Err(e),
                 }
-                Ok(_) => {}
-                Err(e) => break Err(e),
-            },
+            }
             _ = tick.tick() => {
+                if unanswered {
+                    break Err(silent(format!("no answer to PINGREQ within {every:?}")));
+                }
                 let needed = busy || role == Role::EdgeHub || !flight.batches.is_empty()
                     || relay.local.connections.is_connected(client_id);
                 busy = false;
@@ -455,15 +518,37 @@ async fn online(
                     info!("Upstream session closed: idle, and the client is not connected here");
                     break Ok(());
                 }
-                if let Err(e) = writer.send(&[Packet::PingReq]).await { break Err(e) }
+                if let Err(e) = send_within(&mut writer, &[Packet::PingReq], every).await {
+                    break Err(e);
+                }
+                unanswered = true;
             }
         }
     };
     flight.fail_all();
     if result.is_ok() {
-        writer.close().await;
+        let _ = tokio::time::timeout(every, writer.close()).await;
     }
     result
+}
+
+/// The hub went silent: the link is given up.
+fn silent(what: String) -> UpstreamError {
+    UpstreamError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
+}
+
+/// Writes `packets`, unless the link stalls for `limit` (the peer stopped reading).
+async fn send_within(
+    writer: &mut upstream::Writer,
+    packets: &[Packet],
+    limit: Duration,
+) -> Result<(), UpstreamError> {
+    if packets.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(limit, writer.send(packets))
+        .await
+        .unwrap_or_else(|_| Err(silent(format!("a write to the hub stalled for {limit:?}"))))
 }
 
 fn subscribe(flight: &mut InFlight, filters: Vec<String>) -> Packet {
@@ -619,4 +704,32 @@ fn queue_c2d(relay: &Relay, client_id: &str, p: &Publish) -> Result<bool, String
         relay.stats.c2d_queued.fetch_add(1, Ordering::Relaxed);
     }
     Ok(queued)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_are_jittered_within_half_to_all_of_the_back_off() {
+        let mut seen = BTreeSet::new();
+        let mut backoff = BACKOFF_FIRST;
+        for attempt in 1..=20u64 {
+            for client in ["child-1", "child-2", "gw/$edgeHub"] {
+                let wait = jittered(backoff, client, attempt);
+                assert!(
+                    wait >= backoff / 2 && wait < backoff,
+                    "{wait:?} for {backoff:?}"
+                );
+                seen.insert(wait);
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        assert_eq!(
+            backoff, BACKOFF_MAX,
+            "the back-off stops growing at its maximum"
+        );
+        // 60 draws over 6 back-off levels: not all sessions wait the same.
+        assert!(seen.len() > 30, "{} distinct waits", seen.len());
+    }
 }

@@ -120,9 +120,17 @@ pub struct Limits {
     /// Concurrent MQTT connections; more are refused at accept.
     #[serde(default = "default_connections")]
     pub max_connections: usize,
+    /// Concurrent MQTT connections (authenticated or not) from one IP address; more are refused
+    /// at accept. A gateway opens one upstream connection per child, so keep it above the
+    /// largest gateway's child count.
+    #[serde(default = "default_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Unacknowledged QoS 1 telemetry per connection before the hub stops reading from it.
     #[serde(default = "default_inflight")]
     pub max_inflight_per_connection: usize,
+    /// Topic filters one connection may hold; filters past it get SUBACK failure (0x80).
+    #[serde(default = "default_subscriptions")]
+    pub max_subscriptions_per_connection: usize,
     /// Seconds a client has to finish TLS and send CONNECT.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
@@ -136,7 +144,9 @@ impl Default for Limits {
         Self {
             max_packet_bytes: default_packet(),
             max_connections: default_connections(),
+            max_connections_per_ip: default_connections_per_ip(),
             max_inflight_per_connection: default_inflight(),
+            max_subscriptions_per_connection: default_subscriptions(),
             connect_timeout_secs: default_connect_timeout(),
             max_request_bytes: default_body(),
         }
@@ -149,8 +159,14 @@ fn default_packet() -> usize {
 fn default_connections() -> usize {
     50_000
 }
+fn default_connections_per_ip() -> usize {
+    10_000
+}
 fn default_inflight() -> usize {
     128
+}
+fn default_subscriptions() -> usize {
+    64
 }
 fn default_connect_timeout() -> u64 {
     30
@@ -254,8 +270,25 @@ impl HubConfig {
         if self.limits.max_packet_bytes < 1024 {
             return Err("limits.max_packet_bytes must be at least 1024".into());
         }
-        if self.limits.max_inflight_per_connection == 0 || self.limits.max_connections == 0 {
-            return Err("limits must be positive".into());
+        let limits = &self.limits;
+        for (name, value) in [
+            ("max_connections", limits.max_connections),
+            ("max_connections_per_ip", limits.max_connections_per_ip),
+            (
+                "max_inflight_per_connection",
+                limits.max_inflight_per_connection,
+            ),
+            (
+                "max_subscriptions_per_connection",
+                limits.max_subscriptions_per_connection,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be positive"));
+            }
+        }
+        if limits.connect_timeout_secs == 0 {
+            return Err("limits.connect_timeout_secs must be positive".into());
         }
         Ok(())
     }
@@ -340,5 +373,27 @@ rights = ["RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"]
         );
         std::fs::write(&p, format!("{MINIMAL}\n[limits]\nbogus = 1\n")).unwrap();
         assert!(HubConfig::load(&p).is_err());
+        std::fs::write(
+            &p,
+            format!("{MINIMAL}\n[limits]\nmax_subscriptions_per_connection = 0\n"),
+        )
+        .unwrap();
+        assert!(
+            HubConfig::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("limits.max_subscriptions_per_connection must be positive")
+        );
+    }
+
+    #[test]
+    fn old_configs_get_the_new_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hub.toml");
+        std::fs::write(&p, format!("{MINIMAL}\n[limits]\nmax_connections = 10\n")).unwrap();
+        let c = HubConfig::load(&p).unwrap();
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.max_connections_per_ip, 10_000);
+        assert_eq!(c.limits.max_subscriptions_per_connection, 64);
     }
 }

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub connections_active: AtomicU64,
     pub connections_refused_limit: AtomicU64,
     pub auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Times a client ran into a `[limits]` budget, by the limit's name.
+    pub limits_reached: Mutex<BTreeMap<&'static str, u64>>,
+    /// When a limit was last logged (floods are logged at most once a second per limit).
+    limit_logged: Mutex<BTreeMap<&'static str, tokio::time::Instant>>,
     pub protocol_errors: AtomicU64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
@@ -78,6 +82,41 @@ impl Metrics {
         if let Ok(mut m) = self.auth_failures.lock() {
             *m.entry(reason).or_insert(0) += 1;
         }
+    }
+
+    /// Counts a client running into `limit` (its name in `[limits]`); returns the new total.
+    pub fn limit_reached(&self, limit: &'static str) -> u64 {
+        match self.limits_reached.lock() {
+            Ok(mut m) => {
+                let n = m.entry(limit).or_insert(0);
+                *n += 1;
+                *n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether a line about `limit` may be logged now: at most one a second per limit, so a flood
+    /// of refused connections does not become a flood of log lines.
+    pub fn limit_log_due(&self, limit: &'static str) -> bool {
+        let now = tokio::time::Instant::now();
+        let Ok(mut last) = self.limit_logged.lock() else {
+            return false;
+        };
+        match last.get(limit) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
+            _ => {
+                last.insert(limit, now);
+                true
+            }
+        }
+    }
+
+    /// How often `limit` was reached so far.
+    pub fn limit_count(&self, limit: &str) -> u64 {
+        self.limits_reached
+            .lock()
+            .map_or(0, |m| m.get(limit).copied().unwrap_or(0))
     }
 
     /// The Prometheus text exposition.
@@ -193,6 +232,18 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP ferrohub_limits_reached_total Times a client ran into a [limits] budget, by limit: connection refused or closed, subscription refused, reading paused.\n# TYPE ferrohub_limits_reached_total counter"
+        );
+        if let Ok(m) = self.limits_reached.lock() {
+            for (limit, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "ferrohub_limits_reached_total{{limit=\"{limit}\"}} {n}"
+                );
+            }
+        }
         self.telemetry_latency.render(
             "ferrohub_telemetry_durable_seconds",
             "Time from PUBLISH received to the record being durable.",
@@ -217,6 +268,9 @@ mod tests {
         Metrics::inc(&m.messages_in);
         m.auth_failure("unknown_device");
         m.auth_failure("unknown_device");
+        assert_eq!(m.limit_reached("max_connections_per_ip"), 1);
+        assert_eq!(m.limit_reached("max_connections_per_ip"), 2);
+        assert_eq!(m.limit_count("max_connections_per_ip"), 2);
         m.telemetry_latency.observe(Duration::from_micros(700));
         m.telemetry_latency.observe(Duration::from_secs(9));
         let text = m.render(5);
@@ -225,5 +279,6 @@ mod tests {
         assert!(text.contains("ferrohub_telemetry_durable_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("ferrohub_telemetry_durable_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("ferrohub_events_log_records 5"));
+        assert!(text.contains("ferrohub_limits_reached_total{limit=\"max_connections_per_ip\"} 2"));
     }
 }

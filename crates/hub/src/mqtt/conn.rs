@@ -29,30 +29,28 @@ enum End {
     Ungraceful,
 }
 
-/// Serves one connection until it closes.
+/// Serves one connection until it closes; CONNECT must arrive by `deadline`
+/// (`limits.connect_timeout_secs` after the TCP connection was accepted).
 pub async fn serve<S>(
     hub: Arc<Hub>,
     stream: S,
     peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    deadline: tokio::time::Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut reader = PacketReader::new(hub.config.limits.max_packet_bytes);
     let connect_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
-    let first = match tokio::time::timeout(connect_timeout, reader.next(&mut rd)).await {
+    let first = match tokio::time::timeout_at(deadline, reader.next(&mut rd)).await {
         Ok(Ok(Some(p))) => p,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
-            Metrics::inc(&hub.metrics.protocol_errors);
-            warn!(error = %e, "Closing connection: malformed first packet");
+            read_failed(&hub, &e, "Closing connection: malformed first packet");
             return;
         }
         Err(_) => {
-            info!(
-                timeout_secs = connect_timeout.as_secs(),
-                "Closing connection: no CONNECT in time"
-            );
+            super::connect_timed_out(&hub);
             return;
         }
     };
@@ -199,6 +197,7 @@ async fn run_session<S>(
         c2d_inflight: std::collections::HashMap::new(),
         next_packet_id: 1,
         features,
+        throttle_logged: false,
     };
     // A restored session may already be subscribed to cloud-to-device messages.
     state.deliver_c2d().await;
@@ -228,8 +227,7 @@ async fn run_session<S>(
                     break End::Ungraceful;
                 }
                 Err(e) => {
-                    Metrics::inc(&hub.metrics.protocol_errors);
-                    warn!(error = %e, "Closing connection");
+                    read_failed(&hub, &e, "Closing connection");
                     break End::Ungraceful;
                 }
             }
@@ -262,6 +260,23 @@ async fn run_session<S>(
     info!("Device disconnected");
 }
 
+/// Counts and logs a packet that could not be read; one over `limits.max_packet_bytes` is
+/// counted under that limit's name.
+fn read_failed(hub: &Hub, e: &super::io::ReadError, what: &str) {
+    Metrics::inc(&hub.metrics.protocol_errors);
+    if let super::io::ReadError::Decode(mqtt_codec::DecodeError::PacketTooLarge { size, max }) = e {
+        hub.metrics.limit_reached("max_packet_bytes");
+        warn!(
+            size,
+            limit = "limits.max_packet_bytes",
+            max,
+            "{what}: packet larger than limits.max_packet_bytes = {max}"
+        );
+    } else {
+        warn!(error = %e, "{what}");
+    }
+}
+
 async fn read_timeout<R: AsyncRead + Unpin>(
     reader: &mut PacketReader,
     rd: &mut R,
@@ -288,6 +303,8 @@ struct State {
     /// Shared with the connection handle: desired patches and methods are sent only while
     /// subscribed.
     features: Arc<super::session::Features>,
+    /// The in-flight limit was logged for this connection.
+    throttle_logged: bool,
 }
 
 const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
@@ -310,6 +327,8 @@ impl State {
             Packet::Publish(p) => self.publish(p).await,
             Packet::Subscribe(s) => {
                 let mut codes = Vec::with_capacity(s.filters.len());
+                let mut filters = Vec::with_capacity(s.filters.len());
+                let before = self.subscriptions.clone();
                 for (filter, qos) in &s.filters {
                     if let Err(e) = iot_auth::topic::classify_subscription(
                         filter,
@@ -318,17 +337,16 @@ impl State {
                     ) {
                         return self.violation(format!("subscription to {filter:?} refused: {e}"));
                     }
-                    let granted = if *qos == QoS::AtMostOnce {
-                        QoS::AtMostOnce
-                    } else {
-                        QoS::AtLeastOnce
-                    };
-                    self.subscriptions.retain(|(f, _)| f != filter);
-                    self.subscriptions.push((filter.clone(), granted as u8));
-                    codes.push(SubAckReturnCode::Success(granted));
+                    let code = self.subscribe(filter, *qos);
+                    if code != SubAckReturnCode::Failure {
+                        filters.push(filter.clone());
+                    }
+                    codes.push(code);
                 }
-                self.persist();
-                let filters: Vec<String> = s.filters.iter().map(|(f, _)| f.clone()).collect();
+                // Repeating a subscription changes nothing (and writes nothing).
+                if self.subscriptions != before {
+                    self.persist();
+                }
                 info!(?filters, "Subscribed");
                 if let Some(relay) = self.hub.relay.get() {
                     relay.subscribed(&self.identity.client_id(), &filters);
@@ -366,6 +384,35 @@ impl State {
             }
             other => self.violation(format!("unexpected packet {}", packet_name(&other))),
         }
+    }
+
+    /// Adds (or updates) one filter; a new one past `limits.max_subscriptions_per_connection`
+    /// is refused (0x80), counted and logged, and the connection stays.
+    fn subscribe(&mut self, filter: &str, qos: QoS) -> SubAckReturnCode {
+        let max = self.hub.config.limits.max_subscriptions_per_connection;
+        let held = self.subscriptions.iter().any(|(f, _)| f == filter);
+        if !held && self.subscriptions.len() >= max {
+            self.hub
+                .metrics
+                .limit_reached("max_subscriptions_per_connection");
+            warn!(
+                filter,
+                limit = "limits.max_subscriptions_per_connection",
+                max,
+                "Subscription refused (SUBACK 0x80): limits.max_subscriptions_per_connection = {max} reached"
+            );
+            return SubAckReturnCode::Failure;
+        }
+        let granted = if qos == QoS::AtMostOnce {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
+        match self.subscriptions.iter_mut().find(|(f, _)| f == filter) {
+            Some(held) => held.1 = granted as u8,
+            None => self.subscriptions.push((filter.to_owned(), granted as u8)),
+        }
+        SubAckReturnCode::Success(granted)
     }
 
     async fn publish(&mut self, p: Publish) -> Option<End> {
@@ -408,6 +455,12 @@ impl State {
             Ok(pending) => {
                 if let Some(pending) = pending {
                     // Waits when too many publishes are not yet durable: backpressure.
+                    let pending = match self.ack.try_send(pending) {
+                        Ok(()) => return None,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return Some(End::Ungraceful),
+                        Err(mpsc::error::TrySendError::Full(pending)) => pending,
+                    };
+                    self.throttled();
                     if self.ack.send(pending).await.is_err() {
                         return Some(End::Ungraceful);
                     }
@@ -554,6 +607,23 @@ impl State {
             if let Err(e) = store.c2d_delivered(&queue, msg.seq) {
                 warn!(error = %e, "Could not count a cloud-to-device delivery");
             }
+        }
+    }
+
+    /// Reading pauses: `limits.max_inflight_per_connection` publishes await durability. Counted
+    /// every time, logged once per connection.
+    fn throttled(&mut self) {
+        self.hub
+            .metrics
+            .limit_reached("max_inflight_per_connection");
+        if !self.throttle_logged {
+            self.throttle_logged = true;
+            let max = self.hub.config.limits.max_inflight_per_connection;
+            info!(
+                limit = "limits.max_inflight_per_connection",
+                max,
+                "Pausing reads from this connection until its publishes are durable (limits.max_inflight_per_connection = {max})"
+            );
         }
     }
 

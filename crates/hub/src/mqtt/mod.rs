@@ -7,7 +7,9 @@ mod on_behalf;
 pub mod session;
 mod telemetry;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -19,8 +21,74 @@ use crate::metrics::Metrics;
 
 pub use telemetry::MAX_BODY_BYTES;
 
+/// Open connections per peer address, for `limits.max_connections_per_ip`.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerIp`], given back when dropped.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it holds `max` already.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.0.lock().ok()?;
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.0.lock()
+            && let Some(n) = open.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Counts and logs a connection refused or closed by `limit` before it authenticated (in the
+/// connection's span, which names the peer). A flood is logged at most once a second, with the
+/// running total.
+fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
+    let total = hub.metrics.limit_reached(limit);
+    if hub.metrics.limit_log_due(limit) {
+        let what = match limit {
+            "connect_timeout_secs" => "Closing connection: TLS and CONNECT not done in time",
+            _ => "Refusing connection",
+        };
+        warn!(
+            limit = format!("limits.{limit}"),
+            value, total, "{what} (limits.{limit} = {value})"
+        );
+    }
+}
+
+/// A client did not finish TLS and CONNECT within `limits.connect_timeout_secs`.
+pub(super) fn connect_timed_out(hub: &Hub) {
+    refused_early(
+        hub,
+        "connect_timeout_secs",
+        hub.config.limits.connect_timeout_secs,
+    );
+}
+
 /// Accepts connections until `shutdown` turns true. Each connection runs in its own task, within
-/// `limits.max_connections`; TLS and CONNECT must complete within `limits.connect_timeout_secs`.
+/// `limits.max_connections` and `limits.max_connections_per_ip`; TLS and CONNECT together must
+/// complete within `limits.connect_timeout_secs`.
 pub async fn serve(
     hub: Arc<Hub>,
     listener: TcpListener,
@@ -28,30 +96,47 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(hub.config.limits.max_connections));
-    let handshake_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
+    let limits = hub.config.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let handshake_timeout = Duration::from_secs(limits.connect_timeout_secs);
     while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, "mqtt").await {
         Metrics::inc(&hub.metrics.connections_accepted);
+        let span = tracing::info_span!("conn", %peer);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             Metrics::inc(&hub.metrics.connections_refused_limit);
-            warn!(%peer, limit = hub.config.limits.max_connections, "Refusing connection: limits.max_connections reached");
+            let _entered = span.enter();
+            refused_early(&hub, "max_connections", limits.max_connections as u64);
+            continue;
+        };
+        let Some(ip_slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip) else {
+            let _entered = span.enter();
+            let value = limits.max_connections_per_ip as u64;
+            refused_early(&hub, "max_connections_per_ip", value);
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let (hub, acceptor) = (hub.clone(), acceptor.clone());
-        let span = tracing::info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                let _permit = permit;
-                let Some(tls) = crate::net::handshake(&acceptor, tcp, handshake_timeout).await
-                else {
-                    return;
+                let _slots = (permit, ip_slot);
+                let deadline = tokio::time::Instant::now() + handshake_timeout;
+                let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        info!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        connect_timed_out(&hub);
+                        return;
+                    }
                 };
                 let chain = crate::net::peer_chain(&tls);
                 hub.connections
                     .tasks
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                conn::serve(hub.clone(), tls, chain).await;
+                conn::serve(hub.clone(), tls, chain, deadline).await;
                 hub.connections
                     .tasks
                     .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
