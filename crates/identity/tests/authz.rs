@@ -325,7 +325,7 @@ async fn a_module_reaches_neither_another_modules_identity_nor_its_keys() {
     );
     assert_ne!(s.export(&my_handle).await, s.export(&other_handle).await);
     println!(
-        "RELIABILITY|authorization: a module reaching another module's identity or keys|identityd, keyd and certd on Unix sockets, two module principals, a hub|8 identityd operations on the other module or the device, 3 keyd key ids, a nested derivation, an edited handle, a token for the other module signed with its own handle|all refused (401, or 400 for handles keyd did not issue), nothing changed at the hub, the hub refuses the module as the other module; known hole: the master key's handle can be read out of a module's own handle (see Known gaps)|0"
+        "RELIABILITY|authorization: a module reaching another module's identity or keys|identityd, keyd and certd on Unix sockets, two module principals, a hub|8 identityd operations on the other module or the device, 3 keyd key ids, a nested derivation, an edited handle, a token for the other module signed with its own handle|all refused (401, or 400 for handles keyd did not issue), nothing changed at the hub, the hub refuses the module as the other module; the master key's handle lifted out of a module's own handle is refused for derive, sign and delete|0"
     );
     let _ = s.stop.send(true);
 }

@@ -22,6 +22,9 @@ pub struct Identity {
     /// `sas`, `selfSigned`, `certificateAuthority`; `sas` also for policy tokens.
     pub auth_type: AuthType,
     pub generation_id: String,
+    /// When the SAS token it connected with expires (seconds since the epoch); the session ends
+    /// then, as at IoT Hub. `None` for X.509.
+    pub token_expiry: Option<u64>,
 }
 
 impl Identity {
@@ -171,6 +174,7 @@ pub fn authenticate(
             module_id,
             auth_type,
             generation_id: device.generation_id,
+            token_expiry: sas_expiry(password),
         });
     }
     let (auth, generation_id) = match &module_id {
@@ -200,7 +204,14 @@ pub fn authenticate(
         module_id,
         auth_type,
         generation_id,
+        token_expiry: password.and_then(|p| sas_expiry(Some(p))),
     })
+}
+
+/// The expiry of the SAS token in `password`, if it is one.
+fn sas_expiry(password: Option<&[u8]>) -> Option<u64> {
+    let text = std::str::from_utf8(password?).ok()?;
+    SasToken::parse(text).ok().map(|t| t.expiry())
 }
 
 pub(super) fn check_sas(

@@ -323,6 +323,17 @@ const C2D_WINDOW: usize = 16;
 impl State {
     /// Handles one packet; `Some` ends the connection.
     async fn handle(&mut self, packet: Packet) -> Option<End> {
+        if let Some(expiry) = self.identity.token_expiry {
+            let now = u64::try_from(self.hub.clock.now().unix_timestamp()).unwrap_or(0);
+            if expiry.saturating_add(iot_auth::sas::MAX_CLOCK_SKEW_SECS) < now {
+                self.hub.metrics.auth_failure("expired_token");
+                info!(
+                    expiry,
+                    "Closing connection: its SAS token expired (reconnect with a new one)"
+                );
+                return Some(End::Ungraceful);
+            }
+        }
         match packet {
             Packet::Publish(p) => self.publish(p).await,
             Packet::Subscribe(s) => {
