@@ -250,7 +250,7 @@ pub async fn run(args: GatewayArgs) -> Result<bool> {
         timeout: Duration::from_secs(args.phase_timeout.max(1)),
     };
     let peer_version = match args.peer {
-        PeerKind::Mosquitto => Some(mosquitto::version(&args.mosquitto)?),
+        PeerKind::Mosquitto => Some(crate::bench::mosquitto::version(&args.mosquitto)?),
         PeerKind::None => None,
     };
     eprintln!("ferrohub: gateway → hub ...");

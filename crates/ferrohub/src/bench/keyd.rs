@@ -37,6 +37,9 @@ pub struct KeydArgs {
     /// Bytes of the message each request signs.
     #[arg(long, default_value_t = 64)]
     message: usize,
+    /// Print the results as JSON on stdout (the `bench report` shape).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The uid this process runs as (the owner of a directory it just created).
@@ -90,6 +93,10 @@ async fn caller(
 }
 
 pub async fn run(args: KeydArgs) -> Result<()> {
+    if args.callers == 0 || args.callers > 10_000 || args.seconds > 300 {
+        bail!("--callers must be 1..=10000 and --seconds at most 300");
+    }
+    let machine = super::stats::Machine::now();
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let cfg = KeydConfig {
         homedir: dir.path().join("home"),
@@ -148,8 +155,35 @@ pub async fn run(args: KeydArgs) -> Result<()> {
     let elapsed = began.elapsed();
     let _ = stop.send(true);
     server.await.context("keyd panicked")??;
+    if args.json {
+        return json_report(&args, &lat, elapsed, machine);
+    }
     report(&args, lat, elapsed);
     Ok(())
+}
+
+fn json_report(
+    args: &KeydArgs,
+    lat: &[u32],
+    elapsed: Duration,
+    machine: super::stats::Machine,
+) -> Result<()> {
+    let mut h = super::stats::Latency::new();
+    for us in lat {
+        h.record_us(u64::from(*us));
+    }
+    let rate = lat.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    let summary = h.summary();
+    let mut r = super::stats::Report::new("keyd", "hmac-sign", machine, None);
+    r.params =
+        json!({"callers": args.callers, "seconds": args.seconds, "message_bytes": args.message});
+    r.goal = super::stats::Goal {
+        text: "keyd HMAC sign over UDS: ≥ 20,000/s, p99 < 200 µs".into(),
+        met: Some(rate >= 20_000.0 && summary.p99_ms < 0.2),
+    };
+    r.ferrohub = json!({"signs": lat.len(), "seconds": elapsed.as_secs_f64(),
+        "signs_per_sec": rate, "latency": summary});
+    r.emit(true)
 }
 
 fn report(args: &KeydArgs, mut lat: Vec<u32>, elapsed: Duration) {

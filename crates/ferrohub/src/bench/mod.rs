@@ -1,10 +1,21 @@
 //! `ferrohub bench …`: load generators against an in-process hub on loopback, over real TLS with
 //! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
 
+mod connect;
+mod consumer;
+mod durable;
 mod gateway;
+mod idle;
 mod interactive;
 mod keyd;
+mod mosquitto;
+mod mqtt;
+mod plot;
+mod process;
 mod provision;
+mod report;
+mod stats;
+mod target;
 mod telemetry;
 
 use std::sync::Arc;
@@ -22,12 +33,38 @@ use crate::clock;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
-    /// QoS 1 telemetry from N X.509 devices over TLS into an in-process hub (fsync on).
+    /// QoS 0/1 telemetry from N X.509 devices over TLS to `ferrohub hub` (fsync on), side by side
+    /// with mosquitto (mTLS, persistence on): msgs/s and publish → consumer latency.
     #[command(
-        after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 2000\n  \
-        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate"
+        after_help = "Examples:\n  ferrohub bench telemetry --devices 100 --messages 1000 --inflight 32\n  \
+        ferrohub bench telemetry --devices 100 --rate 10000 --seconds 10   # latency at a fixed rate\n  \
+        ferrohub bench telemetry --qos 0 --peer none --json"
     )]
     Telemetry(telemetry::TelemetryArgs),
+    /// TLS connection storm with X.509 client certificates (one distinct certificate per device):
+    /// handshakes/s and connect latency, ferrohub and mosquitto side by side.
+    #[command(
+        after_help = "Examples:\n  ferrohub bench connect --devices 2000 --concurrency 50\n  \
+        ferrohub bench connect --devices 200 --peer none --json"
+    )]
+    Connect(connect::ConnectArgs),
+    /// N idle mTLS connections held open: the server's RSS growth per connection.
+    #[command(
+        after_help = "Examples:\n  ferrohub bench idle --connections 10000\n  \
+        ferrohub bench idle --connections 100 --peer none --json"
+    )]
+    Idle(idle::IdleArgs),
+    /// Appends to a durable-log with group commit and fdatasync: appends/s, each one durable.
+    #[command(
+        after_help = "Examples:\n  ferrohub bench durable-log --writers 512 --seconds 10\n  \
+        ferrohub bench durable-log --appends 20000 --json"
+    )]
+    DurableLog(durable::DurableArgs),
+    /// Turns the `--json` results of `bench/run-all` into bench/RESULTS.md's tables and PNG plots.
+    #[command(
+        after_help = "Example:\n  ferrohub bench report --input target/bench-all --results bench/RESULTS.md \\\n    --plots bench/plots"
+    )]
+    Report(report::ReportArgs),
     /// Direct-method round trips: service REST call → device → answer, N devices connected.
     #[command(after_help = "Example:\n  ferrohub bench methods --devices 100 --seconds 10")]
     Methods(interactive::InteractiveArgs),
@@ -54,7 +91,11 @@ pub enum BenchCmd {
 pub fn run(cmd: BenchCmd) -> Result<bool> {
     let rt = crate::hub_cmd::runtime()?;
     match cmd {
-        BenchCmd::Telemetry(args) => rt.block_on(telemetry::run(args)),
+        BenchCmd::Telemetry(args) => return rt.block_on(telemetry::run(args)),
+        BenchCmd::Connect(args) => return rt.block_on(connect::run(args)),
+        BenchCmd::Idle(args) => return rt.block_on(idle::run(args)),
+        BenchCmd::DurableLog(args) => return rt.block_on(durable::run(args)),
+        BenchCmd::Report(args) => report::run(&args),
         BenchCmd::Methods(args) => rt.block_on(interactive::methods(args)),
         BenchCmd::Twin(args) => rt.block_on(interactive::twin(args)),
         BenchCmd::Provision(args) => rt.block_on(provision::run(args)),
@@ -331,6 +372,50 @@ fn register_devices(
     }
     pb.finish_and_clear();
     Ok(creds)
+}
+
+/// A progress bar on stderr for `n` steps of `what`.
+pub fn bar(n: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(n);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what:>32} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// Issues a TLS server certificate for `localhost` and 127.0.0.1 from `ca`; writes
+/// `{name}.pem` (with the CA) and `{name}.key` under `dir` and returns their paths.
+pub fn server_cert(
+    dir: &std::path::Path,
+    ca: &pki::Certificate,
+    ca_key: &PrivateKey,
+    name: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let key = PrivateKey::generate(KeyAlgorithm::P256)?;
+    let mut req = CertRequest::new(
+        Profile::Server,
+        "localhost",
+        clock::now() - time::Duration::days(1),
+    );
+    req.subject_alt_names = vec!["localhost".into(), "127.0.0.1".into()];
+    let cert = pki::issue(
+        &req,
+        &key,
+        Some(Signer {
+            cert: ca,
+            key: ca_key,
+        }),
+    )?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.to_pem() + &ca.to_pem())?;
+    std::fs::write(&key_path, key.to_pem())?;
+    Ok((cert_path, key_path))
 }
 
 /// Percentile `p` (0..=1) of sorted microsecond samples, in milliseconds.

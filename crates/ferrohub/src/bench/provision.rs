@@ -25,12 +25,19 @@ pub struct ProvisionArgs {
     /// Registrations in flight at once (devices registering concurrently).
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
-    /// Devices to register, each with its own certificate (registered once).
+    /// Devices to register, each with its own certificate (registered once; at most 50,000).
     #[arg(long, default_value_t = 4000)]
     registrations: usize,
+    /// Print the results as JSON on stdout (the `bench report` shape).
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: ProvisionArgs) -> Result<()> {
+    if args.registrations == 0 || args.registrations > 50_000 || args.concurrency > 5000 {
+        bail!("--registrations must be 1..=50000 and --concurrency at most 5000");
+    }
+    let machine = super::stats::Machine::now();
     let bench = BenchHub::start(0, true, 32).await?;
     let (dps, dps_addr, stop) = start_dps(&bench).await?;
     let creds = issue_devices(&bench, args.registrations)?;
@@ -69,6 +76,9 @@ pub async fn run(args: ProvisionArgs) -> Result<()> {
         );
     }
     drop(dps);
+    if args.json {
+        return json_report(&args, &lat, elapsed, stats.total_device_count, machine);
+    }
     lat.sort_unstable();
     println!(
         "provision: {} X.509 registrations, {} in flight, group enrollment (CA chain), fsync on",
@@ -89,6 +99,30 @@ pub async fn run(args: ProvisionArgs) -> Result<()> {
         percentile_ms(&lat, 1.0)
     );
     Ok(())
+}
+
+fn json_report(
+    args: &ProvisionArgs,
+    lat: &[u32],
+    elapsed: Duration,
+    at_hub: u64,
+    machine: super::stats::Machine,
+) -> Result<()> {
+    let mut h = super::stats::Latency::new();
+    for us in lat {
+        h.record_us(u64::from(*us));
+    }
+    let rate = lat.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    let mut r = super::stats::Report::new("provision", "x509-group", machine, None);
+    r.params =
+        serde_json::json!({"registrations": args.registrations, "concurrency": args.concurrency});
+    r.goal = super::stats::Goal {
+        text: "DPS X.509 registrations: ≥ 500/s end to end".into(),
+        met: Some(rate >= 500.0),
+    };
+    r.ferrohub = serde_json::json!({"registrations": lat.len(), "devices_at_hub": at_hub,
+        "seconds": elapsed.as_secs_f64(), "registrations_per_sec": rate, "latency": h.summary()});
+    r.emit(true)
 }
 
 /// A provisioning service linked to the bench hub, with one X.509 group trusting the bench CA.

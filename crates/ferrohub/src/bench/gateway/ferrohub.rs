@@ -10,7 +10,6 @@ use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use hub::model::{AuthType, Authentication, Capabilities, Device, SymmetricKey};
 use hub::registry::IfMatch;
-use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use tokio::sync::watch;
 
 use super::{Arrivals, Chain, HOST, Plan, child_id, child_index, lock};
@@ -41,7 +40,8 @@ impl Ferro {
         let bench = BenchHub::start(0, true, 128).await?;
         let (edge_hub_key, child_key) = register_edge(&bench.hub, plan.children)?;
         let gw_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-        let (cert, key) = server_cert(gw_dir.path(), &bench.ca, &bench.ca_key, "gateway")?;
+        let (cert, key) =
+            crate::bench::server_cert(gw_dir.path(), &bench.ca, &bench.ca_key, "gateway")?;
         let config = edge::EdgeConfig {
             edge_id: "bench-edge".into(),
             hub_hostname: HOST.into(),
@@ -221,38 +221,6 @@ fn register_edge(hub: &hub::Hub, children: usize) -> Result<(String, Vec<u8>)> {
         .context("$edgeHub has no key")?;
     let child_key = base64::engine::general_purpose::STANDARD.decode(&key)?;
     Ok((edge_hub_key, child_key))
-}
-
-/// Issues a TLS server certificate for `localhost` and 127.0.0.1 from `ca`; writes
-/// `{name}.pem` (with the CA) and `{name}.key` under `dir` and returns their paths.
-pub fn server_cert(
-    dir: &std::path::Path,
-    ca: &pki::Certificate,
-    ca_key: &PrivateKey,
-    name: &str,
-) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let key = PrivateKey::generate(KeyAlgorithm::P256)?;
-    let mut req = CertRequest::new(
-        Profile::Server,
-        HOST,
-        clock::now() - time::Duration::days(1),
-    );
-    req.subject_alt_names = vec![HOST.into(), "127.0.0.1".into()];
-    let cert = pki::issue(
-        &req,
-        &key,
-        Some(Signer {
-            cert: ca,
-            key: ca_key,
-        }),
-    )?;
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert_path, cert.to_pem() + &ca.to_pem())?;
-    std::fs::write(&key_path, key.to_pem())?;
-    Ok((cert_path, key_path))
 }
 
 /// Follows the hub's events log from `offset`, checking off each child's messages (as stamped by

@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,115 +19,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{Arrivals, Chain, HOST, child_index, lock};
+use crate::bench::mosquitto::{COMMON, user_line};
+use crate::bench::process::{ServerProcess, free_port, tail};
 use crate::clock;
 
-/// `mosquitto -h`'s first line, e.g. `mosquitto version 2.0.11`.
-pub fn version(bin: &Path) -> Result<String> {
-    let out = Command::new(bin).arg("-h").output().with_context(|| {
-        format!(
-            "cannot run {} (install it: apt-get install mosquitto, or use --peer none)",
-            bin.display()
-        )
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap_or_default().trim().to_owned();
-    if !line.starts_with("mosquitto") {
-        bail!("{} -h did not say which mosquitto it is", bin.display());
-    }
-    Ok(line)
-}
-
-/// Settings both brokers share. Durability: mosquitto keeps messages in memory and writes its
-/// whole database to `mosquitto.db` every `autosave_interval` seconds (and at a clean exit); it
-/// acknowledges a QoS 1 PUBLISH before that. ferrohub acknowledges after fdatasync.
-const COMMON: &str = "\
-per_listener_settings false
-allow_anonymous true
-persistence true
-autosave_interval 1
-autosave_on_changes false
-set_tcp_nodelay true
-max_queued_messages 0
-max_queued_bytes 0
-max_inflight_messages 64
-log_dest stderr
-log_type error
-log_type warning
-log_type notice
-";
-
-/// One mosquitto process and its configuration.
-struct Broker {
-    bin: PathBuf,
-    conf: PathBuf,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    async fn start(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.bin.display()))?;
-        let child = self.child.insert(child);
-        let deadline = clock::instant() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                bail!(
-                    "mosquitto -c {} exited ({status}):\n{log}",
-                    self.conf.display()
-                );
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return Ok(());
-            }
-            if clock::instant() >= deadline {
-                bail!("mosquitto did not listen on port {} within 10 s", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGTERM (mosquitto saves its database on the way out), then waits for the exit.
-    async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = clock::instant() + Duration::from_secs(15);
-        while child.try_wait()?.is_none() {
-            if clock::instant() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("mosquitto did not stop within 15 s of SIGTERM; killed it");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+/// What the gateway's two brokers add to [`COMMON`]: children connect with TLS server
+/// authentication only, and the bridge keeps the gateway's upstream batch size in flight.
+const GATEWAY: &str = "allow_anonymous true\nmax_inflight_messages 64\n";
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 struct SubStats {
@@ -138,34 +35,22 @@ struct SubStats {
 }
 
 pub struct Mosquitto {
-    edge: Broker,
-    hub: Broker,
+    edge: ServerProcess,
+    hub: ServerProcess,
     roots: Arc<rustls::RootCertStore>,
     sub_stop: watch::Sender<bool>,
     sub_task: tokio::task::JoinHandle<SubStats>,
     dir: tempfile::TempDir,
 }
 
-/// A free loopback port (the OS picks it; mosquitto binds it right after).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Writes the two configurations; returns their paths (edge, hub).
 fn write_configs(dir: &Path, edge_port: u16, hub_port: u16) -> Result<(PathBuf, PathBuf)> {
     let p = |n: &str| dir.join(n).display().to_string();
-    // As root, mosquitto would switch to the `mosquitto` user, which cannot read these files.
-    let user = if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
-        "user root\n"
-    } else {
-        ""
-    };
+    let user = user_line()?;
     let listener = |port: u16, db: &str| -> Result<String> {
         std::fs::create_dir_all(dir.join(db))?;
         Ok(format!(
-            "{user}{COMMON}persistence_location {}/\nlistener {port} 127.0.0.1\n\
+            "{user}{COMMON}{GATEWAY}persistence_location {}/\nlistener {port} 127.0.0.1\n\
              cafile {}\ncertfile {}\nkeyfile {}\n",
             p(db),
             p("ca.pem"),
@@ -202,18 +87,14 @@ impl Mosquitto {
             None,
         )?;
         std::fs::write(dir.path().join("ca.pem"), ca.to_pem())?;
-        super::ferrohub::server_cert(dir.path(), &ca, &ca_key, "broker")?;
+        crate::bench::server_cert(dir.path(), &ca, &ca_key, "broker")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.to_rustls())?;
         let roots = Arc::new(roots);
         let (edge_port, hub_port) = (free_port()?, free_port()?);
         let (edge_conf, hub_conf) = write_configs(dir.path(), edge_port, hub_port)?;
-        let broker = |conf: PathBuf, log: &str, port| Broker {
-            bin: bin.to_owned(),
-            conf,
-            log: dir.path().join(log),
-            port,
-            child: None,
+        let broker = |conf: PathBuf, log: &str, port| {
+            crate::bench::mosquitto::process(bin, &conf, dir.path().join(log), port)
         };
         let mut hub = broker(hub_conf, "hub.log", hub_port);
         let mut edge = broker(edge_conf, "edge.log", edge_port);
@@ -267,23 +148,14 @@ impl Chain for Mosquitto {
             .unwrap_or_default();
         self.edge.stop().await?;
         self.hub.stop().await?;
-        let conf = std::fs::read_to_string(&self.edge.conf).unwrap_or_default();
-        let _ = &self.dir;
+        let conf = std::fs::read_to_string(self.dir.path().join("edge.conf")).unwrap_or_default();
         Ok(serde_json::json!({
             "subscriber": stats,
             "edge_config": conf,
-            "edge_log_tail": tail(&self.edge.log),
-            "hub_log_tail": tail(&self.hub.log),
+            "edge_log_tail": tail(&self.edge.log, 20),
+            "hub_log_tail": tail(&self.hub.log, 20),
         }))
     }
-}
-
-/// The last 20 lines of a broker's log.
-fn tail(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(20);
-    lines[from..].iter().map(|l| (*l).to_owned()).collect()
 }
 
 /// The hub broker's QoS 1 subscriber: reconnects (clean session off) until `stop`, checks off
