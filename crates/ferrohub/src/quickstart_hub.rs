@@ -217,6 +217,19 @@ impl HubStage {
             r.task.abort();
             r.hub.connections.kick_all();
         }
+        // The abort lands at the task's next await: wait for it (bounded).
+        for _ in 0..2000 {
+            let done = self
+                .running
+                .borrow()
+                .as_ref()
+                .is_none_or(|r| r.task.is_finished());
+            if done {
+                break;
+            }
+            self.rt
+                .block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
+        }
     }
 
     fn check_alive(&self) -> Result<()> {
