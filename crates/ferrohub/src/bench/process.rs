@@ -99,7 +99,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM (mosquitto saves its database, the hub closes its log), then waits for the exit;
-    /// kills it after 15 s.
+    /// kills it after 30 s.
     pub async fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
@@ -107,13 +107,13 @@ impl ServerProcess {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = clock::instant() + Duration::from_secs(15);
+        let deadline = clock::instant() + Duration::from_secs(30);
         while child.try_wait()?.is_none() {
             if clock::instant() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!(
-                    "{} did not stop within 15 s of SIGTERM; killed it",
+                    "{} did not stop within 30 s of SIGTERM; killed it",
                     self.program.display()
                 );
             }

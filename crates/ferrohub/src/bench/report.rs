@@ -39,6 +39,10 @@ pub fn rows(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ("publish → consumer p99 ms", "e2e_latency.p99_ms"),
             ("publish → consumer p99.9 ms", "e2e_latency.p999_ms"),
             ("publish → PUBACK p99 ms", "ack_latency.p99_ms"),
+            (
+                "open loop: latest send behind schedule, ms",
+                "max_send_lag_ms",
+            ),
             ("server CPU µs per message", "server_cpu_us_per_message"),
             (
                 "load generator + consumer CPU µs per message",
@@ -219,7 +223,12 @@ fn to_report(v: Value) -> Result<Report> {
         machine,
         v["versions"]["mosquitto"].as_str(),
     );
-    r.command = v["command"].as_str().unwrap_or_default().to_owned();
+    let command = v["command"].as_str().unwrap_or_default();
+    // The program's path as run, shown as `ferrohub` like the other commands.
+    r.command = match command.split_once(' ') {
+        Some((_, rest)) => format!("ferrohub {rest}"),
+        None => command.to_owned(),
+    };
     r.params = serde_json::json!({"children": v["children"], "messages_per_child": v["messages_per_child"],
         "inflight_per_child": v["inflight_per_child"], "outage_messages": v["outage_messages"],
         "payload_bytes": v["payload_bytes"]});
