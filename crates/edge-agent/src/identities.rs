@@ -220,21 +220,8 @@ impl Identities {
     }
 }
 
-/// Writes a file readable by its owner only, atomically (a temporary file renamed over it).
+/// Writes a file readable by its owner only, atomically (identityd's writer: temp + fsync +
+/// rename, mode 0600).
 pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    identity::identityd::write_atomic(path, bytes)
 }

@@ -62,11 +62,7 @@ impl DeviceConn {
         client_id: &str,
         token: &str,
     ) -> Result<Self> {
-        let cfg = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let username = format!("{host}/{client_id}/?api-version=2021-04-12");
-        Self::connect_with(addr, host, cfg, client_id, &username, Some(token)).await
+        Self::connect_sas_via(addr, host, host, roots, client_id, token).await
     }
 
     /// A downstream device through a gateway: TLS to `addr` verifies `gateway_host` (its
