@@ -4,11 +4,10 @@
 //! Without one, the local hub serves the files named in `edge.toml` ([`hub::run`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{EdgeError, Gateway};
 
@@ -53,21 +52,7 @@ pub(crate) async fn serve_local(
         https_tls,
         shutdown.clone(),
     ));
-    let r = tokio::spawn(retention(local, shutdown));
+    let r = tokio::spawn(hub::housekeeping(local, shutdown));
     let _ = tokio::join!(m, h, r);
     Ok(())
-}
-
-/// What [`hub::run`] does besides serving: drop records past the store's retention.
-async fn retention(hub: Arc<hub::Hub>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
-        let now_ms = hub::time::now_ms(hub.clock.as_ref()).unsigned_abs();
-        if let Err(e) = hub.events.enforce_retention(now_ms) {
-            warn!(error = %e, "Store retention failed");
-        }
-    }
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod model;
 pub mod mqtt;
 pub mod net;
+pub mod presence;
 pub mod registry;
 pub mod relay;
 pub mod store;
@@ -175,10 +176,53 @@ pub async fn run(
         https_tls,
         shutdown.clone(),
     ));
-    let retention = tokio::spawn(retention_task(hub.clone(), shutdown));
-    let _ = tokio::join!(mqtt, https, retention);
+    let chores = tokio::spawn(housekeeping(hub.clone(), shutdown));
+    let _ = tokio::join!(mqtt, https, chores);
     info!("Hub stopped");
     Ok(())
+}
+
+/// What a hub does besides serving, until `shutdown`: drop events past retention and write
+/// connection changes to the registry. [`run`] runs it; so does anything serving the hub's
+/// endpoints itself (the gateway with a renewable certificate).
+pub async fn housekeeping(hub: Arc<Hub>, shutdown: watch::Receiver<bool>) {
+    tokio::join!(
+        retention_task(hub.clone(), shutdown.clone()),
+        presence_task(hub, shutdown)
+    );
+}
+
+/// Writes connection changes to the registry at most once a second (see [`presence`]), and once
+/// more when the hub stops.
+async fn presence_task(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let flush = |hub: Arc<Hub>| async move {
+        let hub2 = hub.clone();
+        match tokio::task::spawn_blocking(move || hub2.registry.flush_connections()).await {
+            Ok(Err(e)) => warn!(error = %e, "Could not record connection states; will retry"),
+            Err(e) => warn!(error = %e, "Connection state writer failed; will retry"),
+            Ok(Ok(_)) => {}
+        }
+    };
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.changed() => true,
+            () = hub.registry.presence.wake.notified() => false,
+        };
+        if !stopping {
+            // Gather the changes of the next second into one commit.
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        flush(hub.clone()).await;
+        if *shutdown.borrow() {
+            // Connections closing during shutdown record their disconnect after the first flush.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            flush(hub).await;
+            return;
+        }
+    }
 }
 
 async fn retention_task(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {

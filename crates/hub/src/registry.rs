@@ -7,6 +7,7 @@ use base64::Engine as _;
 
 use crate::error::ApiError;
 use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
+use crate::presence::{Change, Presence};
 use crate::store::Registry;
 use crate::time::{SharedClock, rfc3339};
 
@@ -19,6 +20,8 @@ pub struct RegistryService {
     clock: SharedClock,
     /// Serialises read-modify-write sequences (etag checks) on the single-node store.
     write: Mutex<()>,
+    /// Connection changes not yet written to the store (see [`crate::presence`]).
+    pub presence: Presence,
 }
 
 /// How a write treats an existing record.
@@ -83,6 +86,7 @@ impl RegistryService {
             store,
             clock,
             write: Mutex::new(()),
+            presence: Presence::default(),
         }
     }
 
@@ -108,6 +112,7 @@ impl RegistryService {
     pub fn get_device(&self, id: &str) -> Result<Device, ApiError> {
         self.store
             .get_device(id)?
+            .map(|d| self.live_device(d))
             .ok_or_else(|| ApiError::not_found("DeviceNotFound", format!("Device {id} not found")))
     }
 
@@ -116,7 +121,33 @@ impl RegistryService {
         if let Some(top) = top {
             all.truncate(top);
         }
-        Ok(all)
+        Ok(all.into_iter().map(|d| self.live_device(d)).collect())
+    }
+
+    /// The device with its connection state as of now (unwritten changes applied).
+    fn live_device(&self, mut d: Device) -> Device {
+        if let Some(c) = self.presence.get(&d.device_id, None) {
+            apply(
+                &mut d.connection_state,
+                &mut d.connection_state_updated_time,
+                &mut d.last_activity_time,
+                c,
+            );
+        }
+        d
+    }
+
+    /// The module with its connection state as of now.
+    fn live_module(&self, mut m: Module) -> Module {
+        if let Some(c) = self.presence.get(&m.device_id, Some(&m.module_id)) {
+            apply(
+                &mut m.connection_state,
+                &mut m.connection_state_updated_time,
+                &mut m.last_activity_time,
+                c,
+            );
+        }
+        m
     }
 
     /// `PUT /devices/{id}`: create (no `If-Match`) or replace (`*` or the current etag).
@@ -156,7 +187,7 @@ impl RegistryService {
         if device.capabilities.iot_edge {
             self.ensure_system_modules(id, &now)?;
         }
-        Ok(device)
+        Ok(self.live_device(device))
     }
 
     fn new_device(&self, id: &str, input: Device, now: &str) -> Device {
@@ -215,6 +246,7 @@ impl RegistryService {
         let existing = self.get_device(id)?;
         if_match.check(Some(&existing.etag), &format!("device {id}"))?;
         self.store.delete_device(id)?;
+        self.presence.forget(id, None);
         Ok(())
     }
 
@@ -232,39 +264,56 @@ impl RegistryService {
         self.put_device(id, input, &IfMatch::Etag(current.etag))
     }
 
-    /// Records a connect or disconnect for a device or module.
-    pub fn set_connection(
-        &self,
-        device_id: &str,
-        module_id: Option<&str>,
-        connected: bool,
-    ) -> Result<(), ApiError> {
-        let _guard = self.lock();
-        let now = self.now();
+    /// Records a connect or disconnect for a device or module: in memory now, in the store with
+    /// the next [`RegistryService::flush_connections`].
+    pub fn set_connection(&self, device_id: &str, module_id: Option<&str>, connected: bool) {
         let state = if connected {
             ConnectionState::Connected
         } else {
             ConnectionState::Disconnected
         };
-        match module_id {
-            None => {
-                if let Some(mut d) = self.store.get_device(device_id)? {
-                    d.connection_state = state;
-                    d.connection_state_updated_time.clone_from(&now);
-                    d.last_activity_time = now;
-                    self.store.put_device(&d)?;
+        self.presence
+            .record(device_id, module_id, state, self.now());
+    }
+
+    /// Writes the recorded connection changes in one transaction; returns how many were written.
+    /// Identities deleted meanwhile are skipped.
+    pub fn flush_connections(&self) -> Result<usize, ApiError> {
+        let changes = self.presence.snapshot();
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let _guard = self.lock();
+        let (mut devices, mut modules) = (Vec::new(), Vec::new());
+        for ((device_id, module_id), c) in &changes {
+            match module_id {
+                None => {
+                    if let Some(mut d) = self.store.get_device(device_id)? {
+                        apply(
+                            &mut d.connection_state,
+                            &mut d.connection_state_updated_time,
+                            &mut d.last_activity_time,
+                            c.clone(),
+                        );
+                        devices.push(d);
+                    }
                 }
-            }
-            Some(m) => {
-                if let Some(mut md) = self.store.get_module(device_id, m)? {
-                    md.connection_state = state;
-                    md.connection_state_updated_time.clone_from(&now);
-                    md.last_activity_time = now;
-                    self.store.put_module(&md)?;
+                Some(m) => {
+                    if let Some(mut md) = self.store.get_module(device_id, m)? {
+                        apply(
+                            &mut md.connection_state,
+                            &mut md.connection_state_updated_time,
+                            &mut md.last_activity_time,
+                            c.clone(),
+                        );
+                        modules.push(md);
+                    }
                 }
             }
         }
-        Ok(())
+        self.store.put_many(&devices, &modules)?;
+        self.presence.settle(&changes);
+        Ok(devices.len() + modules.len())
     }
 
     pub fn statistics(&self) -> Result<DeviceStats, ApiError> {
@@ -278,7 +327,8 @@ impl RegistryService {
     }
 
     pub fn get_module(&self, device_id: &str, module_id: &str) -> Result<Module, ApiError> {
-        self.store.get_module(device_id, module_id)?.ok_or_else(|| {
+        let module = self.store.get_module(device_id, module_id)?;
+        module.map(|m| self.live_module(m)).ok_or_else(|| {
             ApiError::not_found(
                 "ModuleNotFound",
                 format!("Module {module_id} on device {device_id} not found"),
@@ -288,7 +338,8 @@ impl RegistryService {
 
     pub fn list_modules(&self, device_id: &str) -> Result<Vec<Module>, ApiError> {
         self.get_device(device_id)?;
-        Ok(self.store.list_modules(device_id)?)
+        let modules = self.store.list_modules(device_id)?;
+        Ok(modules.into_iter().map(|m| self.live_module(m)).collect())
     }
 
     /// `PUT /devices/{id}/modules/{mid}`; returns the module and whether it was created.
@@ -337,7 +388,7 @@ impl RegistryService {
             },
         };
         self.store.put_module(&module)?;
-        Ok((module, created))
+        Ok((self.live_module(module), created))
     }
 
     pub fn delete_module(
@@ -353,8 +404,16 @@ impl RegistryService {
             &format!("module {device_id}/{module_id}"),
         )?;
         self.store.delete_module(device_id, module_id)?;
+        self.presence.forget(device_id, Some(module_id));
         Ok(())
     }
+}
+
+/// Applies an unwritten connection change to a record's fields.
+fn apply(state: &mut ConnectionState, updated: &mut String, activity: &mut String, c: Change) {
+    *state = c.state;
+    updated.clone_from(&c.at);
+    *activity = c.at;
 }
 
 fn replace_device(old: Device, input: Device, now: &str) -> Device {

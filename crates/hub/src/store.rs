@@ -98,6 +98,8 @@ pub trait Registry: Send + Sync + 'static {
     fn list_modules(&self, device_id: &str) -> Result<Vec<Module>, StoreError>;
     fn put_module(&self, module: &Module) -> Result<(), StoreError>;
     fn delete_module(&self, device_id: &str, module_id: &str) -> Result<bool, StoreError>;
+    /// Replaces several devices and modules in one transaction (one commit, one fsync).
+    fn put_many(&self, devices: &[Device], modules: &[Module]) -> Result<(), StoreError>;
 
     fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
     fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
@@ -195,7 +197,8 @@ impl SqliteRegistry {
     ) -> Result<Option<T>, StoreError> {
         self.with(|c| {
             let body: Option<String> = c
-                .query_row(sql, rusqlite::params_from_iter(args), |r| r.get(0))
+                .prepare_cached(sql)?
+                .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
                 .optional()?;
             body.map(|b| serde_json::from_str(&b).map_err(StoreError::from))
                 .transpose()
@@ -216,7 +219,10 @@ impl SqliteRegistry {
     }
 
     fn exec(&self, sql: &str, args: &[&str]) -> Result<usize, StoreError> {
-        self.with(|c| Ok(c.execute(sql, rusqlite::params_from_iter(args))?))
+        self.with(|c| {
+            Ok(c.prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(args))?)
+        })
     }
 }
 
@@ -288,6 +294,31 @@ impl Registry for SqliteRegistry {
         )?;
         self.delete_session(&format!("{device_id}/{module_id}"))?;
         Ok(n > 0)
+    }
+
+    fn put_many(&self, devices: &[Device], modules: &[Module]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut put_device =
+                    tx.prepare_cached("INSERT OR REPLACE INTO devices (id, body) VALUES (?1, ?2)")?;
+                for d in devices {
+                    put_device.execute(params![d.device_id, serde_json::to_string(d)?])?;
+                }
+                let mut put_module = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO modules (device_id, module_id, body) VALUES (?1, ?2, ?3)",
+                )?;
+                for m in modules {
+                    put_module.execute(params![
+                        m.device_id,
+                        m.module_id,
+                        serde_json::to_string(m)?
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {

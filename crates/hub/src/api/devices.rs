@@ -191,7 +191,7 @@ pub async fn query(
         iot_query::Source::Modules => {
             let mut all = Vec::new();
             for d in hub.registry.list_devices(None)? {
-                for m in hub.registry.store().list_modules(&d.device_id)? {
+                for m in hub.registry.list_modules(&d.device_id)? {
                     let twin = hub.twins.get(&hub, &m.client_id())?;
                     all.push(super::twins::module_document(&m, &twin));
                 }

@@ -158,12 +158,8 @@ async fn run_session<S>(
     ) {
         info!("A newer connection replaces the previous one for this client id");
     }
-    if let Err(e) =
-        hub.registry
-            .set_connection(&identity.device_id, identity.module_id.as_deref(), true)
-    {
-        warn!(error = %e, "Could not record the connection state");
-    }
+    hub.registry
+        .set_connection(&identity.device_id, identity.module_id.as_deref(), true);
     let ack = Packet::ConnAck(ConnAck {
         session_present,
         code: ConnectReturnCode::Accepted,
@@ -247,13 +243,11 @@ async fn run_session<S>(
     let _ = acker.await;
     let _ = writer.await;
     let still_connected = hub.connections.is_connected(&client_id);
-    if let Err(e) = hub.registry.set_connection(
+    hub.registry.set_connection(
         &identity.device_id,
         identity.module_id.as_deref(),
         still_connected,
-    ) {
-        warn!(error = %e, "Could not record the connection state");
-    }
+    );
     if let (false, Some(relay)) = (still_connected, hub.relay.get()) {
         relay.disconnected(&client_id);
     }
