@@ -94,7 +94,7 @@ pub async fn connect(
         username.push_str(&format!("&auth-chain={client_id};{}", link.edge_id));
     }
     writer
-        .send(&[Packet::Connect(Connect {
+        .send(&[Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: true,
@@ -103,7 +103,7 @@ pub async fn connect(
             will: None,
             username: Some(username),
             password: Some(token.as_bytes().to_vec()),
-        })])
+        }))])
         .await?;
     match reader.recv().await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok((reader, writer)),

@@ -128,7 +128,7 @@ impl DeviceConn {
             buf: Vec::with_capacity(16 * 1024),
             next_id: 1,
         };
-        conn.send(&Packet::Connect(Connect {
+        conn.send(&Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: true,
@@ -137,7 +137,7 @@ impl DeviceConn {
             will: None,
             username: Some(username.to_owned()),
             password: password.map(|p| p.as_bytes().to_vec()),
-        }))
+        })))
         .await?;
         match conn.recv().await? {
             Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(conn),

@@ -67,7 +67,7 @@ fn check_fixed_body_len(header: &FixedHeader) -> Result<(), DecodeError> {
 fn decode_body(header: &FixedHeader, body: &[u8]) -> Result<Packet, DecodeError> {
     let mut r = Reader::new(body);
     let packet = match header.packet_type {
-        1 => Packet::Connect(connect::decode_connect(&mut r)?),
+        1 => Packet::Connect(Box::new(connect::decode_connect(&mut r)?)),
         2 => Packet::ConnAck(decode_connack(&mut r)?),
         3 => Packet::Publish(decode_publish(header.flags, &mut r)?),
         4 => Packet::PubAck(r.packet_id()?),

@@ -37,7 +37,7 @@ impl QoS {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// CONNECT (type 1), client to server.
-    Connect(Connect),
+    Connect(Box<Connect>),
     /// CONNACK (type 2), server to client.
     ConnAck(ConnAck),
     /// PUBLISH (type 3), both directions.

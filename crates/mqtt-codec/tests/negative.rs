@@ -434,7 +434,7 @@ fn connect_mqtt5_is_decoded_for_the_server_to_refuse() {
     };
     assert_eq!(
         decode(&bytes, MAX),
-        Ok(Some((Packet::Connect(expected), bytes.len())))
+        Ok(Some((Packet::Connect(Box::new(expected)), bytes.len())))
     );
 }
 
@@ -666,7 +666,7 @@ fn encode_connect_violations() {
         ..connect()
     };
     assert!(matches!(
-        encode_err(&Packet::Connect(no_user)),
+        encode_err(&Packet::Connect(Box::new(no_user))),
         EncodeError::Invalid(_)
     ));
     let bad_name = Connect {
@@ -674,7 +674,7 @@ fn encode_connect_violations() {
         ..connect()
     };
     assert!(matches!(
-        encode_err(&Packet::Connect(bad_name)),
+        encode_err(&Packet::Connect(Box::new(bad_name))),
         EncodeError::Invalid(_)
     ));
     let will = Will {
@@ -688,7 +688,7 @@ fn encode_connect_violations() {
         ..connect()
     };
     assert!(matches!(
-        encode_err(&Packet::Connect(bad_will)),
+        encode_err(&Packet::Connect(Box::new(bad_will))),
         EncodeError::Invalid(_)
     ));
     let user = Connect {
@@ -697,7 +697,7 @@ fn encode_connect_violations() {
         ..connect()
     };
     assert_eq!(
-        encode_err(&Packet::Connect(user)),
+        encode_err(&Packet::Connect(Box::new(user))),
         EncodeError::FieldTooLong {
             field: "password",
             len: 70_000
@@ -708,7 +708,7 @@ fn encode_connect_violations() {
         ..connect()
     };
     assert_eq!(
-        encode_err(&Packet::Connect(nul)),
+        encode_err(&Packet::Connect(Box::new(nul))),
         EncodeError::NulInString("client id")
     );
 }

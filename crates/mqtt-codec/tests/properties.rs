@@ -133,7 +133,7 @@ fn suback_code() -> impl Strategy<Value = SubAckReturnCode> {
 
 fn packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
-        connect().prop_map(Packet::Connect),
+        connect().prop_map(|c| Packet::Connect(Box::new(c))),
         connack().prop_map(Packet::ConnAck),
         publish().prop_map(Packet::Publish),
         packet_id().prop_map(Packet::PubAck),

@@ -58,7 +58,7 @@ fn connect_azure_py() -> Vector {
         &[0x00, 0x76],
         AZURE_PY_PASSWORD.as_bytes(),
     ]);
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_name: "MQTT".into(),
         protocol_level: 4,
         clean_session: false,
@@ -67,7 +67,7 @@ fn connect_azure_py() -> Vector {
         will: None,
         username: Some(AZURE_PY_USERNAME.into()),
         password: Some(AZURE_PY_PASSWORD.as_bytes().to_vec()),
-    });
+    }));
     (bytes, packet)
 }
 
@@ -81,7 +81,7 @@ fn connect_x509() -> Vector {
         &[0x00, 0x53],
         X509_USERNAME.as_bytes(),
     ]);
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_name: "MQTT".into(),
         protocol_level: 4,
         clean_session: false,
@@ -90,7 +90,7 @@ fn connect_x509() -> Vector {
         will: None,
         username: Some(X509_USERNAME.into()),
         password: None,
-    });
+    }));
     (bytes, packet)
 }
 
@@ -105,7 +105,7 @@ fn connect_mqisdp_will() -> Vector {
         0x00, 0x04, b'l', b'w', b'/', b't', // will topic "lw/t"
         0x00, 0x04, b'g', b'o', b'n', b'e', // will payload "gone"
     ];
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_name: "MQIsdp".into(),
         protocol_level: 3,
         clean_session: true,
@@ -119,7 +119,7 @@ fn connect_mqisdp_will() -> Vector {
         }),
         username: None,
         password: None,
-    });
+    }));
     (bytes, packet)
 }
 
@@ -128,7 +128,7 @@ fn connect_minimal() -> Vector {
     let bytes = vec![
         0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x00,
     ];
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_name: "MQTT".into(),
         protocol_level: 4,
         clean_session: true,
@@ -137,7 +137,7 @@ fn connect_minimal() -> Vector {
         will: None,
         username: None,
         password: None,
-    });
+    }));
     (bytes, packet)
 }
 
@@ -153,7 +153,7 @@ fn connect_full() -> Vector {
         0x00, 0x04, b'u', 0xC3, 0xA9, b'r', // user name "uér"
         0x00, 0x03, 0x00, 0xFF, 0x80, // password bytes
     ];
-    let packet = Packet::Connect(Connect {
+    let packet = Packet::Connect(Box::new(Connect {
         protocol_name: "MQTT".into(),
         protocol_level: 4,
         clean_session: false,
@@ -167,7 +167,7 @@ fn connect_full() -> Vector {
         }),
         username: Some("uér".into()),
         password: Some(vec![0x00, 0xFF, 0x80]),
-    });
+    }));
     (bytes, packet)
 }
 

@@ -100,7 +100,7 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<()> {
     let mut out = Vec::with_capacity(128);
     mqtt_codec::encode(
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: true,
@@ -109,7 +109,7 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
             will: None,
             username: Some(format!("localhost/{client_id}/?api-version=2021-04-12")),
             password: None,
-        }),
+        })),
         &mut out,
     )?;
     s.write_all(&out).await?;

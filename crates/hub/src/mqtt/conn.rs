@@ -29,14 +29,24 @@ enum End {
     Ungraceful,
 }
 
-/// Serves one connection until it closes; CONNECT must arrive by `deadline`
-/// (`limits.connect_timeout_secs` after the TCP connection was accepted).
-pub async fn serve<S>(
-    hub: Arc<Hub>,
+/// An authenticated connection, ready for its session.
+pub struct Admitted<S> {
+    identity: Identity,
+    connect: Box<mqtt_codec::Connect>,
+    reader: PacketReader,
+    rd: ReadHalf<S>,
+    wr: WriteHalf<S>,
+}
+
+/// Reads CONNECT (by `deadline`, `limits.connect_timeout_secs` after the TCP connection was
+/// accepted) and authenticates it; a refusal is answered and logged here.
+pub async fn admit<S>(
+    hub: &Arc<Hub>,
     stream: S,
     peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     deadline: tokio::time::Instant,
-) where
+) -> Option<Admitted<S>>
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -44,20 +54,20 @@ pub async fn serve<S>(
     let connect_timeout = Duration::from_secs(hub.config.limits.connect_timeout_secs);
     let first = match tokio::time::timeout_at(deadline, reader.next(&mut rd)).await {
         Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
-            read_failed(&hub, &e, "Closing connection: malformed first packet");
-            return;
+            read_failed(hub, &e, "Closing connection: malformed first packet");
+            return None;
         }
         Err(_) => {
-            super::connect_timed_out(&hub);
-            return;
+            super::connect_timed_out(hub);
+            return None;
         }
     };
     let Packet::Connect(connect) = first else {
         Metrics::inc(&hub.metrics.protocol_errors);
         warn!("Closing connection: the first packet is not CONNECT");
-        return;
+        return None;
     };
     let refuse = |code| {
         Packet::ConnAck(ConnAck {
@@ -72,11 +82,11 @@ pub async fn serve<S>(
             &refuse(ConnectReturnCode::UnacceptableProtocolVersion),
         )
         .await;
-        return;
+        return None;
     }
     let attempt = || {
         auth::authenticate(
-            &hub,
+            hub,
             &connect.client_id,
             connect.username.as_deref(),
             connect.password.as_deref(),
@@ -99,9 +109,30 @@ pub async fn serve<S>(
             hub.metrics.auth_failure(refusal.reason());
             warn!(client_id = %connect.client_id, reason = %refusal, code = refusal.reason(), "Refusing connection");
             let _ = write_packet(&mut wr, &refuse(refusal.connack())).await;
-            return;
+            return None;
         }
     };
+    Some(Admitted {
+        identity,
+        connect,
+        reader,
+        rd,
+        wr,
+    })
+}
+
+/// Serves an admitted connection until it closes.
+pub async fn run<S>(hub: Arc<Hub>, admitted: Admitted<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let Admitted {
+        identity,
+        connect,
+        reader,
+        rd,
+        wr,
+    } = admitted;
     let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
     tracing::Instrument::instrument(run_session(hub, identity, connect, reader, rd, wr), span)
         .await;
@@ -110,7 +141,7 @@ pub async fn serve<S>(
 async fn run_session<S>(
     hub: Arc<Hub>,
     identity: Identity,
-    connect: mqtt_codec::Connect,
+    connect: Box<mqtt_codec::Connect>,
     mut reader: PacketReader,
     mut rd: ReadHalf<S>,
     mut wr: WriteHalf<S>,
@@ -196,7 +227,7 @@ async fn run_session<S>(
         throttle_logged: false,
     };
     // A restored session may already be subscribed to cloud-to-device messages.
-    state.deliver_c2d().await;
+    Box::pin(state.deliver_c2d()).await;
     if let Some(relay) = hub.relay.get()
         && !state.subscriptions.is_empty()
     {
@@ -211,10 +242,12 @@ async fn run_session<S>(
                 info!("Closing connection: replaced by a newer one or the identity changed");
                 break End::Ungraceful;
             }
-            () = c2d_wake.notified() => state.deliver_c2d().await,
+            () = c2d_wake.notified() => Box::pin(state.deliver_c2d()).await,
             read = read_timeout(&mut reader, &mut rd, keep_alive) => match read {
                 Ok(Some(packet)) => {
-                    if let Some(end) = state.handle(packet).await {
+                    // Boxed: the handlers' state is allocated only while one runs, so an idle
+                    // connection's task stays small.
+                    if let Some(end) = Box::pin(state.handle(packet)).await {
                         break end;
                     }
                 }
@@ -234,7 +267,7 @@ async fn run_session<S>(
         .connections_active
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     if let (End::Ungraceful, Some(will)) = (&end, &connect.will) {
-        telemetry::publish_will(&hub, &state.identity, will).await;
+        Box::pin(telemetry::publish_will(&hub, &state.identity, will)).await;
     }
     let State {
         identity, out, ack, ..
@@ -691,9 +724,9 @@ async fn write_packet<W: AsyncWrite + Unpin>(wr: &mut W, packet: &Packet) -> std
 
 /// Owns the write half; coalesces whatever is queued into one write.
 async fn writer_task<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>) {
-    let mut buf = Vec::with_capacity(4096);
     while let Some(first) = rx.recv().await {
-        buf.clear();
+        // A buffer per batch, freed after the write: an idle connection holds none.
+        let mut buf = Vec::with_capacity(256);
         let mut next = Some(first);
         while let Some(p) = next {
             if let Err(e) = mqtt_codec::encode(&p, &mut buf) {

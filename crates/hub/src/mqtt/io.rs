@@ -18,16 +18,21 @@ pub enum ReadError {
 }
 
 /// Buffers bytes until a whole packet is there. The codec refuses a packet larger than the limit
-/// as soon as its header is read, so the buffer never grows past the limit.
+/// as soon as its header is read, so the buffer never grows past the limit. Between packets an
+/// idle connection holds no buffer at all: it is released when empty and taken again on the next
+/// read.
 pub struct PacketReader {
     buf: Vec<u8>,
     max_packet: usize,
 }
 
+/// Free space guaranteed for each read (one TLS record's plaintext is at most 16 KiB).
+const READ_SIZE: usize = 4096;
+
 impl PacketReader {
     pub fn new(max_packet: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(8 * 1024),
+            buf: Vec::new(),
             max_packet,
         }
     }
@@ -39,11 +44,27 @@ impl PacketReader {
     ) -> Result<Option<Packet>, ReadError> {
         loop {
             if let Some((packet, used)) = mqtt_codec::decode(&self.buf, self.max_packet)? {
-                self.buf.drain(..used);
+                if used == self.buf.len() {
+                    // Nothing more buffered: give the memory back while the connection idles.
+                    self.buf = Vec::new();
+                } else {
+                    self.buf.drain(..used);
+                }
                 return Ok(Some(packet));
             }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8 * 1024);
+            if self.buf.is_empty() {
+                // Wait for the next packet without holding a buffer: a small read on the stack
+                // first, then a real buffer for the rest.
+                let mut first = [0u8; 64];
+                let n = rd.read(&mut first).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.buf.extend_from_slice(&first[..n]);
+                continue;
+            }
+            if self.buf.capacity() - self.buf.len() < READ_SIZE {
+                self.buf.reserve(READ_SIZE.max(self.buf.len()));
             }
             let n = rd.read_buf(&mut self.buf).await?;
             if n == 0 {

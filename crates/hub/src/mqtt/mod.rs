@@ -77,6 +77,28 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
     }
 }
 
+/// TLS, then CONNECT and authentication, within `deadline`.
+async fn handshake(
+    hub: Arc<Hub>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<conn::Admitted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            connect_timed_out(&hub);
+            return None;
+        }
+    };
+    let chain = crate::net::peer_chain(&tls);
+    conn::admit(&hub, tls, chain, deadline).await
+}
+
 /// A client did not finish TLS and CONNECT within `limits.connect_timeout_secs`.
 pub(super) fn connect_timed_out(hub: &Hub) {
     refused_early(
@@ -121,22 +143,16 @@ pub async fn serve(
             async move {
                 let _slots = (permit, ip_slot);
                 let deadline = tokio::time::Instant::now() + handshake_timeout;
-                let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        info!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        connect_timed_out(&hub);
-                        return;
-                    }
+                // TLS, CONNECT and authentication run in their own allocation, freed once the
+                // device is in: an idle connection keeps only its session's state.
+                let admitted = Box::pin(handshake(hub.clone(), acceptor, tcp, deadline)).await;
+                let Some(admitted) = admitted else {
+                    return;
                 };
-                let chain = crate::net::peer_chain(&tls);
                 hub.connections
                     .tasks
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                conn::serve(hub.clone(), tls, chain, deadline).await;
+                conn::run(hub.clone(), admitted).await;
                 hub.connections
                     .tasks
                     .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);

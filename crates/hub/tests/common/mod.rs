@@ -279,7 +279,7 @@ impl Mqtt {
         clean: bool,
     ) -> (bool, mqtt_codec::ConnectReturnCode) {
         let username = username.to_owned();
-        self.send(&Packet::Connect(Connect {
+        self.send(&Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: clean,
@@ -288,7 +288,7 @@ impl Mqtt {
             will: None,
             username: Some(username),
             password: password.map(String::into_bytes),
-        }))
+        })))
         .await;
         match self.recv().await {
             Some(Packet::ConnAck(a)) => (a.session_present, a.code),

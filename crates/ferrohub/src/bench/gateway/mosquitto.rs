@@ -197,7 +197,7 @@ async fn session(
         .await?;
     let mut out = Vec::with_capacity(64 * 1024);
     mqtt_codec::encode(
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
             clean_session: false,
@@ -206,7 +206,7 @@ async fn session(
             will: None,
             username: None,
             password: None,
-        }),
+        })),
         &mut out,
     )?;
     s.write_all(&out).await?;
