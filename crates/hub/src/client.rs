@@ -208,6 +208,7 @@ impl ServiceClient {
                 addr: self.addr.clone(),
                 source,
             })?;
+        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.hostname.clone())
             .map_err(|e| ClientError::Request(e.to_string()))?;
         let tls = self

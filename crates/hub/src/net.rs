@@ -76,6 +76,9 @@ pub async fn serve_https(
     use tracing::Instrument as _;
     let acceptor = TlsAcceptor::from(tls);
     while let Some((tcp, peer)) = accept_next(&listener, &mut shutdown, name).await {
+        // Streamed responses (the events follow stream, method results) are small writes; without
+        // this, Nagle's algorithm holds them until the previous segment is acknowledged.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(
             async move {
