@@ -97,6 +97,9 @@ impl Lanes {
 }
 
 /// Runs the upstream lane until `shutdown`.
+/// How often, at most, the committed upstream offset is written.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let start = forward::load_offset(&g, Lane::Upstream).max(g.local.events.start_offset());
     let mut lanes = Lanes {
@@ -106,6 +109,10 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let mut head = g.local.events.subscribe();
     let mut tasks: JoinSet<(String, Vec<u64>, bool)> = JoinSet::new();
     let mut saved = start;
+    // The committed offset is written at most every SAVE_EVERY (and on shutdown): forwarding is
+    // at least once, so after a crash the last moments are sent again rather than lost, and a
+    // busy gateway does not rewrite the offset file for every batch.
+    let mut save_due = tokio::time::Instant::now();
     info!(offset = start, "Forwarding upstream");
     loop {
         // Records the store dropped (TTL, drop_oldest) are not waited for.
@@ -119,9 +126,10 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         }
         lanes.dispatch(&g, &mut tasks, &shutdown);
         let committed = lanes.committed();
-        if committed != saved {
+        if committed != saved && tokio::time::Instant::now() >= save_due {
             forward::save_offset(&g, Lane::Upstream, committed);
             saved = committed;
+            save_due = tokio::time::Instant::now() + SAVE_EVERY;
         }
         let caught_up = lanes.read_pos >= g.local.events.next_offset();
         tokio::select! {
@@ -139,9 +147,14 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                 lanes.pending = lanes.pending.split_off(&first);
             }
             _ = head.changed(), if caught_up => {}
+            () = tokio::time::sleep_until(save_due), if committed != saved => {}
             () = std::future::ready(()), if !caught_up && lanes.pending.len() < WINDOW => {}
             _ = shutdown.changed() => {
                 tasks.abort_all();
+                let committed = lanes.committed();
+                if committed != saved {
+                    forward::save_offset(&g, Lane::Upstream, committed);
+                }
                 return;
             }
         }

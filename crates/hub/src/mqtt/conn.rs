@@ -1,7 +1,7 @@
 //! One device connection: CONNECT and authentication, the session, then the packet loop.
 //!
-//! Three tasks per connection: this reader loop, a writer that owns the write half and coalesces
-//! outgoing packets, and an acker that sends PUBACKs in order as telemetry becomes durable.
+//! Two tasks per connection: this reader loop, and a writer ([`super::writer`]) that owns the write
+//! half, coalesces outgoing packets and sends PUBACKs in order as telemetry becomes durable.
 //! Backpressure: when `max_inflight_per_connection` publishes await durability, reading pauses.
 
 use std::sync::Arc;
@@ -206,14 +206,12 @@ async fn run_session<S>(
         keep_alive = connect.keep_alive,
         "Device connected"
     );
-    let writer = tokio::spawn(writer_task(wr, out_rx));
     let (ack_tx, ack_rx) = mpsc::channel(hub.config.limits.max_inflight_per_connection);
-    let acker = tokio::spawn(telemetry::acker_task(
-        ack_rx,
-        out_tx.clone(),
-        hub.clone(),
-        kick.clone(),
-    ));
+    let queues = super::writer::Queues {
+        packets: out_rx,
+        acks: ack_rx,
+    };
+    let writer = tokio::spawn(super::writer::run(wr, queues, hub.clone(), kick.clone()));
     let mut state = State {
         hub: hub.clone(),
         identity,
@@ -273,7 +271,6 @@ async fn run_session<S>(
         identity, out, ack, ..
     } = state;
     drop((out, ack));
-    let _ = acker.await;
     let _ = writer.await;
     let still_connected = hub.connections.is_connected(&client_id);
     hub.registry.set_connection(
@@ -720,27 +717,4 @@ async fn write_packet<W: AsyncWrite + Unpin>(wr: &mut W, packet: &Packet) -> std
     mqtt_codec::encode(packet, &mut buf).map_err(std::io::Error::other)?;
     wr.write_all(&buf).await?;
     wr.flush().await
-}
-
-/// Owns the write half; coalesces whatever is queued into one write.
-async fn writer_task<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Packet>) {
-    while let Some(first) = rx.recv().await {
-        // A buffer per batch, freed after the write: an idle connection holds none.
-        let mut buf = Vec::with_capacity(256);
-        let mut next = Some(first);
-        while let Some(p) = next {
-            if let Err(e) = mqtt_codec::encode(&p, &mut buf) {
-                warn!(error = %e, "Could not encode an outgoing packet");
-            }
-            next = if buf.len() < 64 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
 }

@@ -6,6 +6,7 @@ pub mod io;
 mod on_behalf;
 pub mod session;
 mod telemetry;
+mod writer;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use iot_auth::topic::{PropertyBag, PublishTopic};
-use mqtt_codec::{Packet, Publish, QoS, Will};
-use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
-use tracing::{error, warn};
+use mqtt_codec::{Publish, QoS, Will};
+use tracing::warn;
 
 use super::auth::Identity;
 use crate::Hub;
@@ -22,9 +20,11 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// A QoS 1 publish whose record is being made durable.
 pub struct PendingAck {
-    packet_id: u16,
-    started: Instant,
-    append: JoinHandle<Result<u64, durable_log::LogError>>,
+    pub(super) packet_id: u16,
+    pub(super) started: Instant,
+    /// Completes when the log's writer has made the record durable; the connection's writer
+    /// awaits it directly (see [`super::writer`]).
+    pub(super) append: durable_log::PendingAppend,
 }
 
 /// Checks and stores a PUBLISH. `Ok(Some)` for QoS 1 (acknowledge when durable), `Ok(None)` for
@@ -81,51 +81,9 @@ pub fn accept(
 }
 
 /// Queues the record on the log now (preserving arrival order) and returns its completion.
-fn submit(hub: &Arc<Hub>, bytes: Vec<u8>) -> JoinHandle<Result<u64, durable_log::LogError>> {
+fn submit(hub: &Arc<Hub>, bytes: Vec<u8>) -> durable_log::PendingAppend {
     let ts = crate::time::now_ms(hub.clock.as_ref()).unsigned_abs();
-    let pending = hub.events.submit(ts, bytes);
-    tokio::spawn(pending)
-}
-
-/// Sends PUBACKs in order as records become durable. A storage failure closes the connection,
-/// so the device resends what was not acknowledged.
-pub async fn acker_task(
-    mut rx: mpsc::Receiver<PendingAck>,
-    out: mpsc::Sender<Packet>,
-    hub: Arc<Hub>,
-    kick: Arc<Notify>,
-) {
-    while let Some(p) = rx.recv().await {
-        let result = p.append.await;
-        hub.metrics
-            .inflight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match result {
-            Ok(Ok(_offset)) => {
-                hub.metrics.telemetry_latency.observe(p.started.elapsed());
-                if out.send(Packet::PubAck(p.packet_id)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Err(e)) => {
-                error!(error = %e, "Telemetry could not be stored; closing the connection so the device resends it");
-                kick.notify_one();
-                break;
-            }
-            Err(e) => {
-                error!(error = %e, "Telemetry append task failed");
-                kick.notify_one();
-                break;
-            }
-        }
-    }
-    // Whatever is still queued was not acknowledged; the device will resend it.
-    while let Ok(p) = rx.try_recv() {
-        drop(p);
-        hub.metrics
-            .inflight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    hub.events.submit(ts, bytes)
 }
 
 /// On an ungraceful close, the will is stored as telemetry marked `iothub-MessageType: Will`.
@@ -156,7 +114,7 @@ pub async fn publish_will(hub: &Arc<Hub>, identity: &Identity, will: &Will) {
     );
     match serde_json::to_vec(&record) {
         Ok(bytes) => match submit(hub, bytes).await {
-            Ok(Ok(_)) => Metrics::inc(&hub.metrics.messages_in),
+            Ok(_) => Metrics::inc(&hub.metrics.messages_in),
             other => warn!(?other, "Could not store the will message"),
         },
         Err(e) => warn!(error = %e, "Could not encode the will message"),
