@@ -47,6 +47,15 @@ pub struct Listen {
     /// HTTPS: service REST API and the events stream.
     #[serde(default = "default_https")]
     pub https: SocketAddr,
+    /// MQTT without TLS (off unless set), like mosquitto's `listener 1883`: SAS only (no client
+    /// certificates without TLS), and tokens cross the wire in clear, so it must be a loopback
+    /// address unless `plain_remote = true`. For local processes and tests, never for devices
+    /// across a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_plain: Option<SocketAddr>,
+    /// Allow `mqtt_plain` on a non-loopback address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_remote: bool,
 }
 
 impl Default for Listen {
@@ -54,6 +63,8 @@ impl Default for Listen {
         Self {
             mqtt: default_mqtt(),
             https: default_https(),
+            mqtt_plain: None,
+            plain_remote: false,
         }
     }
 }
@@ -289,6 +300,16 @@ impl HubConfig {
         }
         if limits.connect_timeout_secs == 0 {
             return Err("limits.connect_timeout_secs must be positive".into());
+        }
+        if let Some(addr) = self.listen.mqtt_plain
+            && !addr.ip().is_loopback()
+            && !self.listen.plain_remote
+        {
+            return Err(format!(
+                "listen.mqtt_plain = \"{addr}\" is not a loopback address: SAS tokens would cross \
+                 the network in clear. Use 127.0.0.1, or set listen.plain_remote = true if the \
+                 network is trusted"
+            ));
         }
         Ok(())
     }

@@ -56,6 +56,11 @@ pub enum HubError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot listen for plain MQTT on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything a running hub shares between its endpoints.
@@ -163,6 +168,16 @@ pub async fn run(
         &hub.config.tls.key,
         &[b"h2", b"http/1.1"],
     )?;
+    let plain = match hub.config.listen.mqtt_plain {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| HubError::Listen { addr, source })?;
+            warn!(%addr, "Plain MQTT listener (no TLS, SAS only): for local clients only");
+            Some(listener)
+        }
+        None => None,
+    };
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), hostname = %hub.config.hostname, "Hub serving");
     let mqtt = tokio::spawn(mqtt::serve(
         hub.clone(),
@@ -176,8 +191,13 @@ pub async fn run(
         https_tls,
         shutdown.clone(),
     ));
+    let plain = plain
+        .map(|listener| tokio::spawn(mqtt::serve_plain(hub.clone(), listener, shutdown.clone())));
     let chores = tokio::spawn(housekeeping(hub.clone(), shutdown));
     let _ = tokio::join!(mqtt, https, chores);
+    if let Some(plain) = plain {
+        let _ = plain.await;
+    }
     info!("Hub stopped");
     Ok(())
 }

@@ -74,22 +74,24 @@ pub async fn connect_tls(
         .connect(ServerName::try_from("localhost")?, tcp)
         .await
         .with_context(|| format!("TLS handshake with {addr} failed"))?;
-    mqtt_connect(&mut tls, client_id, keep_alive).await?;
+    mqtt_connect(&mut tls, client_id, keep_alive, None).await?;
     Ok(tls)
 }
 
-/// Plain TCP (TCP_NODELAY) + CONNECT (mosquitto's plain listener only).
+/// Plain TCP (TCP_NODELAY) + CONNECT, with a SAS token as the password for the hub's plain
+/// listener (mosquitto's takes none).
 pub async fn connect_plain(
     addr: SocketAddr,
     client_id: &str,
     keep_alive: u16,
+    password: Option<String>,
 ) -> Result<TcpStream> {
     ensure_loopback(addr)?;
     let mut tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    mqtt_connect(&mut tcp, client_id, keep_alive).await?;
+    mqtt_connect(&mut tcp, client_id, keep_alive, password).await?;
     Ok(tcp)
 }
 
@@ -97,6 +99,7 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     client_id: &str,
     keep_alive: u16,
+    password: Option<String>,
 ) -> Result<()> {
     let mut out = Vec::with_capacity(128);
     mqtt_codec::encode(
@@ -108,7 +111,7 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
             client_id: client_id.to_owned(),
             will: None,
             username: Some(format!("localhost/{client_id}/?api-version=2021-04-12")),
-            password: None,
+            password: password.map(String::into_bytes),
         })),
         &mut out,
     )?;

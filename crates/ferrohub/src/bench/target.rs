@@ -140,12 +140,20 @@ impl Target {
     }
 
     /// `ferrohub hub --config DIR/hub.toml` as a child process, with every fixture device
-    /// registered (CA-authenticated) before it starts.
-    pub async fn ferrohub(fx: &Fixture, cpus: Option<String>) -> Result<Self> {
+    /// registered (CA-authenticated) before it starts; with `plain`, also on a plain MQTT listener
+    /// (devices sign in there with a token of the `device` policy, [`Target::plain_password`]).
+    pub async fn ferrohub(fx: &Fixture, cpus: Option<String>, plain: bool) -> Result<Self> {
         let dir = fx.dir.path().join("ferrohub");
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let (mqtt, https) = (free_port()?, free_port()?);
-        let cfg = hub_config(&dir, fx, mqtt, https);
+        let mut cfg = hub_config(&dir, fx, mqtt, https);
+        let plain_addr = if plain {
+            Some(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+        } else {
+            None
+        };
+        cfg.listen.mqtt_plain = plain_addr;
         register(&cfg, fx)?;
         let conf = dir.join("hub.toml");
         std::fs::write(&conf, toml::to_string(&cfg)?)?;
@@ -158,8 +166,23 @@ impl Target {
             name: "ferrohub",
             process,
             https: Some(SocketAddr::from(([127, 0, 0, 1], https))),
-            plain: None,
+            plain: plain_addr,
         })
+    }
+
+    /// The password for device `id` on the hub's plain listener: a token of the `device` policy
+    /// (DeviceConnect), valid for a day.
+    pub fn plain_password(fx: &Fixture, id: &str) -> Result<String> {
+        let key = iot_auth::sas::decode_key(&fx.service_key)
+            .map_err(|e| anyhow::anyhow!("the fixture's policy key: {e}"))?;
+        let now = u64::try_from(clock::now().unix_timestamp()).unwrap_or(0);
+        let expiry = now + 86_400;
+        Ok(iot_auth::sas::generate_sas_token(
+            &format!("localhost/devices/{id}"),
+            &key,
+            Some("device"),
+            expiry,
+        ))
     }
 
     /// mosquitto configured like the hub (see [`mosquitto::mtls_config`]).
@@ -202,6 +225,7 @@ fn hub_config(dir: &Path, fx: &Fixture, mqtt: u16, https: u16) -> HubConfig {
         listen: Listen {
             mqtt: SocketAddr::from(([127, 0, 0, 1], mqtt)),
             https: SocketAddr::from(([127, 0, 0, 1], https)),
+            ..Listen::default()
         },
         tls: Tls {
             cert: fx.tls.cert.clone(),
@@ -217,16 +241,24 @@ fn hub_config(dir: &Path, fx: &Fixture, mqtt: u16, https: u16) -> HubConfig {
         },
         auth: AuthSettings::default(),
         limits: Limits::default(),
-        policies: vec![Policy {
-            name: "service".into(),
-            primary_key: fx.service_key.clone(),
-            secondary_key: fx.service_key.clone(),
-            rights: vec![
-                Right::ServiceConnect,
-                Right::RegistryRead,
-                Right::RegistryWrite,
-            ],
-        }],
+        policies: vec![
+            Policy {
+                name: "service".into(),
+                primary_key: fx.service_key.clone(),
+                secondary_key: fx.service_key.clone(),
+                rights: vec![
+                    Right::ServiceConnect,
+                    Right::RegistryRead,
+                    Right::RegistryWrite,
+                ],
+            },
+            Policy {
+                name: "device".into(),
+                primary_key: fx.service_key.clone(),
+                secondary_key: fx.service_key.clone(),
+                rights: vec![Right::DeviceConnect],
+            },
+        ],
     }
 }
 
@@ -258,7 +290,7 @@ fn register(cfg: &HubConfig, fx: &Fixture) -> Result<()> {
 pub async fn start(name: &str, fx: &Fixture, args: &ServerArgs) -> Result<Target> {
     let cpus = args.server_cpus.clone();
     if name == "ferrohub" {
-        Target::ferrohub(fx, cpus).await
+        Target::ferrohub(fx, cpus, false).await
     } else {
         Target::mosquitto(fx, &args.mosquitto, cpus, false).await
     }

@@ -104,6 +104,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
         listen: Listen {
             mqtt: args.mqtt,
             https: args.https,
+            ..Listen::default()
         },
         tls: Tls {
             cert: format!("certs/{server_stem}-full-chain.cert.pem").into(),

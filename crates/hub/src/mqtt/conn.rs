@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckReturnCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use super::queue;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Identity};
@@ -171,7 +173,7 @@ async fn run_session<S>(
             return;
         }
     };
-    let (out_tx, out_rx) = mpsc::channel::<Packet>(256);
+    let (out_tx, out_rx) = queue::channel::<Packet>(256);
     let kick = Arc::new(Notify::new());
     let c2d_wake = Arc::new(Notify::new());
     let features = Arc::new(super::session::Features::default());
@@ -206,7 +208,7 @@ async fn run_session<S>(
         keep_alive = connect.keep_alive,
         "Device connected"
     );
-    let (ack_tx, ack_rx) = mpsc::channel(hub.config.limits.max_inflight_per_connection);
+    let (ack_tx, ack_rx) = queue::channel(hub.config.limits.max_inflight_per_connection);
     let queues = super::writer::Queues {
         packets: out_rx,
         acks: ack_rx,
@@ -319,8 +321,8 @@ struct State {
     identity: Identity,
     clean: bool,
     subscriptions: Vec<(String, u8)>,
-    out: mpsc::Sender<Packet>,
-    ack: mpsc::Sender<telemetry::PendingAck>,
+    out: queue::Sender<Packet>,
+    ack: queue::Sender<telemetry::PendingAck>,
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → queue sequence.
     c2d_inflight: std::collections::HashMap<u16, i64>,
     next_packet_id: u16,
@@ -492,8 +494,8 @@ impl State {
                     // Waits when too many publishes are not yet durable: backpressure.
                     let pending = match self.ack.try_send(pending) {
                         Ok(()) => return None,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Some(End::Ungraceful),
-                        Err(mpsc::error::TrySendError::Full(pending)) => pending,
+                        Err(queue::TrySendError::Closed(_)) => return Some(End::Ungraceful),
+                        Err(queue::TrySendError::Full(pending)) => pending,
                     };
                     self.throttled();
                     if self.ack.send(pending).await.is_err() {

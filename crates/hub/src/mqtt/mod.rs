@@ -4,6 +4,7 @@ pub mod auth;
 mod conn;
 pub mod io;
 mod on_behalf;
+pub mod queue;
 pub mod session;
 mod telemetry;
 mod writer;
@@ -24,7 +25,13 @@ pub use telemetry::MAX_BODY_BYTES;
 
 /// Open connections per peer address, for `limits.max_connections_per_ip`.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+pub(crate) struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+/// The connection limits, shared by every MQTT listener of a hub (TLS and plain).
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
 
 /// One connection's place in [`PerIp`], given back when dropped.
 struct IpSlot {
@@ -78,6 +85,17 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
     }
 }
 
+/// Runs an admitted connection's session, counted for a clean shutdown.
+async fn session<S>(hub: Arc<Hub>, admitted: conn::Admitted<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use std::sync::atomic::Ordering::SeqCst;
+    hub.connections.tasks.fetch_add(1, SeqCst);
+    conn::run(hub.clone(), admitted).await;
+    hub.connections.tasks.fetch_sub(1, SeqCst);
+}
+
 /// TLS, then CONNECT and authentication, within `deadline`.
 async fn handshake(
     hub: Arc<Hub>,
@@ -116,14 +134,36 @@ pub async fn serve(
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(hub, listener, Some(acceptor), shutdown).await;
+}
+
+/// [`serve`] without TLS (`listen.mqtt_plain`): SAS authentication only, same limits.
+pub async fn serve_plain(hub: Arc<Hub>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    serve_with(hub, listener, None, shutdown).await;
+}
+
+async fn serve_with(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limits = hub.config.limits.clone();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+    let admission = hub.connections.admission.get_or_init(|| Admission {
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        per_ip: Arc::new(PerIp::default()),
+    });
+    let (slots, per_ip) = (admission.slots.clone(), admission.per_ip.clone());
     let handshake_timeout = Duration::from_secs(limits.connect_timeout_secs);
-    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, "mqtt").await {
+    let name = if acceptor.is_some() {
+        "mqtt"
+    } else {
+        "mqtt-plain"
+    };
+    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, name).await {
         Metrics::inc(&hub.metrics.connections_accepted);
         let span = tracing::info_span!("conn", %peer);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -146,17 +186,20 @@ pub async fn serve(
                 let deadline = tokio::time::Instant::now() + handshake_timeout;
                 // TLS, CONNECT and authentication run in their own allocation, freed once the
                 // device is in: an idle connection keeps only its session's state.
-                let admitted = Box::pin(handshake(hub.clone(), acceptor, tcp, deadline)).await;
-                let Some(admitted) = admitted else {
-                    return;
-                };
-                hub.connections
-                    .tasks
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                conn::run(hub.clone(), admitted).await;
-                hub.connections
-                    .tasks
-                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                match acceptor {
+                    Some(acceptor) => {
+                        let admitted = Box::pin(handshake(hub.clone(), acceptor, tcp, deadline));
+                        if let Some(admitted) = admitted.await {
+                            session(hub, admitted).await;
+                        }
+                    }
+                    None => {
+                        let admitted = Box::pin(conn::admit(&hub, tcp, Vec::new(), deadline));
+                        if let Some(admitted) = admitted.await {
+                            session(hub, admitted).await;
+                        }
+                    }
+                }
             }
             .instrument(span),
         );

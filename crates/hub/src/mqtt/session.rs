@@ -5,7 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
+
+use super::queue;
 
 use mqtt_codec::Packet;
 
@@ -15,7 +17,7 @@ pub struct ConnHandle {
     /// Closing request (replaced by a newer connection, identity deleted or disabled).
     pub kick: std::sync::Arc<Notify>,
     /// Packets to send to the device.
-    pub outbound: mpsc::Sender<Packet>,
+    pub outbound: queue::Sender<Packet>,
     /// Cloud-to-device messages are waiting.
     pub c2d: std::sync::Arc<Notify>,
     /// What the connection is subscribed to.
@@ -38,6 +40,8 @@ pub struct Connections {
     changed: watch::Sender<u64>,
     /// Connection tasks still running (authenticated or not), for a clean shutdown.
     pub tasks: AtomicU64,
+    /// Connection limits shared by the MQTT listeners, made by the first one.
+    pub(crate) admission: std::sync::OnceLock<super::Admission>,
 }
 
 impl Default for Connections {
@@ -47,6 +51,7 @@ impl Default for Connections {
             live: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             tasks: AtomicU64::new(0),
+            admission: std::sync::OnceLock::new(),
         }
     }
 }
@@ -82,7 +87,7 @@ impl Connections {
         client_id: &str,
         timeout: Duration,
         ready: impl Fn(&Features) -> bool,
-    ) -> Option<mpsc::Sender<Packet>> {
+    ) -> Option<queue::Sender<Packet>> {
         let mut changes = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -179,7 +184,7 @@ impl Connections {
     }
 
     /// A sender to a connected client.
-    pub fn sender(&self, client_id: &str) -> Option<mpsc::Sender<Packet>> {
+    pub fn sender(&self, client_id: &str) -> Option<queue::Sender<Packet>> {
         self.live
             .lock()
             .ok()?

@@ -15,7 +15,9 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt as _;
 use mqtt_codec::Packet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use super::queue;
 use tracing::{error, warn};
 
 use super::telemetry::PendingAck;
@@ -33,8 +35,8 @@ enum Event {
 
 /// The queues the writer serves.
 pub struct Queues {
-    pub packets: mpsc::Receiver<Packet>,
-    pub acks: mpsc::Receiver<PendingAck>,
+    pub packets: queue::Receiver<Packet>,
+    pub acks: queue::Receiver<PendingAck>,
 }
 
 /// Runs until both queues are closed and every queued acknowledgement is settled, or the network
@@ -67,7 +69,9 @@ pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kic
                 }
                 // Acknowledge what else is already durable, in order, in the same write.
                 while acks_open && buf.len() < MAX_WRITE {
-                    let Ok(mut next) = acks.try_recv() else { break };
+                    let Some(mut next) = acks.try_recv() else {
+                        break;
+                    };
                     match (&mut next.append).now_or_never() {
                         Some(result) => {
                             if !acknowledge(&hub, &next, result, &mut buf) {
@@ -85,7 +89,7 @@ pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kic
             }
         }
         while buf.len() < MAX_WRITE {
-            let Ok(p) = packets.try_recv() else { break };
+            let Some(p) = packets.try_recv() else { break };
             encode(&p, &mut buf);
         }
         if !buf.is_empty() && (wr.write_all(&buf).await.is_err() || wr.flush().await.is_err()) {
@@ -136,9 +140,9 @@ fn acknowledge(
 }
 
 /// Publishes still queued were not acknowledged; the device will resend them.
-fn drop_queued(hub: &Hub, acks: &mut mpsc::Receiver<PendingAck>) {
+fn drop_queued(hub: &Hub, acks: &mut queue::Receiver<PendingAck>) {
     acks.close();
-    while acks.try_recv().is_ok() {
+    while acks.try_recv().is_some() {
         settled(hub);
     }
 }

@@ -1,0 +1,154 @@
+//! The optional plain MQTT listener (`listen.mqtt_plain`): SAS devices work as over TLS,
+//! certificate devices are refused (no certificate without TLS), a non-loopback address is
+//! refused at startup unless `plain_remote`.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is a test failure
+
+mod common;
+
+use common::{KEY, TestHub, device_token, expiry};
+use hub::model::{AuthType, Authentication, Device, SymmetricKey};
+use hub::registry::IfMatch;
+use mqtt_codec::{Connect, ConnectReturnCode, Packet, Publish, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn device(t: &TestHub, id: &str, kind: AuthType) {
+    let sas = (kind == AuthType::Sas).then(|| SymmetricKey {
+        primary_key: Some(KEY.into()),
+        secondary_key: None,
+    });
+    let d = Device {
+        device_id: id.into(),
+        authentication: Authentication {
+            kind: Some(kind),
+            symmetric_key: sas,
+            x509_thumbprint: None,
+        },
+        ..Default::default()
+    };
+    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
+}
+
+async fn send(s: &mut TcpStream, p: Packet) {
+    let mut out = Vec::new();
+    mqtt_codec::encode(&p, &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+}
+
+async fn recv(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Packet> {
+    loop {
+        if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20).unwrap() {
+            buf.drain(..n);
+            return Some(p);
+        }
+        let mut chunk = [0u8; 1024];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk));
+        match read.await.unwrap() {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn connect(
+    t: &TestHub,
+    id: &str,
+    password: Option<String>,
+) -> (TcpStream, Vec<u8>, ConnectReturnCode) {
+    let addr = t.hub.config.listen.mqtt_plain.unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let connect = Connect {
+        protocol_name: "MQTT".into(),
+        protocol_level: 4,
+        clean_session: true,
+        keep_alive: 60,
+        client_id: id.into(),
+        will: None,
+        username: Some(format!("{}/{id}/?api-version=2021-04-12", common::HOST)),
+        password: password.map(String::into_bytes),
+    };
+    send(&mut s, Packet::Connect(Box::new(connect))).await;
+    let mut buf = Vec::new();
+    match recv(&mut s, &mut buf).await {
+        Some(Packet::ConnAck(a)) => (s, buf, a.code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn sas_devices_use_the_plain_listener_and_certificate_devices_cannot() {
+    let port = free_port();
+    let t = TestHub::start_with(|c| {
+        c.listen.mqtt_plain = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    })
+    .await;
+    device(&t, "sas1", AuthType::Sas);
+    device(&t, "x509", AuthType::CertificateAuthority);
+    // Wait for the listener (bound by the hub's task).
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let token = device_token("sas1", KEY, expiry());
+    let (mut s, mut buf, code) = connect(&t, "sas1", Some(token)).await;
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    let publish = Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "devices/sas1/messages/events/".into(),
+        packet_id: Some(7),
+        payload: b"plain".to_vec(),
+    };
+    send(&mut s, Packet::Publish(publish)).await;
+    assert_eq!(recv(&mut s, &mut buf).await, Some(Packet::PubAck(7)));
+    let stored = t.hub.events.read(0, 10, 1 << 20).unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.payload).contains("\"deviceId\":\"sas1\"")),
+        "the message is in the events log"
+    );
+    let (_s, _b, code) = connect(&t, "x509", None).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::NotAuthorized,
+        "no certificate without TLS"
+    );
+    let (_s, _b, code) = connect(
+        &t,
+        "sas1",
+        Some("SharedAccessSignature sr=x&sig=y&se=1".into()),
+    )
+    .await;
+    assert_eq!(code, ConnectReturnCode::NotAuthorized);
+}
+
+#[test]
+fn a_plain_listener_off_loopback_needs_plain_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cert, key) = common::server_pki(dir.path());
+    let mut cfg = common::config(dir.path(), cert, key, root);
+    cfg.listen.mqtt_plain = Some("0.0.0.0:1883".parse().unwrap());
+    let err = cfg.check().unwrap_err();
+    assert!(
+        err.contains("listen.mqtt_plain") && err.contains("plain_remote"),
+        "{err}"
+    );
+    cfg.listen.plain_remote = true;
+    cfg.check().unwrap();
+    cfg.listen.mqtt_plain = Some("127.0.0.1:1883".parse().unwrap());
+    cfg.listen.plain_remote = false;
+    cfg.check().unwrap();
+}
