@@ -159,6 +159,8 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
     }
     let mut offset = load_offset(&g, lane).max(g.local.events.start_offset());
     let mut head = g.local.events.subscribe();
+    // Written at most every SAVE_EVERY, when idle and on shutdown (see the upstream lane).
+    let (mut saved, mut save_due) = (offset, tokio::time::Instant::now());
     info!(offset, ?lane, "Forwarding");
     loop {
         let records = match g.local.events.read(offset, 256, 4 << 20) {
@@ -171,11 +173,26 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
         if records.is_empty() {
             tokio::select! {
                 _ = head.changed() => continue,
-                _ = shutdown.changed() => return,
+                () = tokio::time::sleep_until(save_due), if offset != saved => {
+                    save_offset(&g, lane, offset);
+                    saved = offset;
+                    save_due = tokio::time::Instant::now() + crate::pipeline::SAVE_EVERY;
+                    continue;
+                }
+                _ = shutdown.changed() => {
+                    if offset != saved {
+                        save_offset(&g, lane, offset);
+                    }
+                    return;
+                }
             }
         }
         let done = inputs_pass(&g, records, &mut offset, &mut shutdown).await;
-        save_offset(&g, lane, offset);
+        if !done || tokio::time::Instant::now() >= save_due {
+            save_offset(&g, lane, offset);
+            saved = offset;
+            save_due = tokio::time::Instant::now() + crate::pipeline::SAVE_EVERY;
+        }
         if !done {
             return;
         }

@@ -96,10 +96,10 @@ impl Lanes {
     }
 }
 
-/// Runs the upstream lane until `shutdown`.
-/// How often, at most, the committed upstream offset is written.
-const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often, at most, a lane's committed offset is written.
+pub(crate) const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Runs the upstream lane until `shutdown`.
 pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let start = forward::load_offset(&g, Lane::Upstream).max(g.local.events.start_offset());
     let mut lanes = Lanes {
