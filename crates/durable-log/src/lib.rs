@@ -103,6 +103,9 @@ pub struct LogConfig {
     pub fsync: bool,
     /// Most records in one group commit.
     pub max_batch: usize,
+    /// When a group commit already holds many records (heavy load), wait this long for more
+    /// before the fsync; zero turns it off. Light loads never wait.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for LogConfig {
@@ -115,6 +118,7 @@ impl Default for LogConfig {
             retention_age_ms: None,
             fsync: true,
             max_batch: 1024,
+            commit_delay: std::time::Duration::from_micros(100),
         }
     }
 }
