@@ -139,7 +139,8 @@ fn connect() -> Value {
 }
 
 fn idle() {
-    // Idle connections: the hub's RSS is read before and with all of them open.
+    // Idle connections, over mTLS and then plain: the hub's RSS is read before and with all of
+    // them open.
     let v = bench(&[
         "idle",
         "--connections",
@@ -159,7 +160,14 @@ fn idle() {
     assert!(f["rss_before_kib"].as_u64().unwrap() > 0);
     assert!(f["rss_after_kib"].as_u64().unwrap() > 0);
     assert!(f["bytes_per_connection"].is_number());
-    assert_eq!(f["plain"]["measured"], false);
+    // The second round: the hub's plain listener, devices signing in with a policy token.
+    let plain = &f["plain"];
+    assert_eq!(
+        (plain["connected"].as_u64(), plain["failed"].as_u64()),
+        (Some(20), Some(0)),
+        "{plain}"
+    );
+    assert!(plain["bytes_per_connection"].is_number());
 }
 
 fn durable_log() -> Value {

@@ -284,11 +284,17 @@ fn goals_table(md: &mut String, reports: &[(String, Report)]) {
                     .as_ref()
                     .and_then(|m| lookup(m, "e2e_latency.p99_ms")))
             ),
+            "idle" => format!(
+                "{}; without TLS {} KB",
+                r.ratios["bytes_per_connection_lower_is_better"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.2}× mosquitto")),
+                fmt(lookup(&r.ferrohub, "plain.kb_per_connection"))
+            ),
             s => {
                 let key = match s {
                     "telemetry" => "msgs_per_sec",
                     "connect" => "handshakes_per_sec",
-                    "idle" => "bytes_per_connection_lower_is_better",
                     _ => "end_to_end",
                 };
                 r.ratios[key]
