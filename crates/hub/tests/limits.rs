@@ -262,16 +262,7 @@ async fn connect_from(t: &TestHub, from: &str, id: &str) -> bool {
         return false;
     };
     let mut out = Vec::new();
-    let connect = Packet::Connect(Box::new(mqtt_codec::Connect {
-        protocol_name: "MQTT".into(),
-        protocol_level: 4,
-        clean_session: true,
-        keep_alive: 60,
-        client_id: id.into(),
-        will: None,
-        username: Some(format!("{}/{id}/?api-version=2021-04-12", common::HOST)),
-        password: Some(device_token(id, KEY, expiry()).into_bytes()),
-    }));
+    let connect = common::connect_packet(id, Some(device_token(id, KEY, expiry())));
     mqtt_codec::encode(&connect, &mut out).unwrap();
     if tls.write_all(&out).await.is_err() {
         return false;

@@ -9,7 +9,7 @@ mod common;
 use common::{KEY, TestHub, device_token, expiry};
 use hub::model::{AuthType, Authentication, Device, SymmetricKey};
 use hub::registry::IfMatch;
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -58,17 +58,7 @@ async fn connect(
 ) -> (TcpStream, Vec<u8>, ConnectReturnCode) {
     let addr = t.hub.config.listen.mqtt_plain.unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let connect = Connect {
-        protocol_name: "MQTT".into(),
-        protocol_level: 4,
-        clean_session: true,
-        keep_alive: 60,
-        client_id: id.into(),
-        will: None,
-        username: Some(format!("{}/{id}/?api-version=2021-04-12", common::HOST)),
-        password: password.map(String::into_bytes),
-    };
-    send(&mut s, Packet::Connect(Box::new(connect))).await;
+    send(&mut s, common::connect_packet(id, password)).await;
     let mut buf = Vec::new();
     match recv(&mut s, &mut buf).await {
         Some(Packet::ConnAck(a)) => (s, buf, a.code),
@@ -76,17 +66,9 @@ async fn connect(
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sas_devices_use_the_plain_listener_and_certificate_devices_cannot() {
-    let port = free_port();
+    let port = common::free_port();
     let t = TestHub::start_with(|c| {
         c.listen.mqtt_plain = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     })

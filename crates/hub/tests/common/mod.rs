@@ -297,6 +297,29 @@ impl Mqtt {
     }
 }
 
+/// CONNECT for `client_id` with the standard username, a clean session and `password`.
+pub fn connect_packet(client_id: &str, password: Option<String>) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol_name: "MQTT".into(),
+        protocol_level: 4,
+        clean_session: true,
+        keep_alive: 60,
+        client_id: client_id.into(),
+        will: None,
+        username: Some(format!("{HOST}/{client_id}/?api-version=2021-04-12")),
+        password: password.map(String::into_bytes),
+    }))
+}
+
+/// A free TCP port on 127.0.0.1 (for listeners the hub binds itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A device SAS token for `device` (or `device/modules/module`) signed with `key`.
 pub fn device_token(resource: &str, key: &str, expiry: u64) -> String {
     iot_auth::sas::generate_sas_token(
