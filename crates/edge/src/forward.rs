@@ -69,7 +69,53 @@ pub fn load_offset(g: &Gateway, lane: Lane) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
+/// How often, at most, a lane's committed offset is written by time alone.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+/// A lane's offset is also written once it is this many records past the saved one.
+const SAVE_EVERY_RECORDS: u64 = 256;
+
+/// When a lane's committed offset is written: once it is [`SAVE_EVERY`] old or
+/// [`SAVE_EVERY_RECORDS`] behind, and when the lane idles or stops. Forwarding is at least once,
+/// so after a crash at most that much is sent again (never skipped), and a busy gateway does not
+/// rewrite the offset file after every batch.
+pub(crate) struct OffsetSaver {
+    lane: Lane,
+    saved: u64,
+    due: tokio::time::Instant,
+}
+
+impl OffsetSaver {
+    pub(crate) fn new(lane: Lane, offset: u64) -> Self {
+        Self {
+            lane,
+            saved: offset,
+            due: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether `offset` is not written yet.
+    pub(crate) fn behind(&self, offset: u64) -> bool {
+        offset != self.saved
+    }
+
+    /// When an unwritten offset is due by time (for a lane waiting for new records).
+    pub(crate) fn due(&self) -> tokio::time::Instant {
+        self.due
+    }
+
+    /// Writes `offset` if it moved and is due, or anyway when `now` is set.
+    pub(crate) fn offer(&mut self, g: &Gateway, offset: u64, now: bool) {
+        let due = tokio::time::Instant::now() >= self.due
+            || offset.saturating_sub(self.saved) >= SAVE_EVERY_RECORDS;
+        if self.behind(offset) && (now || due) {
+            save_offset(g, self.lane, offset);
+            self.saved = offset;
+            self.due = tokio::time::Instant::now() + SAVE_EVERY;
+        }
+    }
+}
+
+fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
     let tmp = path.with_extension("tmp");
     let written =
@@ -159,8 +205,7 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
     }
     let mut offset = load_offset(&g, lane).max(g.local.events.start_offset());
     let mut head = g.local.events.subscribe();
-    // Written at most every SAVE_EVERY, when idle and on shutdown (see the upstream lane).
-    let (mut saved, mut save_due) = (offset, tokio::time::Instant::now());
+    let mut saver = OffsetSaver::new(lane, offset);
     info!(offset, ?lane, "Forwarding");
     loop {
         let records = match g.local.events.read(offset, 256, 4 << 20) {
@@ -173,26 +218,18 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
         if records.is_empty() {
             tokio::select! {
                 _ = head.changed() => continue,
-                () = tokio::time::sleep_until(save_due), if offset != saved => {
-                    save_offset(&g, lane, offset);
-                    saved = offset;
-                    save_due = tokio::time::Instant::now() + crate::pipeline::SAVE_EVERY;
+                () = tokio::time::sleep_until(saver.due()), if saver.behind(offset) => {
+                    saver.offer(&g, offset, true);
                     continue;
                 }
                 _ = shutdown.changed() => {
-                    if offset != saved {
-                        save_offset(&g, lane, offset);
-                    }
+                    saver.offer(&g, offset, true);
                     return;
                 }
             }
         }
         let done = inputs_pass(&g, records, &mut offset, &mut shutdown).await;
-        if !done || tokio::time::Instant::now() >= save_due {
-            save_offset(&g, lane, offset);
-            saved = offset;
-            save_due = tokio::time::Instant::now() + crate::pipeline::SAVE_EVERY;
-        }
+        saver.offer(&g, offset, !done);
         if !done {
             return;
         }

@@ -96,9 +96,6 @@ impl Lanes {
     }
 }
 
-/// How often, at most, a lane's committed offset is written.
-pub(crate) const SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Runs the upstream lane until `shutdown`.
 pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let start = forward::load_offset(&g, Lane::Upstream).max(g.local.events.start_offset());
@@ -108,11 +105,7 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     };
     let mut head = g.local.events.subscribe();
     let mut tasks: JoinSet<(String, Vec<u64>, bool)> = JoinSet::new();
-    let mut saved = start;
-    // The committed offset is written at most every SAVE_EVERY (and on shutdown): forwarding is
-    // at least once, so after a crash the last moments are sent again rather than lost, and a
-    // busy gateway does not rewrite the offset file for every batch.
-    let mut save_due = tokio::time::Instant::now();
+    let mut saver = forward::OffsetSaver::new(Lane::Upstream, start);
     info!(offset = start, "Forwarding upstream");
     loop {
         // Records the store dropped (TTL, drop_oldest) are not waited for.
@@ -126,11 +119,7 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         }
         lanes.dispatch(&g, &mut tasks, &shutdown);
         let committed = lanes.committed();
-        if committed != saved && tokio::time::Instant::now() >= save_due {
-            forward::save_offset(&g, Lane::Upstream, committed);
-            saved = committed;
-            save_due = tokio::time::Instant::now() + SAVE_EVERY;
-        }
+        saver.offer(&g, committed, false);
         let caught_up = lanes.read_pos >= g.local.events.next_offset();
         tokio::select! {
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -147,14 +136,11 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                 lanes.pending = lanes.pending.split_off(&first);
             }
             _ = head.changed(), if caught_up => {}
-            () = tokio::time::sleep_until(save_due), if committed != saved => {}
+            () = tokio::time::sleep_until(saver.due()), if saver.behind(committed) => {}
             () = std::future::ready(()), if !caught_up && lanes.pending.len() < WINDOW => {}
             _ = shutdown.changed() => {
                 tasks.abort_all();
-                let committed = lanes.committed();
-                if committed != saved {
-                    forward::save_offset(&g, Lane::Upstream, committed);
-                }
+                saver.offer(&g, lanes.committed(), true);
                 return;
             }
         }

@@ -11,16 +11,19 @@
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+mod kill9;
+
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use common::Mqtt;
+use kill9::{ferrohub, free_addr, publish, stored, window};
 use mqtt_codec::ConnectReturnCode::Accepted;
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::Packet;
 
 /// Rounds of kill and restart (`EDGE_KILL_ROUNDS` overrides; `scripts/reliability` sets it).
 fn kills() -> u32 {
@@ -30,76 +33,10 @@ fn kills() -> u32 {
         .unwrap_or(12)
 }
 const WINDOW: u32 = 32;
-/// A SAS expiry far in the future (2100), so no clock is read here.
-const EXPIRY: u64 = 4_102_444_800;
 
-fn ferrohub(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ferrohub {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Starts `ferrohub ARGS` with its log appended to `log`, once it listens on `addr`.
+/// Starts `ferrohub ARGS` once it listens on `addr` (the gateway syncs its scope first).
 fn start(args: &[&str], addr: SocketAddr, log: &Path) -> Child {
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-        .args(args)
-        .env("FERROHUB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    // Bounded wait for the listener (not a timing assertion).
-    for _ in 0..800 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!(
-        "ferrohub {args:?} did not listen on {addr}: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
-fn body(seq: u32) -> Vec<u8> {
-    format!(
-        "{{\"seq\":{seq},\"pad\":\"{}\"}}",
-        "y".repeat((seq % 64) as usize)
-    )
-    .into_bytes()
-}
-
-fn publish(seq: u32) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/child/messages/events/".into(),
-        packet_id: Some(u16::try_from(seq % 60_000 + 1).unwrap()),
-        payload: body(seq),
-    })
+    kill9::start(args, addr, log, 800)
 }
 
 /// The child connected to the gateway (retried while the gateway syncs its device scope).
@@ -134,11 +71,9 @@ impl Load {
         let mut c = child(gw_addr, root, token).await;
         for w in 0..=windows {
             let first = self.sent + 1;
-            let ids: BTreeMap<u16, u32> = (first..first + WINDOW)
-                .map(|seq| (u16::try_from(seq % 60_000 + 1).unwrap(), seq))
-                .collect();
+            let ids = window(first, WINDOW);
             for seq in first..first + WINDOW {
-                c.send(&publish(seq)).await;
+                c.send(&publish("child", seq)).await;
             }
             self.sent += WINDOW;
             for n in 0..WINDOW {
@@ -157,21 +92,6 @@ impl Load {
         }
         assert_eq!(c.recv().await, None);
     }
-}
-
-/// Sequence numbers of the child's messages at the hub, in the order they were stored.
-fn stored(hub_config: &str) -> Vec<u32> {
-    let events = ferrohub(&["hub", "events", "--config", hub_config, "--from-start"]);
-    let mut seqs = Vec::new();
-    for line in events.lines().filter(|l| !l.trim().is_empty()) {
-        let e: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = e["body"].as_str().unwrap();
-        let b: serde_json::Value = serde_json::from_str(text).unwrap();
-        let seq = u32::try_from(b["seq"].as_u64().unwrap()).unwrap();
-        assert_eq!(text.as_bytes(), body(seq), "stored body of {seq}");
-        seqs.push(seq);
-    }
-    seqs
 }
 
 /// A hub process, an edge.toml for gateway `gw` in front of it, and child `child` with a token.
@@ -228,28 +148,7 @@ impl Rig {
             "--ca-dir",
             &path("hub/certs"),
         ]);
-        let created = ferrohub(&[
-            "hub",
-            "device",
-            "create",
-            "child",
-            "--parent",
-            "gw",
-            "--config",
-            &hub_config,
-        ]);
-        let key = created
-            .split("SharedAccessKey=")
-            .nth(1)
-            .and_then(|s| s.split([';', '\n', ' ']).next())
-            .unwrap()
-            .to_owned();
-        let token = iot_auth::sas::generate_sas_token(
-            "localhost/devices/child",
-            &common::base64_decode(&key),
-            None,
-            EXPIRY,
-        );
+        let token = kill9::create_device(&hub_config, "child", &["--parent", "gw"]);
         let root = dir.path().join("hub/certs/root-ca.cert.pem");
         Self {
             dir,
@@ -293,7 +192,7 @@ async fn kill_nine_of_the_gateway_under_qos1_load_loses_no_acknowledged_message(
     let mut gw = rig.gateway();
     let mut c = child(gw_addr, &root, &token).await;
     for seq in load.sent + 1..=load.sent + WINDOW {
-        c.send(&publish(seq)).await;
+        c.send(&publish("child", seq)).await;
         assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
         load.acked.insert(seq);
     }

@@ -10,88 +10,24 @@
 #[path = "../../hub/tests/common/mod.rs"]
 mod common;
 
+mod kill9;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Child;
 
 use common::Mqtt;
+use kill9::{ferrohub, free_addr, publish, window};
 use mqtt_codec::ConnectReturnCode::Accepted;
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::Packet;
 
 const KILLS: u32 = 6;
 const WINDOW: u32 = 16;
-/// A SAS expiry far in the future (2100), so no clock is read here.
-const EXPIRY: u64 = 4_102_444_800;
 
-fn ferrohub(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ferrohub {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_hub(config: &Path, mqtt: SocketAddr, log: &Path) -> Child {
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-        .arg("hub")
-        .arg("--config")
-        .arg(config)
-        .env("FERROHUB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    // Bounded wait for the listener (not a timing assertion).
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(mqtt).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the hub did not start listening on {mqtt}");
-}
-
-fn body(seq: u32) -> Vec<u8> {
-    format!(
-        "{{\"seq\":{seq},\"pad\":\"{}\"}}",
-        "x".repeat((seq % 50) as usize)
-    )
-    .into_bytes()
-}
-
-fn publish(seq: u32) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/dev1/messages/events/".into(),
-        packet_id: Some(u16::try_from(seq % 60_000 + 1).unwrap()),
-        payload: body(seq),
-    })
+fn start_hub(config: &str, mqtt: SocketAddr, log: &Path) -> Child {
+    kill9::start(&["hub", "--config", config], mqtt, log, 400)
 }
 
 struct Load {
@@ -115,11 +51,9 @@ impl Load {
         assert_eq!(code, Accepted);
         for w in 0..=windows {
             let first = self.sent + 1;
-            let ids: BTreeMap<u16, u32> = (first..first + WINDOW)
-                .map(|seq| (u16::try_from(seq % 60_000 + 1).unwrap(), seq))
-                .collect();
+            let ids = window(first, WINDOW);
             for seq in first..first + WINDOW {
-                c.send(&publish(seq)).await;
+                c.send(&publish("dev1", seq)).await;
             }
             self.sent += WINDOW;
             if w == windows {
@@ -145,9 +79,8 @@ impl Load {
 async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let hub_dir = dir.path().join("hub");
-    let (mqtt_port, https_port) = (free_port(), free_port());
-    let mqtt: SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
-    let https = format!("127.0.0.1:{https_port}");
+    let mqtt = free_addr();
+    let https = free_addr().to_string();
     let hub_dir_s = hub_dir.to_string_lossy().into_owned();
     ferrohub(&[
         "hub",
@@ -163,23 +96,11 @@ async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
     ]);
     let config = hub_dir.join("hub.toml");
     let config_s = config.to_string_lossy().into_owned();
-    let root: PathBuf = hub_dir.join("certs/root-ca.cert.pem");
+    let root = hub_dir.join("certs/root-ca.cert.pem");
     let log = dir.path().join("hub.log");
 
-    let mut hub = start_hub(&config, mqtt, &log);
-    let created = ferrohub(&["hub", "device", "create", "dev1", "--config", &config_s]);
-    let key = created
-        .split("SharedAccessKey=")
-        .nth(1)
-        .and_then(|s| s.split([';', '\n', ' ']).next())
-        .unwrap()
-        .to_owned();
-    let token = iot_auth::sas::generate_sas_token(
-        "localhost/devices/dev1",
-        &common::base64_decode(&key),
-        None,
-        EXPIRY,
-    );
+    let mut hub = start_hub(&config_s, mqtt, &log);
+    let token = kill9::create_device(&config_s, "dev1", &[]);
 
     let mut rng = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -192,7 +113,7 @@ async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
         rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let windows = u32::try_from((rng >> 33) % 6).unwrap();
         load.run(mqtt, &root, &token, &mut hub, windows).await;
-        hub = start_hub(&config, mqtt, &log);
+        hub = start_hub(&config_s, mqtt, &log);
     }
     // One more clean window after the last restart: the hub serves as before.
     let before = load.acked.len();
@@ -200,7 +121,7 @@ async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
     let (_, code) = c.connect("dev1", Some(token.clone()), true).await;
     assert_eq!(code, Accepted);
     for seq in load.sent + 1..=load.sent + WINDOW {
-        c.send(&publish(seq)).await;
+        c.send(&publish("dev1", seq)).await;
         assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
         load.acked.insert(seq);
     }
@@ -209,16 +130,11 @@ async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
     drop(c);
 
     // Reconcile with what a consumer reads.
-    let events = ferrohub(&["hub", "events", "--config", &config_s, "--from-start"]);
+    let seqs = kill9::stored(&config_s);
     hub.kill().unwrap();
     hub.wait().unwrap();
     let mut stored: BTreeMap<u32, usize> = BTreeMap::new();
-    for line in events.lines().filter(|l| !l.trim().is_empty()) {
-        let e: serde_json::Value = serde_json::from_str(line).unwrap();
-        let text = e["body"].as_str().unwrap();
-        let b: serde_json::Value = serde_json::from_str(text).unwrap();
-        let seq = u32::try_from(b["seq"].as_u64().unwrap()).unwrap();
-        assert_eq!(text.as_bytes(), body(seq), "stored body of {seq}");
+    for seq in seqs {
         *stored.entry(seq).or_default() += 1;
     }
     let lost: Vec<u32> = load
