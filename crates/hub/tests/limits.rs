@@ -14,8 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
-use hub::model::{AuthType, Authentication, Device, SymmetricKey};
-use hub::registry::IfMatch;
+use hub::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, Publish, QoS, SubAck, SubAckReturnCode, Subscribe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -77,28 +76,12 @@ mod logs {
     }
 }
 
-fn register(t: &TestHub, id: &str) {
-    let d = Device {
-        device_id: id.into(),
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
-        ..Default::default()
-    };
-    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
-}
-
 /// A hub with `tweak` applied to its limits, devices `good` and `bad` registered.
 async fn hub_with(tweak: impl FnOnce(&mut hub::config::Limits)) -> TestHub {
     logs::install();
     let t = TestHub::start_with(|c| tweak(&mut c.limits)).await;
-    register(&t, "good");
-    register(&t, "bad");
+    common::sas_device(&t, "good", Status::Enabled);
+    common::sas_device(&t, "bad", Status::Enabled);
     t
 }
 

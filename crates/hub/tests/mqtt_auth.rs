@@ -5,28 +5,11 @@
 
 mod common;
 
-use common::{ClientCert, KEY, Mqtt, TestHub, device_token, expiry, now};
-use hub::model::{AuthType, Authentication, Device, Status, SymmetricKey, X509Thumbprint};
+use common::{ClientCert, KEY, Mqtt, TestHub, device_token, expiry, now, sas_device};
+use hub::model::{AuthType, Authentication, Device, Status, X509Thumbprint};
 use hub::registry::IfMatch;
 use mqtt_codec::ConnectReturnCode::{Accepted, IdentifierRejected, NotAuthorized};
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
-
-fn sas_device(t: &TestHub, id: &str, status: Status) {
-    let d = Device {
-        device_id: id.into(),
-        status,
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
-        ..Default::default()
-    };
-    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
-}
 
 fn x509_device(t: &TestHub, id: &str, kind: AuthType, thumbs: Vec<String>) {
     let d = Device {

@@ -7,23 +7,19 @@
 mod common;
 
 use common::{KEY, TestHub, device_token, expiry};
-use hub::model::{AuthType, Authentication, Device, SymmetricKey};
+use hub::model::{AuthType, Authentication, Device, Status};
 use hub::registry::IfMatch;
 use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn device(t: &TestHub, id: &str, kind: AuthType) {
-    let sas = (kind == AuthType::Sas).then(|| SymmetricKey {
-        primary_key: Some(KEY.into()),
-        secondary_key: None,
-    });
+/// A device that can only authenticate with a certificate.
+fn ca_device(t: &TestHub, id: &str) {
     let d = Device {
         device_id: id.into(),
         authentication: Authentication {
-            kind: Some(kind),
-            symmetric_key: sas,
-            x509_thumbprint: None,
+            kind: Some(AuthType::CertificateAuthority),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -73,8 +69,8 @@ async fn sas_devices_use_the_plain_listener_and_certificate_devices_cannot() {
         c.listen.mqtt_plain = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     })
     .await;
-    device(&t, "sas1", AuthType::Sas);
-    device(&t, "x509", AuthType::CertificateAuthority);
+    common::sas_device(&t, "sas1", Status::Enabled);
+    ca_device(&t, "x509");
     // Wait for the listener (bound by the hub's task).
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {

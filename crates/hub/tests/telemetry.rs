@@ -7,26 +7,9 @@ mod common;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
 use hub::events::EventRecord;
-use hub::model::{AuthType, Authentication, Device, SymmetricKey};
-use hub::registry::IfMatch;
+use hub::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, Publish, QoS, SubAck, SubAckReturnCode, Subscribe};
-
-fn register(t: &TestHub, id: &str) {
-    let d = Device {
-        device_id: id.into(),
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
-        ..Default::default()
-    };
-    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
-}
 
 async fn connected(t: &TestHub, id: &str, clean: bool) -> (Mqtt, bool) {
     let mut c = Mqtt::tls(t, None).await;
@@ -61,7 +44,7 @@ fn stored(t: &TestHub) -> Vec<EventRecord> {
 #[tokio::test]
 async fn qos1_telemetry_is_acknowledged_after_it_is_stored_with_decoded_properties() {
     let t = TestHub::start().await;
-    register(&t, "dev1");
+    common::sas_device(&t, "dev1", Status::Enabled);
     let (mut c, _) = connected(&t, "dev1", true).await;
     // Exactly the shape the Python SDK sends: system properties first, then sorted custom ones.
     let topic = "devices/dev1/messages/events/%24.mid=m-1&%24.ct=application%2Fjson&%24.ce=utf-8&color=red%20blue&flag&empty=";
@@ -98,8 +81,8 @@ async fn qos1_telemetry_is_acknowledged_after_it_is_stored_with_decoded_properti
 #[tokio::test]
 async fn publishing_to_another_devices_topic_disconnects_and_stores_nothing() {
     let t = TestHub::start().await;
-    register(&t, "dev1");
-    register(&t, "dev2");
+    common::sas_device(&t, "dev1", Status::Enabled);
+    common::sas_device(&t, "dev2", Status::Enabled);
     let (mut c, _) = connected(&t, "dev1", true).await;
     c.send(&publish("devices/dev2/messages/events/", 1, b"spoof"))
         .await;
@@ -121,7 +104,7 @@ async fn publishing_to_another_devices_topic_disconnects_and_stores_nothing() {
 #[tokio::test]
 async fn malformed_oversize_and_qos2_close_only_that_connection() {
     let t = TestHub::start().await;
-    register(&t, "dev1");
+    common::sas_device(&t, "dev1", Status::Enabled);
     let (mut c, _) = connected(&t, "dev1", true).await;
     c.send_raw(&[0xF0, 0x00]).await;
     assert!(c.recv().await.is_none());
@@ -153,7 +136,7 @@ async fn malformed_oversize_and_qos2_close_only_that_connection() {
 #[tokio::test]
 async fn restart_keeps_events_registry_and_persistent_sessions() {
     let t = TestHub::start().await;
-    register(&t, "dev1");
+    common::sas_device(&t, "dev1", Status::Enabled);
     let (mut c, present) = connected(&t, "dev1", false).await;
     assert!(!present);
     let filter = "devices/dev1/messages/devicebound/#".to_owned();

@@ -297,6 +297,28 @@ impl Mqtt {
     }
 }
 
+/// Registers device `id` with SAS ([`KEY`] as its primary key) and `status`.
+pub fn sas_device(t: &TestHub, id: &str, status: hub::model::Status) {
+    use hub::model::{AuthType, Authentication, Device, SymmetricKey};
+    let d = Device {
+        device_id: id.into(),
+        status,
+        authentication: Authentication {
+            kind: Some(AuthType::Sas),
+            symmetric_key: Some(SymmetricKey {
+                primary_key: Some(KEY.into()),
+                secondary_key: None,
+            }),
+            x509_thumbprint: None,
+        },
+        ..Default::default()
+    };
+    t.hub
+        .registry
+        .put_device(id, d, &hub::registry::IfMatch::Absent)
+        .unwrap();
+}
+
 /// CONNECT for `client_id` with the standard username, a clean session and `password`.
 pub fn connect_packet(client_id: &str, password: Option<String>) -> Packet {
     Packet::Connect(Box::new(Connect {
