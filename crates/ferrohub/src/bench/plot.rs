@@ -87,26 +87,7 @@ pub fn latency(path: &Path, title: &str, series: &[(&str, &Summary)]) -> Result<
             .draw()
             .map_err(err)?;
     }
-    for (i, (name, pts)) in points.into_iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let s = chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(err)?;
-        if text {
-            s.label(name).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        }
-    }
-    if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(err)?;
-    }
+    lines(&mut chart, points, text, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(err)
 }
 
@@ -162,6 +143,20 @@ pub fn timeline(
             .draw()
             .map_err(err)?;
     }
+    lines(&mut chart, points, text, SeriesLabelPosition::UpperRight)?;
+    root.present().map_err(err)
+}
+
+/// One line per series and, when text is available, their legend at `legend`.
+fn lines<'a, CT>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    points: Vec<(&str, Vec<(f64, f64)>)>,
+    text: bool,
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
     for (i, (name, pts)) in points.into_iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let s = chart
@@ -178,11 +173,11 @@ pub fn timeline(
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend)
             .draw()
             .map_err(err)?;
     }
-    root.present().map_err(err)
+    Ok(())
 }
 
 #[cfg(test)]
