@@ -375,6 +375,11 @@ impl<'a> Node<'a> {
         if !rest.is_empty() {
             return Err(malformed("trailing bytes".into()));
         }
+        if !sig::algorithms_agree(der) {
+            return Err(malformed(
+                "the outer signatureAlgorithm differs from the one in tbsCertificate".into(),
+            ));
+        }
         let facts = Facts::read(&x).map_err(|r| ChainError {
             index,
             subject: x.subject().to_string(),

@@ -181,3 +181,83 @@ pub(crate) fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, Reaso
         other => Err(Reason::UnsupportedAlgorithm(format!("key type {other}"))),
     }
 }
+
+/// One DER TLV at the start of `b`: its tag, its content and what follows. Definite lengths of
+/// up to four length bytes, as certificates use.
+fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, &x| (a << 8) | usize::from(x));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// RFC 5280 §4.1.1.2: a certificate's outer `signatureAlgorithm` is the same AlgorithmIdentifier
+/// as the `signature` field inside `tbsCertificate`. The outer one is not covered by the
+/// signature, so without this check it could be altered and the certificate still verify.
+pub(crate) fn algorithms_agree(der: &[u8]) -> bool {
+    const SEQUENCE: u8 = 0x30;
+    let pair = || {
+        let (SEQUENCE, cert, _) = tlv(der)? else {
+            return None;
+        };
+        let (SEQUENCE, tbs, after) = tlv(cert)? else {
+            return None;
+        };
+        let (SEQUENCE, outer, _) = tlv(after)? else {
+            return None;
+        };
+        // tbsCertificate: [0] version (optional), serialNumber, signature, ...
+        let (tag, _, rest) = tlv(tbs)?;
+        let (tag, rest) = if tag == 0xa0 {
+            let (tag, _, rest) = tlv(rest)?;
+            (tag, rest)
+        } else {
+            (tag, rest)
+        };
+        if tag != 0x02 {
+            return None; // serialNumber
+        }
+        let (SEQUENCE, inner, _) = tlv(rest)? else {
+            return None;
+        };
+        Some((inner, outer))
+    };
+    matches!(pair(), Some((inner, outer)) if inner == outer)
+}
+
+#[cfg(test)]
+mod algorithm_tests {
+    use super::*;
+    use crate::{CertRequest, KeyAlgorithm, PrivateKey, Profile, issue};
+
+    #[test]
+    fn an_altered_outer_signature_algorithm_is_caught() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+        let cert = issue(&CertRequest::new(Profile::RootCa, "r", now), &key, None).unwrap();
+        let der = cert.der();
+        assert!(algorithms_agree(der));
+        // The outer AlgorithmIdentifier is the 12 bytes before the signature BIT STRING; the
+        // byte after its SEQUENCE header is the OID's tag.
+        let (_, body, _) = tlv(der).unwrap();
+        let (_, _, after_tbs) = tlv(body).unwrap();
+        let at = der.len() - after_tbs.len() + 2;
+        assert_eq!(der[at], 0x06, "the OID tag");
+        let mut changed = der.to_vec();
+        changed[at] = 0x00;
+        assert!(!algorithms_agree(&changed));
+        assert!(!algorithms_agree(&der[..der.len() - 1]));
+        assert!(!algorithms_agree(b"\x30\x00"));
+    }
+}
