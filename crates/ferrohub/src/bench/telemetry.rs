@@ -314,6 +314,7 @@ fn topic(i: usize) -> String {
 
 /// What a device task needs from the plan (owned, for spawned tasks).
 struct PlanCopy {
+    devices: usize,
     messages: usize,
     inflight: usize,
     payload: usize,
@@ -324,6 +325,7 @@ struct PlanCopy {
 impl From<&Plan> for PlanCopy {
     fn from(p: &Plan) -> Self {
         Self {
+            devices: p.devices,
             messages: p.messages,
             inflight: p.inflight,
             payload: p.payload,
@@ -421,8 +423,12 @@ async fn write_all_messages(
             // Open loop: each message has its due time; latency counts from when it was sent (the
             // timer wheel's 1 ms ticks would otherwise be counted as server latency), and how late
             // the sends were behind the schedule is reported (a stalled server shows up there).
+            // Device i's schedule is shifted by i/devices of an interval, so the devices together
+            // send an even stream at --rate rather than all at the same instant (a burst of
+            // `devices` messages every interval, which no fleet of independent devices does).
             if let Some(iv) = p.interval {
-                let due = began + iv.mul_f64(seq as f64);
+                let phase = i as f64 / p.devices as f64;
+                let due = began + iv.mul_f64(seq as f64 + phase);
                 tokio::time::sleep_until(due.into()).await;
                 lag_us = lag_us.max(u64::try_from(due.elapsed().as_micros()).unwrap_or(0));
             }
