@@ -139,6 +139,10 @@ pub struct Limits {
     /// Unacknowledged QoS 1 telemetry per connection before the hub stops reading from it.
     #[serde(default = "default_inflight")]
     pub max_inflight_per_connection: usize,
+    /// The same for a gateway's `$edgeHub` connection, which carries the telemetry of all the
+    /// gateway's devices and modules.
+    #[serde(default = "default_inflight_gateway")]
+    pub max_inflight_per_gateway: usize,
     /// Topic filters one connection may hold; filters past it get SUBACK failure (0x80).
     #[serde(default = "default_subscriptions")]
     pub max_subscriptions_per_connection: usize,
@@ -157,6 +161,7 @@ impl Default for Limits {
             max_connections: default_connections(),
             max_connections_per_ip: default_connections_per_ip(),
             max_inflight_per_connection: default_inflight(),
+            max_inflight_per_gateway: default_inflight_gateway(),
             max_subscriptions_per_connection: default_subscriptions(),
             connect_timeout_secs: default_connect_timeout(),
             max_request_bytes: default_body(),
@@ -175,6 +180,9 @@ fn default_connections_per_ip() -> usize {
 }
 fn default_inflight() -> usize {
     128
+}
+fn default_inflight_gateway() -> usize {
+    2048
 }
 fn default_subscriptions() -> usize {
     64
@@ -289,6 +297,7 @@ impl HubConfig {
                 "max_inflight_per_connection",
                 limits.max_inflight_per_connection,
             ),
+            ("max_inflight_per_gateway", limits.max_inflight_per_gateway),
             (
                 "max_subscriptions_per_connection",
                 limits.max_subscriptions_per_connection,

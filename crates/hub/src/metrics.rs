@@ -61,6 +61,8 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     pub messages_in: AtomicU64,
     pub messages_out: AtomicU64,
+    /// Messages a gateway forwarded for a sender it may not speak for (acknowledged, dropped).
+    pub messages_refused: AtomicU64,
     pub telemetry_bytes: AtomicU64,
     pub inflight: AtomicU64,
     /// From PUBLISH decoded to the record being durable.
@@ -163,6 +165,13 @@ impl Metrics {
             "counter",
             "Device-to-cloud messages accepted.",
             get(&self.messages_in),
+        );
+        counter(
+            &mut out,
+            "ferrohub_messages_refused_total",
+            "counter",
+            "Messages a gateway forwarded for a device it may not speak for (dropped).",
+            get(&self.messages_refused),
         );
         counter(
             &mut out,

@@ -1,6 +1,7 @@
 //! Registry rules on top of the storage: create-versus-update by `If-Match`, etags, generated keys
 //! and generation ids, edge device scopes and system modules, statistics.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
@@ -22,6 +23,9 @@ pub struct RegistryService {
     write: Mutex<()>,
     /// Connection changes not yet written to the store (see [`crate::presence`]).
     pub presence: Presence,
+    /// Counts identity changes (devices and modules written or deleted), so that what a
+    /// connection remembered about other identities can tell when to look again.
+    epoch: AtomicU64,
 }
 
 /// How a write treats an existing record.
@@ -87,7 +91,17 @@ impl RegistryService {
             clock,
             write: Mutex::new(()),
             presence: Presence::default(),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Changes whenever a device or module is written or deleted (after the write).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn store(&self) -> &Arc<dyn Registry> {
@@ -184,6 +198,7 @@ impl RegistryService {
             Some(old) => replace_device(old, input, &now),
         };
         self.store.put_device(&device)?;
+        self.changed();
         if device.capabilities.iot_edge {
             self.ensure_system_modules(id, &now)?;
         }
@@ -246,6 +261,7 @@ impl RegistryService {
         let existing = self.get_device(id)?;
         if_match.check(Some(&existing.etag), &format!("device {id}"))?;
         self.store.delete_device(id)?;
+        self.changed();
         self.presence.forget(id, None);
         Ok(())
     }
@@ -388,6 +404,7 @@ impl RegistryService {
             },
         };
         self.store.put_module(&module)?;
+        self.changed();
         Ok((self.live_module(module), created))
     }
 
@@ -404,6 +421,7 @@ impl RegistryService {
             &format!("module {device_id}/{module_id}"),
         )?;
         self.store.delete_module(device_id, module_id)?;
+        self.changed();
         self.presence.forget(device_id, Some(module_id));
         Ok(())
     }

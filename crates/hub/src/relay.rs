@@ -6,8 +6,8 @@
 
 /// What the local hub tells the relay.
 pub trait Relay: Send + Sync + 'static {
-    /// `client_id` (`device` or `device/module`) is subscribed to `filters`: on SUBSCRIBE and when
-    /// a persisted session is restored at CONNECT.
+    /// `client_id` (`device` or `device/module`) is subscribed to `filters`: on SUBSCRIBE, and at
+    /// CONNECT with the filters of a restored session (none for a new one).
     fn subscribed(&self, client_id: &str, filters: &[String]);
     /// A twin GET, a reported-properties PATCH or a method answer from `client_id`, published on
     /// `topic`; the relay answers (twin responses) by sending to the client's connection.

@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use super::queue;
 use tracing::{debug, info, warn};
 
-use super::auth::{self, Identity};
+use super::auth::{self, Identity, Refusal};
+use super::forwarded::NotStored;
 use super::io::PacketReader;
 use super::session::ConnHandle;
 use super::telemetry;
@@ -96,7 +97,7 @@ where
         )
     };
     let mut result = attempt();
-    if let (Err(auth::Refusal::UnknownDevice(_) | auth::Refusal::UnknownModule(_)), Some(relay)) =
+    if let (Err(Refusal::UnknownDevice(_) | Refusal::UnknownModule(_)), Some(relay)) =
         (&result, hub.relay.get())
     {
         // A gateway: the identity may be new at the hub.
@@ -208,7 +209,7 @@ async fn run_session<S>(
         keep_alive = connect.keep_alive,
         "Device connected"
     );
-    let (ack_tx, ack_rx) = queue::channel(hub.config.limits.max_inflight_per_connection);
+    let (ack_tx, ack_rx) = queue::channel(inflight_limit(&hub, &identity).1);
     let queues = super::writer::Queues {
         packets: out_rx,
         acks: ack_rx,
@@ -225,12 +226,12 @@ async fn run_session<S>(
         next_packet_id: 1,
         features,
         throttle_logged: false,
+        senders: None,
     };
     // A restored session may already be subscribed to cloud-to-device messages.
     Box::pin(state.deliver_c2d()).await;
-    if let Some(relay) = hub.relay.get()
-        && !state.subscriptions.is_empty()
-    {
+    // A gateway opens the client's upstream session now, so that the hub sees it connected.
+    if let Some(relay) = hub.relay.get() {
         let filters: Vec<String> = state.subscriptions.iter().map(|(f, _)| f.clone()).collect();
         relay.subscribed(&client_id, &filters);
     }
@@ -331,6 +332,9 @@ struct State {
     features: Arc<super::session::Features>,
     /// The in-flight limit was logged for this connection.
     throttle_logged: bool,
+    /// Senders a gateway's `$edgeHub` connection published for (allocated at the first such
+    /// message).
+    senders: Option<Box<super::forwarded::Senders>>,
 }
 
 const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
@@ -488,7 +492,25 @@ impl State {
             }
             other => other,
         };
-        match telemetry::accept(&self.hub, &self.identity, &p, topic) {
+        let PublishTopic::Telemetry {
+            device_id,
+            module_id,
+            properties,
+        } = topic
+        else {
+            return self.violation(format!(
+                "publish to {:?} is not supported by this hub yet",
+                p.topic
+            ));
+        };
+        let senders = self.senders.get_or_insert_with(Box::default);
+        let sender =
+            match senders.resolve(&self.hub, &self.identity, &device_id, module_id.as_deref()) {
+                Ok(sender) => sender,
+                Err(NotStored::Violation(reason)) => return self.violation(reason),
+                Err(NotStored::Refused(why)) => return self.refused_sender(&p, why).await,
+            };
+        match telemetry::accept(&self.hub, sender, &p, &properties) {
             Ok(pending) => {
                 if let Some(pending) = pending {
                     // Waits when too many publishes are not yet durable: backpressure.
@@ -650,16 +672,14 @@ impl State {
     /// Reading pauses: `limits.max_inflight_per_connection` publishes await durability. Counted
     /// every time, logged once per connection.
     fn throttled(&mut self) {
-        self.hub
-            .metrics
-            .limit_reached("max_inflight_per_connection");
+        let (name, max) = inflight_limit(&self.hub, &self.identity);
+        self.hub.metrics.limit_reached(name);
         if !self.throttle_logged {
             self.throttle_logged = true;
-            let max = self.hub.config.limits.max_inflight_per_connection;
             info!(
-                limit = "limits.max_inflight_per_connection",
+                limit = name,
                 max,
-                "Pausing reads from this connection until its publishes are durable (limits.max_inflight_per_connection = {max})"
+                "Pausing reads from this connection until its publishes are durable (limits.{name} = {max})"
             );
         }
     }
@@ -690,10 +710,41 @@ impl State {
         }
     }
 
+    /// A gateway's message for a sender it may not speak for (see [`super::forwarded`]): it is
+    /// acknowledged and not stored, so the gateway does not send it again and again; when the
+    /// registry cannot tell, the connection ends unacknowledged and the gateway retries later.
+    async fn refused_sender(&self, p: &Publish, why: Refusal) -> Option<End> {
+        self.hub.metrics.auth_failure(why.reason());
+        if why == Refusal::Unavailable {
+            warn!(topic = %p.topic, "Registry unavailable; closing without acknowledging");
+            return Some(End::Ungraceful);
+        }
+        Metrics::inc(&self.hub.metrics.messages_refused);
+        warn!(topic = %p.topic, reason = %why, "Dropped a forwarded message: its sender is not allowed here");
+        match (p.qos, p.packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(id)).await,
+            _ => None,
+        }
+    }
+
     fn violation(&self, reason: String) -> Option<End> {
         Metrics::inc(&self.hub.metrics.protocol_errors);
         warn!(%reason, "Disconnecting device");
         Some(End::Ungraceful)
+    }
+}
+
+/// The in-flight limit of a connection (its name in `[limits]`, its value): a gateway's
+/// `$edgeHub` carries many devices' telemetry (see [`super::forwarded`]).
+fn inflight_limit(hub: &Hub, identity: &Identity) -> (&'static str, usize) {
+    let limits = &hub.config.limits;
+    if identity.module_id.as_deref() == Some(super::forwarded::EDGE_HUB) {
+        ("max_inflight_per_gateway", limits.max_inflight_per_gateway)
+    } else {
+        (
+            "max_inflight_per_connection",
+            limits.max_inflight_per_connection,
+        )
     }
 }
 

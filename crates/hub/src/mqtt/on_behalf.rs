@@ -9,7 +9,7 @@ use super::auth::{Refusal, check_sas};
 use crate::Hub;
 use crate::model::{AuthType, Device, Status};
 
-const EDGE_HUB: &str = "$edgeHub";
+use super::forwarded::EDGE_HUB;
 
 /// Checks `chain` for the connecting identity `client_id`; returns the auth type to record.
 pub fn authenticate(
@@ -59,12 +59,7 @@ pub fn authenticate(
             .clone()
             .filter(|_| parent.capabilities.iot_edge)
             .ok_or_else(|| Refusal::OutOfScope(format!("{parent_id} is not an edge device")))?;
-        let linked = if child.capabilities.iot_edge {
-            child.parent_scopes.contains(&scope)
-        } else {
-            child.device_scope.as_deref() == Some(scope.as_str())
-        };
-        if !linked {
+        if !linked(&child, &scope) {
             return Err(Refusal::OutOfScope(format!(
                 "{} is not a child of {parent_id}",
                 child.device_id
@@ -91,4 +86,14 @@ pub fn authenticate(
         &actor.authentication,
         password,
     )
+}
+
+/// Whether `child` is linked to the edge device whose scope is `scope`: a device by its
+/// `deviceScope`, a nested edge device by its `parentScopes`.
+pub(super) fn linked(child: &Device, scope: &str) -> bool {
+    if child.capabilities.iot_edge {
+        child.parent_scopes.iter().any(|s| s == scope)
+    } else {
+        child.device_scope.as_deref() == Some(scope)
+    }
 }

@@ -27,28 +27,15 @@ pub struct PendingAck {
     pub(super) append: durable_log::PendingAppend,
 }
 
-/// Checks and stores a PUBLISH. `Ok(Some)` for QoS 1 (acknowledge when durable), `Ok(None)` for
-/// QoS 0; `Err` names the violation that ends the connection.
+/// Stores a PUBLISH on a telemetry topic as from `identity` (the connection's own identity, or
+/// the sender a gateway forwards it for). `Ok(Some)` for QoS 1 (acknowledge when durable),
+/// `Ok(None)` for QoS 0; `Err` names the violation that ends the connection.
 pub fn accept(
     hub: &Arc<Hub>,
     identity: &Identity,
     p: &Publish,
-    topic: PublishTopic,
+    properties: &PropertyBag,
 ) -> Result<Option<PendingAck>, String> {
-    let PublishTopic::Telemetry {
-        device_id,
-        module_id,
-        properties,
-    } = topic
-    else {
-        return Err(format!(
-            "publish to {:?} is not supported by this hub yet",
-            p.topic
-        ));
-    };
-    if device_id != identity.device_id || module_id != identity.module_id {
-        return Err(format!("publish to another identity's topic {:?}", p.topic));
-    }
     if let Some(relay) = hub.relay.get() {
         relay.admit(&identity.client_id())?;
     }
@@ -58,7 +45,7 @@ pub fn accept(
             p.payload.len()
         ));
     }
-    let record = build_record(hub, identity, &properties, &p.payload, p.retain, None);
+    let record = build_record(hub, identity, properties, &p.payload, p.retain, None);
     let bytes =
         serde_json::to_vec(&record).map_err(|e| format!("cannot encode the record: {e}"))?;
     Metrics::inc(&hub.metrics.messages_in);

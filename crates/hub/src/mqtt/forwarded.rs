@@ -1,0 +1,139 @@
+//! Telemetry a gateway forwards for others over its own connection (a ferrohub extension).
+//!
+//! IoT Hub's MQTT lets a connection publish only to its own topics, so an IoT Edge gateway opens
+//! one upstream connection per downstream device. ferrohub's hub also accepts, on the
+//! connection of an edge device's `$edgeHub` module, telemetry on the topic of
+//! - the edge device itself or one of its modules, and
+//! - a child of the edge device (`deviceScope` = the edge's scope) or one of the child's modules.
+//!
+//! The message is stored exactly as if the sender had sent it on its own on-behalf connection
+//! (`iothub-connection-device-id` is the sender). Which senders a connection may speak for is
+//! checked against the registry once and remembered until the registry changes (a device
+//! disabled, removed or moved to another parent is checked again at its next message).
+
+use std::collections::HashMap;
+
+use super::auth::{Identity, Refusal};
+use crate::Hub;
+use crate::model::{AuthType, Status};
+
+/// The module whose connection may carry others' telemetry.
+pub const EDGE_HUB: &str = "$edgeHub";
+/// Senders one connection remembers; past this the memory starts over.
+const MAX_KNOWN: usize = 10_000;
+
+/// What one connection remembers about the senders it spoke for.
+#[derive(Default)]
+pub struct Senders {
+    /// The registry epoch `known` is valid for.
+    epoch: u64,
+    /// Client id (`device` or `device/module`) → the identity its messages are stored under.
+    known: HashMap<String, Identity>,
+}
+
+/// Why a message for another sender is not stored.
+#[derive(Debug)]
+pub enum NotStored {
+    /// The connection may not publish for others at all: a protocol violation.
+    Violation(String),
+    /// The sender is not (or no longer) one the gateway may speak for.
+    Refused(Refusal),
+}
+
+impl Senders {
+    /// The identity to store a message on `device_id`/`module_id`'s topic under, when the
+    /// connection `own` publishes it.
+    pub fn resolve<'a>(
+        &'a mut self,
+        hub: &Hub,
+        own: &'a Identity,
+        device_id: &str,
+        module_id: Option<&str>,
+    ) -> Result<&'a Identity, NotStored> {
+        if device_id == own.device_id && module_id == own.module_id.as_deref() {
+            return Ok(own);
+        }
+        if own.module_id.as_deref() != Some(EDGE_HUB) {
+            return Err(NotStored::Violation(format!(
+                "publish to another identity's topic (devices/{device_id}{})",
+                module_id
+                    .map(|m| format!("/modules/{m}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let epoch = hub.registry.epoch();
+        if epoch != self.epoch || self.known.len() >= MAX_KNOWN {
+            self.known.clear();
+            self.epoch = epoch;
+        }
+        let key = match module_id {
+            Some(m) => format!("{device_id}/{m}"),
+            None => device_id.to_owned(),
+        };
+        if !self.known.contains_key(&key) {
+            let sender =
+                check(hub, &own.device_id, device_id, module_id).map_err(NotStored::Refused)?;
+            self.known.insert(key.clone(), sender);
+        }
+        self.known
+            .get(&key)
+            .ok_or_else(|| NotStored::Violation("sender lost".into()))
+    }
+}
+
+/// Whether the `$edgeHub` of `edge_id` may send for `device_id`/`module_id`; the identity to
+/// store its messages under when it may.
+fn check(
+    hub: &Hub,
+    edge_id: &str,
+    device_id: &str,
+    module_id: Option<&str>,
+) -> Result<Identity, Refusal> {
+    let store = hub.registry.store();
+    let load = |id: &str| {
+        store
+            .get_device(id)
+            .map_err(|_| Refusal::Unavailable)?
+            .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
+    };
+    let edge = load(edge_id)?;
+    if edge.status == Status::Disabled {
+        return Err(Refusal::Disabled(edge.device_id));
+    }
+    let scope = edge
+        .device_scope
+        .clone()
+        .filter(|_| edge.capabilities.iot_edge)
+        .ok_or_else(|| Refusal::OutOfScope(format!("{edge_id} is not an edge device")))?;
+    let device = if device_id == edge_id {
+        edge
+    } else {
+        let d = load(device_id)?;
+        if d.status == Status::Disabled {
+            return Err(Refusal::Disabled(d.device_id));
+        }
+        if !super::on_behalf::linked(&d, &scope) {
+            return Err(Refusal::OutOfScope(format!(
+                "{device_id} is not a child of {edge_id}"
+            )));
+        }
+        d
+    };
+    let generation_id = match module_id {
+        None => device.generation_id,
+        Some(m) => {
+            store
+                .get_module(device_id, m)
+                .map_err(|_| Refusal::Unavailable)?
+                .ok_or_else(|| Refusal::UnknownModule(format!("{device_id}/{m}")))?
+                .generation_id
+        }
+    };
+    Ok(Identity {
+        device_id: device_id.to_owned(),
+        module_id: module_id.map(str::to_owned),
+        auth_type: AuthType::Sas,
+        generation_id,
+        token_expiry: None,
+    })
+}
