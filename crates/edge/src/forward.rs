@@ -274,7 +274,7 @@ pub(crate) async fn deliver(
             .iter()
             .map(|(_, t, b)| (t.clone(), b.clone()))
             .collect();
-        match g.relay.publish_batch(client, messages).await {
+        match g.relay.forward_batch(messages).await {
             Ok(()) => {
                 g.forwarded.fetch_add(n, Ordering::Relaxed);
                 return true;

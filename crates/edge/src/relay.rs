@@ -1,8 +1,9 @@
-//! Upstream sessions: one MQTT connection to the hub per identity behind the gateway, opened on
-//! demand and shared by everything that identity does upstream:
+//! Upstream sessions: one MQTT connection to the hub per identity behind the gateway, opened when
+//! it connects here (or on demand) and shared by what that identity does upstream:
 //!
-//! - telemetry batches from the store-and-forward task (QoS 1, done when the hub acknowledged
-//!   every message of the batch);
+//! - the `$edgeHub` session carries the telemetry batches of every identity behind the gateway
+//!   from the store-and-forward task (QoS 1, done when the hub acknowledged every message of the
+//!   batch; the hub accepts them there for the edge device, its modules and its children);
 //! - twin requests and method answers relayed from the local connection (QoS 0 upstream; the
 //!   hub's answers go straight back down to the local connection);
 //! - subscriptions mirrored from the local connection, so the hub delivers desired-property
@@ -169,15 +170,15 @@ impl Relay {
         );
     }
 
-    /// Sends `messages` (topic, body) at QoS 1 as `client_id`; `Ok` once the hub acknowledged
-    /// all of them.
-    pub async fn publish_batch(
+    /// Sends telemetry of identities behind the gateway (topic, body) at QoS 1 on the `$edgeHub`
+    /// session, which the hub lets speak for this edge device, its modules and its children (one
+    /// connection for all of them, instead of one each); `Ok` once the hub acknowledged all.
+    pub async fn forward_batch(
         self: &Arc<Self>,
-        client_id: &str,
         messages: Vec<(String, Vec<u8>)>,
     ) -> Result<(), UpstreamError> {
         let (done, answer) = oneshot::channel();
-        self.command(client_id, Cmd::Batch { messages, done });
+        self.command(&self.edge_hub_id(), Cmd::Batch { messages, done });
         answer.await.unwrap_or(Err(UpstreamError::Offline))
     }
 
@@ -248,14 +249,17 @@ fn upstream_filter(client_id: &str, filter: &str) -> bool {
 
 /// What the local hub reports (see [`hub::relay::Relay`]).
 impl Relay {
-    /// The local client subscribed to `filters`; those the hub serves are mirrored upstream.
+    /// The local client connected or subscribed to `filters`; those the hub serves are mirrored
+    /// upstream. The client's session opens at its CONNECT (with no filters), so the hub shows it
+    /// connected while it is connected here, as IoT Edge does; its telemetry travels on the
+    /// `$edgeHub` session (see [`Relay::forward_batch`]).
     pub fn subscribed(self: &Arc<Self>, client_id: &str, filters: &[String]) {
         let wanted: Vec<String> = filters
             .iter()
             .filter(|f| upstream_filter(client_id, f))
             .cloned()
             .collect();
-        if !wanted.is_empty() {
+        if !wanted.is_empty() || filters.is_empty() {
             self.command(client_id, Cmd::Subscribe(wanted));
         }
     }
