@@ -1,6 +1,11 @@
 //! `ferrohub`: one binary, one subcommand per role. Kept thin: parsing, logging, dispatch.
 #![forbid(unsafe_code)]
 
+/// mimalloc instead of glibc's malloc: the servers allocate per message on several threads,
+/// where glibc's arenas contend (see bench/RESULTS.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agent_cmd;
 mod bench;
 mod certs;
