@@ -503,13 +503,17 @@ impl State {
                 p.topic
             ));
         };
-        let senders = self.senders.get_or_insert_with(Box::default);
-        let sender =
+        let sender = if device_id == self.identity.device_id && module_id == self.identity.module_id
+        {
+            &self.identity
+        } else {
+            let senders = self.senders.get_or_insert_with(Box::default);
             match senders.resolve(&self.hub, &self.identity, &device_id, module_id.as_deref()) {
                 Ok(sender) => sender,
                 Err(NotStored::Violation(reason)) => return self.violation(reason),
                 Err(NotStored::Refused(why)) => return self.refused_sender(&p, why).await,
-            };
+            }
+        };
         match telemetry::accept(&self.hub, sender, &p, &properties) {
             Ok(pending) => {
                 if let Some(pending) = pending {

@@ -29,6 +29,8 @@ pub struct Senders {
     epoch: u64,
     /// Client id (`device` or `device/module`) → the identity its messages are stored under.
     known: HashMap<String, Identity>,
+    /// The client id being looked up (reused: no allocation per message).
+    key: String,
 }
 
 /// Why a message for another sender is not stored.
@@ -66,17 +68,19 @@ impl Senders {
             self.known.clear();
             self.epoch = epoch;
         }
-        let key = match module_id {
-            Some(m) => format!("{device_id}/{m}"),
-            None => device_id.to_owned(),
-        };
-        if !self.known.contains_key(&key) {
+        self.key.clear();
+        self.key.push_str(device_id);
+        if let Some(m) = module_id {
+            self.key.push('/');
+            self.key.push_str(m);
+        }
+        if !self.known.contains_key(&self.key) {
             let sender =
                 check(hub, &own.device_id, device_id, module_id).map_err(NotStored::Refused)?;
-            self.known.insert(key.clone(), sender);
+            self.known.insert(self.key.clone(), sender);
         }
         self.known
-            .get(&key)
+            .get(&self.key)
             .ok_or_else(|| NotStored::Violation("sender lost".into()))
     }
 }
