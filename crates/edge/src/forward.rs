@@ -72,7 +72,7 @@ pub fn load_offset(g: &Gateway, lane: Lane) -> u64 {
 /// How often, at most, a lane's committed offset is written by time alone.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 /// A lane's offset is also written once it is this many records past the saved one.
-const SAVE_EVERY_RECORDS: u64 = 256;
+const SAVE_EVERY_RECORDS: u64 = 4096;
 
 /// When a lane's committed offset is written: once it is [`SAVE_EVERY`] old or
 /// [`SAVE_EVERY_RECORDS`] behind, and when the lane idles or stops. Forwarding is at least once,
