@@ -11,7 +11,7 @@ mod common;
 use common::{Mqtt, TestHub, device_token, expiry, now};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode::{Accepted, NotAuthorized};
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use serde_json::{Value, json};
 
 async fn put(t: &TestHub, path: &str, body: Value) -> Value {
@@ -74,14 +74,7 @@ async fn connected(t: &TestHub, client_id: &str) -> Mqtt {
 }
 
 fn publish(topic: &str, packet_id: u16) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        packet_id: Some(packet_id),
-        payload: b"{}".to_vec(),
-    })
+    common::publish(topic, packet_id, b"{}")
 }
 
 /// The session still works: a QoS 1 message is acknowledged.

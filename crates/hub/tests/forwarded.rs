@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{KEY, Mqtt, TestHub, device_token, expiry};
+use common::{KEY, Mqtt, TestHub, device_token, expiry, publish};
 use hyper::Method;
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use serde_json::{Value, json};
 
 async fn put(t: &TestHub, path: &str, body: Value) -> Value {
@@ -30,20 +30,23 @@ async fn get(t: &TestHub, path: &str) -> Value {
         .json()
 }
 
-fn publish(topic: &str, id: u16, body: &str) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        packet_id: Some(id),
-        payload: body.as_bytes().to_vec(),
-    })
+fn keys() -> Value {
+    json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}})
+}
+
+/// Registers the edge device `gw` and its child `child` (SAS, key [`KEY`]); returns both.
+async fn edge_with_child(t: &TestHub) -> (Value, Value) {
+    let gw = json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys()});
+    let gw = put(t, "/devices/gw", gw).await;
+    let scope = gw["deviceScope"].as_str().unwrap();
+    let child = json!({"deviceId": "child", "deviceScope": scope, "authentication": keys()});
+    let child = put(t, "/devices/child", child).await;
+    (gw, child)
 }
 
 /// Sends `body` on `topic` and expects the PUBACK.
 async fn acked(c: &mut Mqtt, topic: &str, id: u16, body: &str) {
-    c.send(&publish(topic, id, body)).await;
+    c.send(&publish(topic, id, body.as_bytes())).await;
     assert_eq!(c.recv().await, Some(Packet::PubAck(id)), "{topic}");
 }
 
@@ -69,26 +72,17 @@ fn stored(t: &TestHub) -> Vec<(String, Option<String>, String, String)> {
 #[tokio::test]
 async fn the_edge_hub_connection_carries_its_childrens_telemetry_only() {
     let t = TestHub::start().await;
-    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
-    let gw = put(
-        &t,
-        "/devices/gw",
-        json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys}),
-    )
-    .await;
-    let scope = gw["deviceScope"].as_str().unwrap().to_owned();
-    let child = json!({"deviceId": "child", "deviceScope": scope, "authentication": keys});
-    let child = put(&t, "/devices/child", child).await;
+    let (gw, child) = edge_with_child(&t).await;
     put(
         &t,
         "/devices/child/modules/m",
-        json!({"moduleId": "m", "authentication": keys}),
+        json!({"moduleId": "m", "authentication": keys()}),
     )
     .await;
     put(
         &t,
         "/devices/stranger",
-        json!({"deviceId": "stranger", "authentication": keys}),
+        json!({"deviceId": "stranger", "authentication": keys()}),
     )
     .await;
     let edge_hub = get(&t, "/devices/gw/modules/$edgeHub").await;
@@ -157,24 +151,12 @@ async fn the_edge_hub_connection_carries_its_childrens_telemetry_only() {
 #[tokio::test]
 async fn any_other_identity_publishing_for_another_is_disconnected() {
     let t = TestHub::start().await;
-    let keys = json!({"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}});
-    let gw = put(
-        &t,
-        "/devices/gw",
-        json!({"deviceId": "gw", "capabilities": {"iotEdge": true}, "authentication": keys}),
-    )
-    .await;
-    let scope = gw["deviceScope"].as_str().unwrap();
-    put(
-        &t,
-        "/devices/child",
-        json!({"deviceId": "child", "deviceScope": scope, "authentication": keys}),
-    )
-    .await;
+
+    edge_with_child(&t).await;
     put(
         &t,
         "/devices/gw/modules/other",
-        json!({"moduleId": "other", "authentication": keys}),
+        json!({"moduleId": "other", "authentication": keys()}),
     )
     .await;
     // The edge device itself and another of its modules are not its `$edgeHub`.
@@ -184,7 +166,7 @@ async fn any_other_identity_publishing_for_another_is_disconnected() {
             .connect(client, Some(device_token(resource, KEY, expiry())), true)
             .await;
         assert_eq!(code, ConnectReturnCode::Accepted, "{client}");
-        c.send(&publish("devices/child/messages/events/", 1, "x"))
+        c.send(&publish("devices/child/messages/events/", 1, b"x"))
             .await;
         assert_eq!(c.recv().await, None, "{client} must be disconnected");
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
 use hub::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
-use mqtt_codec::{Packet, Publish, QoS, SubAck, SubAckReturnCode, Subscribe};
+use mqtt_codec::{Packet, QoS, SubAck, SubAckReturnCode, Subscribe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -95,14 +95,7 @@ async fn connected(t: &TestHub, id: &str) -> Mqtt {
 }
 
 fn publish(id: &str, packet_id: u16, body: &[u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: format!("devices/{id}/messages/events/"),
-        packet_id: Some(packet_id),
-        payload: body.to_vec(),
-    })
+    common::publish(&format!("devices/{id}/messages/events/"), packet_id, body)
 }
 
 /// The well-behaved client still gets its messages acknowledged and its pings answered.

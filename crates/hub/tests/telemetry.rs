@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{KEY, Mqtt, TestHub, device_token, expiry};
+use common::{KEY, Mqtt, TestHub, device_token, expiry, publish};
 use hub::events::EventRecord;
 use hub::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
-use mqtt_codec::{Packet, Publish, QoS, SubAck, SubAckReturnCode, Subscribe};
+use mqtt_codec::{Packet, QoS, SubAck, SubAckReturnCode, Subscribe};
 
 async fn connected(t: &TestHub, id: &str, clean: bool) -> (Mqtt, bool) {
     let mut c = Mqtt::tls(t, None).await;
@@ -18,17 +18,6 @@ async fn connected(t: &TestHub, id: &str, clean: bool) -> (Mqtt, bool) {
         .await;
     assert_eq!(code, Accepted);
     (c, present)
-}
-
-fn publish(topic: &str, id: u16, body: &[u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        packet_id: Some(id),
-        payload: body.to_vec(),
-    })
 }
 
 fn stored(t: &TestHub) -> Vec<EventRecord> {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 
 use super::auth::{Identity, Refusal};
+use super::on_behalf::{edge_scope, linked, load_device};
 use crate::Hub;
 use crate::model::{AuthType, Status};
 
@@ -93,30 +94,16 @@ fn check(
     device_id: &str,
     module_id: Option<&str>,
 ) -> Result<Identity, Refusal> {
-    let store = hub.registry.store();
-    let load = |id: &str| {
-        store
-            .get_device(id)
-            .map_err(|_| Refusal::Unavailable)?
-            .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
-    };
-    let edge = load(edge_id)?;
-    if edge.status == Status::Disabled {
-        return Err(Refusal::Disabled(edge.device_id));
-    }
-    let scope = edge
-        .device_scope
-        .clone()
-        .filter(|_| edge.capabilities.iot_edge)
-        .ok_or_else(|| Refusal::OutOfScope(format!("{edge_id} is not an edge device")))?;
+    let edge = load_device(hub, edge_id)?;
+    let scope = edge_scope(&edge)?;
     let device = if device_id == edge_id {
         edge
     } else {
-        let d = load(device_id)?;
+        let d = load_device(hub, device_id)?;
         if d.status == Status::Disabled {
             return Err(Refusal::Disabled(d.device_id));
         }
-        if !super::on_behalf::linked(&d, &scope) {
+        if !linked(&d, &scope) {
             return Err(Refusal::OutOfScope(format!(
                 "{device_id} is not a child of {edge_id}"
             )));
@@ -126,7 +113,8 @@ fn check(
     let generation_id = match module_id {
         None => device.generation_id,
         Some(m) => {
-            store
+            hub.registry
+                .store()
                 .get_module(device_id, m)
                 .map_err(|_| Refusal::Unavailable)?
                 .ok_or_else(|| Refusal::UnknownModule(format!("{device_id}/{m}")))?

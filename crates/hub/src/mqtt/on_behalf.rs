@@ -25,12 +25,7 @@ pub fn authenticate(
         )));
     }
     let store = hub.registry.store();
-    let load = |id: &str| -> Result<Device, Refusal> {
-        store
-            .get_device(id)
-            .map_err(|_| Refusal::Unavailable)?
-            .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
-    };
+    let load = |id: &str| load_device(hub, id);
     // A module (`device/module`) belongs to its device; when that device is the next link (an
     // edge device's own module) the chain continues from it.
     let (first, parents) = match ids[0].split_once('/') {
@@ -51,14 +46,7 @@ pub fn authenticate(
     let mut child = load(first)?;
     for parent_id in parents {
         let parent = load(parent_id)?;
-        if parent.status == Status::Disabled {
-            return Err(Refusal::Disabled(parent.device_id));
-        }
-        let scope = parent
-            .device_scope
-            .clone()
-            .filter(|_| parent.capabilities.iot_edge)
-            .ok_or_else(|| Refusal::OutOfScope(format!("{parent_id} is not an edge device")))?;
+        let scope = edge_scope(&parent)?;
         if !linked(&child, &scope) {
             return Err(Refusal::OutOfScope(format!(
                 "{} is not a child of {parent_id}",
@@ -96,4 +84,24 @@ pub(super) fn linked(child: &Device, scope: &str) -> bool {
     } else {
         child.device_scope.as_deref() == Some(scope)
     }
+}
+
+/// A device from the registry; a failing registry is [`Refusal::Unavailable`].
+pub(super) fn load_device(hub: &Hub, id: &str) -> Result<Device, Refusal> {
+    hub.registry
+        .store()
+        .get_device(id)
+        .map_err(|_| Refusal::Unavailable)?
+        .ok_or_else(|| Refusal::UnknownDevice(id.to_owned()))
+}
+
+/// The scope of an enabled edge device (what its children name in `deviceScope`).
+pub(super) fn edge_scope(edge: &Device) -> Result<String, Refusal> {
+    if edge.status == Status::Disabled {
+        return Err(Refusal::Disabled(edge.device_id.clone()));
+    }
+    edge.device_scope
+        .clone()
+        .filter(|_| edge.capabilities.iot_edge)
+        .ok_or_else(|| Refusal::OutOfScope(format!("{} is not an edge device", edge.device_id)))
 }

@@ -333,6 +333,18 @@ pub fn connect_packet(client_id: &str, password: Option<String>) -> Packet {
     }))
 }
 
+/// A QoS 1 PUBLISH of `body` on `topic`.
+pub fn publish(topic: &str, packet_id: u16, body: &[u8]) -> Packet {
+    Packet::Publish(mqtt_codec::Publish {
+        dup: false,
+        qos: mqtt_codec::QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id: Some(packet_id),
+        payload: body.to_vec(),
+    })
+}
+
 /// A free TCP port on 127.0.0.1 (for listeners the hub binds itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
