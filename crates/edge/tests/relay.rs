@@ -219,6 +219,17 @@ async fn a_child_gets_methods_twins_and_c2d_through_the_gateway() {
         late.connect("late", Some(token), true).await.1,
         mqtt_codec::ConnectReturnCode::Accepted
     );
+    // Without a subscription or a message, the hub sees it connected: its upstream session opens
+    // when it connects to the gateway (as with IoT Edge).
+    let mut state = Value::Null;
+    for _ in 0..250 {
+        state = call(&t, Method::GET, "/devices/late", None).await.1["connectionState"].clone();
+        if state == "Connected" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "Connected", "the hub sees the late child connected");
     support::create(
         &t,
         "/devices/outsider",
