@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 /// mimalloc instead of glibc's malloc: the servers allocate per message on several threads,
-/// where glibc's arenas contend (see bench/RESULTS.md, "allocator").
+/// where glibc's arenas contend (bench/RESULTS.md, "mimalloc").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -673,8 +673,9 @@ impl State {
         }
     }
 
-    /// Reading pauses: `limits.max_inflight_per_connection` publishes await durability. Counted
-    /// every time, logged once per connection.
+    /// Reading pauses: `limits.max_inflight_per_connection` (a gateway's `$edgeHub`:
+    /// `max_inflight_per_gateway`) publishes await durability. Counted every time, logged once
+    /// per connection.
     fn throttled(&mut self) {
         let (name, max) = inflight_limit(&self.hub, &self.identity);
         self.hub.metrics.limit_reached(name);
