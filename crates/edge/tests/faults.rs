@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Mqtt, TestHub};
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::Packet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -196,14 +196,11 @@ async fn send(child: &mut Mqtt, seqs: Range<u64>) {
         let window = next..(next + 100).min(seqs.end);
         for seq in window.clone() {
             child
-                .send(&Packet::Publish(Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: "devices/child/messages/events/".into(),
-                    packet_id: Some(u16::try_from(seq % 60_000 + 1).unwrap()),
-                    payload: body(seq),
-                }))
+                .send(&common::publish(
+                    "devices/child/messages/events/",
+                    u16::try_from(seq % 60_000 + 1).unwrap(),
+                    &body(seq),
+                ))
                 .await;
         }
         for seq in window.clone() {

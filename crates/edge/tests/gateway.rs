@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use serde_json::json;
 
 /// Messages sent while the hub is down.
@@ -52,14 +52,11 @@ async fn wait_for(hub: &hub::Hub, id: &str, n: usize) -> Vec<u64> {
 
 async fn publish(c: &mut Mqtt, id: &str, seq: u64) {
     let packet_id = u16::try_from(seq % 60_000 + 1).unwrap();
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: format!("devices/{id}/messages/events/kind=test"),
-        packet_id: Some(packet_id),
-        payload: seq.to_string().into_bytes(),
-    }))
+    c.send(&common::publish(
+        &format!("devices/{id}/messages/events/kind=test"),
+        packet_id,
+        seq.to_string().as_bytes(),
+    ))
     .await;
     assert!(
         matches!(c.recv().await, Some(Packet::PubAck(p)) if p == packet_id),
@@ -112,14 +109,11 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
         for seq in window..window + 100 {
             let packet_id = u16::try_from(seq % 60_000 + 1).unwrap();
             child
-                .send(&Packet::Publish(Publish {
-                    dup: false,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    topic: "devices/child/messages/events/kind=test".into(),
-                    packet_id: Some(packet_id),
-                    payload: seq.to_string().into_bytes(),
-                }))
+                .send(&common::publish(
+                    "devices/child/messages/events/kind=test",
+                    packet_id,
+                    seq.to_string().as_bytes(),
+                ))
                 .await;
         }
         for _ in 0..100 {

@@ -22,7 +22,7 @@ use hub::time::{Clock as _, FixedClock, SharedClock, SystemClock};
 use identity::config::apply::{self, Paths};
 use identity::config::superconfig::SuperConfig;
 use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon};
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use time::OffsetDateTime;
 
@@ -101,14 +101,11 @@ async fn identity_service(
 }
 
 async fn publish(c: &mut Mqtt, seq: u16) {
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/child/messages/events/".into(),
-        packet_id: Some(seq),
-        payload: format!("m{seq}").into_bytes(),
-    }))
+    c.send(&common::publish(
+        "devices/child/messages/events/",
+        seq,
+        format!("m{seq}").as_bytes(),
+    ))
     .await;
     assert!(
         matches!(c.recv().await, Some(Packet::PubAck(p)) if p == seq),

@@ -30,15 +30,7 @@ async fn subscribe(c: &mut Mqtt, filters: &[&str]) {
 }
 
 async fn publish(c: &mut Mqtt, topic: &str, payload: &[u8], packet_id: u16) {
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        packet_id: Some(packet_id),
-        payload: payload.to_vec(),
-    }))
-    .await;
+    c.send(&common::publish(topic, packet_id, payload)).await;
 }
 
 /// The next PUBLISH whose topic starts with `prefix` (QoS 1 ones are acknowledged; PUBACKs and

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Mqtt, TestHub};
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::Packet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A 32 KiB body: 1 MiB of store holds about 32 of them.
@@ -26,14 +26,11 @@ fn body(seq: u64) -> Vec<u8> {
 /// Publishes `seq` and waits for its PUBACK; `false` when the gateway closed the connection.
 async fn send(c: &mut Mqtt, seq: u64) -> bool {
     let packet_id = u16::try_from(seq % 60_000 + 1).unwrap();
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/child/messages/events/".into(),
-        packet_id: Some(packet_id),
-        payload: body(seq),
-    }))
+    c.send(&common::publish(
+        "devices/child/messages/events/",
+        packet_id,
+        &body(seq),
+    ))
     .await;
     matches!(c.recv().await, Some(Packet::PubAck(p)) if p == packet_id)
 }

@@ -22,10 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
 use hub::events::EventRecord;
-use hub::model::{AuthType, Authentication, Device, SymmetricKey};
-use hub::registry::IfMatch;
 use mqtt_codec::ConnectReturnCode::Accepted;
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::Packet;
 
 const PAYLOAD_BYTES: usize = 16 * 1024;
 
@@ -74,22 +72,6 @@ impl Captured {
     }
 }
 
-fn register(t: &TestHub, id: &str) {
-    let d = Device {
-        device_id: id.into(),
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
-        ..Default::default()
-    };
-    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
-}
-
 async fn connected(t: &TestHub) -> Mqtt {
     let mut c = Mqtt::tls(t, None).await;
     let (_, code) = c
@@ -108,14 +90,11 @@ fn body(seq: u32) -> Vec<u8> {
 /// Publishes `seq` at QoS 1: `true` if acknowledged, `false` if the hub closed the connection.
 async fn publish(c: &mut Mqtt, seq: u32) -> bool {
     let id = u16::try_from(seq % 60_000 + 1).unwrap();
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/dev1/messages/events/".into(),
-        packet_id: Some(id),
-        payload: body(seq),
-    }))
+    c.send(&common::publish(
+        "devices/dev1/messages/events/",
+        id,
+        &body(seq),
+    ))
     .await;
     match c.recv().await {
         Some(Packet::PubAck(got)) => {
@@ -172,7 +151,7 @@ async fn a_full_disk_refuses_telemetry_without_puback_and_service_resumes() {
     std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
     let events = disk.0.join("events");
     let t = TestHub::start_with(|cfg| cfg.storage.events = events.clone()).await;
-    register(&t, "dev1");
+    common::sas_device(&t, "dev1", hub::model::Status::Enabled);
 
     // Fill the disk.
     let mut c = connected(&t).await;

@@ -176,14 +176,11 @@ async fn a_gateway_connects_on_behalf_of_its_children_only() {
     use mqtt_codec::ConnectReturnCode::{Accepted, BadUsernameOrPassword, NotAuthorized};
     let (mut c, code) = on_behalf("child", "child;gw", gateway_token(&edge_key)).await;
     assert_eq!(code, Accepted);
-    c.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/child/messages/events/".into(),
-        packet_id: Some(1),
-        payload: b"via-gw".to_vec(),
-    }))
+    c.send(&common::publish(
+        "devices/child/messages/events/",
+        1,
+        b"via-gw",
+    ))
     .await;
     assert!(matches!(c.recv().await, Some(Packet::PubAck(1))));
     let records = t.hub.events.read(0, 100, 1 << 20).unwrap();

@@ -9,7 +9,7 @@ mod common;
 use common::{KEY, TestHub, device_token, expiry};
 use hub::model::{AuthType, Authentication, Device, Status};
 use hub::registry::IfMatch;
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -81,15 +81,11 @@ async fn sas_devices_use_the_plain_listener_and_certificate_devices_cannot() {
     let token = device_token("sas1", KEY, expiry());
     let (mut s, mut buf, code) = connect(&t, "sas1", Some(token)).await;
     assert_eq!(code, ConnectReturnCode::Accepted);
-    let publish = Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: "devices/sas1/messages/events/".into(),
-        packet_id: Some(7),
-        payload: b"plain".to_vec(),
-    };
-    send(&mut s, Packet::Publish(publish)).await;
+    send(
+        &mut s,
+        common::publish("devices/sas1/messages/events/", 7, b"plain"),
+    )
+    .await;
     assert_eq!(recv(&mut s, &mut buf).await, Some(Packet::PubAck(7)));
     let stored = t.hub.events.read(0, 10, 1 << 20).unwrap();
     assert!(
