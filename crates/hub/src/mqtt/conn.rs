@@ -503,16 +503,16 @@ impl State {
                 p.topic
             ));
         };
-        let sender = if device_id == self.identity.device_id && module_id == self.identity.module_id
-        {
-            &self.identity
-        } else {
-            let senders = self.senders.get_or_insert_with(Box::default);
-            match senders.resolve(&self.hub, &self.identity, &device_id, module_id.as_deref()) {
-                Ok(sender) => sender,
-                Err(NotStored::Violation(reason)) => return self.violation(reason),
-                Err(NotStored::Refused(why)) => return self.refused_sender(&p, why).await,
-            }
+        let sender = match super::forwarded::resolve(
+            &mut self.senders,
+            &self.hub,
+            &self.identity,
+            &device_id,
+            module_id.as_deref(),
+        ) {
+            Ok(sender) => sender,
+            Err(NotStored::Violation(reason)) => return self.violation(reason),
+            Err(NotStored::Refused(why)) => return self.refused_sender(&p, why).await,
         };
         match telemetry::accept(&self.hub, sender, &p, &properties) {
             Ok(pending) => {
@@ -743,7 +743,7 @@ impl State {
 /// `$edgeHub` carries many devices' telemetry (see [`super::forwarded`]).
 fn inflight_limit(hub: &Hub, identity: &Identity) -> (&'static str, usize) {
     let limits = &hub.config.limits;
-    if identity.module_id.as_deref() == Some(super::forwarded::EDGE_HUB) {
+    if super::forwarded::is_edge_hub(identity) {
         ("max_inflight_per_gateway", limits.max_inflight_per_gateway)
     } else {
         (

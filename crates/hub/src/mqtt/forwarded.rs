@@ -43,27 +43,48 @@ pub enum NotStored {
     Refused(Refusal),
 }
 
+/// Whether `identity` is a gateway's `$edgeHub`, whose connection carries others' telemetry.
+pub fn is_edge_hub(identity: &Identity) -> bool {
+    identity.module_id.as_deref() == Some(EDGE_HUB)
+}
+
+/// The identity to store a message on `device_id`/`module_id`'s topic under, when the
+/// connection `own` publishes it: `own` for its own topic; otherwise, for a gateway's `$edgeHub`,
+/// the sender it speaks for, remembered in `senders` (allocated at the first such message, so an
+/// ordinary connection never pays for it).
+pub fn resolve<'a>(
+    senders: &'a mut Option<Box<Senders>>,
+    hub: &Hub,
+    own: &'a Identity,
+    device_id: &str,
+    module_id: Option<&str>,
+) -> Result<&'a Identity, NotStored> {
+    if device_id == own.device_id && module_id == own.module_id.as_deref() {
+        return Ok(own);
+    }
+    if !is_edge_hub(own) {
+        return Err(NotStored::Violation(format!(
+            "publish to another identity's topic (devices/{device_id}{})",
+            module_id
+                .map(|m| format!("/modules/{m}"))
+                .unwrap_or_default()
+        )));
+    }
+    senders
+        .get_or_insert_with(Box::default)
+        .lookup(hub, &own.device_id, device_id, module_id)
+}
+
 impl Senders {
-    /// The identity to store a message on `device_id`/`module_id`'s topic under, when the
-    /// connection `own` publishes it.
-    pub fn resolve<'a>(
-        &'a mut self,
+    /// The sender `device_id`/`module_id` that the `$edgeHub` of `edge_id` speaks for, checked
+    /// once per registry epoch.
+    fn lookup(
+        &mut self,
         hub: &Hub,
-        own: &'a Identity,
+        edge_id: &str,
         device_id: &str,
         module_id: Option<&str>,
-    ) -> Result<&'a Identity, NotStored> {
-        if device_id == own.device_id && module_id == own.module_id.as_deref() {
-            return Ok(own);
-        }
-        if own.module_id.as_deref() != Some(EDGE_HUB) {
-            return Err(NotStored::Violation(format!(
-                "publish to another identity's topic (devices/{device_id}{})",
-                module_id
-                    .map(|m| format!("/modules/{m}"))
-                    .unwrap_or_default()
-            )));
-        }
+    ) -> Result<&Identity, NotStored> {
         let epoch = hub.registry.epoch();
         if epoch != self.epoch || self.known.len() >= MAX_KNOWN {
             self.known.clear();
@@ -76,8 +97,7 @@ impl Senders {
             self.key.push_str(m);
         }
         if !self.known.contains_key(&self.key) {
-            let sender =
-                check(hub, &own.device_id, device_id, module_id).map_err(NotStored::Refused)?;
+            let sender = check(hub, edge_id, device_id, module_id).map_err(NotStored::Refused)?;
             self.known.insert(self.key.clone(), sender);
         }
         self.known
