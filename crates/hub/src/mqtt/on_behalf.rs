@@ -25,7 +25,6 @@ pub fn authenticate(
         )));
     }
     let store = hub.registry.store();
-    let load = |id: &str| load_device(hub, id);
     // A module (`device/module`) belongs to its device; when that device is the next link (an
     // edge device's own module) the chain continues from it.
     let (first, parents) = match ids[0].split_once('/') {
@@ -43,9 +42,9 @@ pub fn authenticate(
         }
         None => (ids[0], &ids[1..]),
     };
-    let mut child = load(first)?;
+    let mut child = load_device(hub, first)?;
     for parent_id in parents {
-        let parent = load(parent_id)?;
+        let parent = load_device(hub, parent_id)?;
         let scope = edge_scope(&parent)?;
         if !linked(&child, &scope) {
             return Err(Refusal::OutOfScope(format!(
