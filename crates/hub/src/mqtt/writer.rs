@@ -62,28 +62,24 @@ pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kic
             Event::Queued(None) => acks_open = false,
             Event::Queued(Some(a)) => head = Some(a),
             Event::Durable(a, result) => {
-                if !acknowledge(&hub, &a, result, &mut buf) {
-                    kick.notify_one();
-                    acks_open = false;
-                    drop_queued(&hub, &mut acks);
-                }
-                // Acknowledge what else is already durable, in order, in the same write.
-                while acks_open && buf.len() < MAX_WRITE {
+                // Acknowledge it and what else is already durable, in order, in the same write.
+                let mut ready = Some((a, result));
+                while let Some((a, result)) = ready.take() {
+                    if !acknowledge(&hub, &a, result, &mut buf) {
+                        kick.notify_one();
+                        acks_open = false;
+                        drop_queued(&hub, &mut acks);
+                        break;
+                    }
+                    if buf.len() >= MAX_WRITE {
+                        break;
+                    }
                     let Some(mut next) = acks.try_recv() else {
                         break;
                     };
                     match (&mut next.append).now_or_never() {
-                        Some(result) => {
-                            if !acknowledge(&hub, &next, result, &mut buf) {
-                                kick.notify_one();
-                                acks_open = false;
-                                drop_queued(&hub, &mut acks);
-                            }
-                        }
-                        None => {
-                            head = Some(next);
-                            break;
-                        }
+                        Some(result) => ready = Some((next, result)),
+                        None => head = Some(next),
                     }
                 }
             }
