@@ -159,6 +159,11 @@ pub struct Device {
     pub device_scope: Option<String>,
     #[serde(default)]
     pub parent_scopes: Vec<String>,
+    /// Which service manages this identity (e.g. `dps:<idScope>` for a device a provisioning
+    /// service created); that service writes only the identities it manages. On a replace, an
+    /// absent value keeps the stored one and `""` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// A module identity on a device.

@@ -232,6 +232,7 @@ impl RegistryService {
             capabilities: input.capabilities,
             device_scope,
             parent_scopes,
+            managed_by: input.managed_by.filter(|m| !m.is_empty()),
         }
     }
 
@@ -465,6 +466,11 @@ fn replace_device(old: Device, input: Device, now: &str) -> Device {
         capabilities: input.capabilities,
         device_scope,
         parent_scopes,
+        // Service SDKs do not know the field and leave it out: absent keeps the manager.
+        managed_by: match input.managed_by {
+            None => old.managed_by.clone(),
+            Some(m) => Some(m).filter(|m| !m.is_empty()),
+        },
         ..old
     }
 }

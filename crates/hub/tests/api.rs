@@ -162,6 +162,53 @@ async fn devices_crud_with_generated_keys_etags_and_error_bodies() {
     assert_eq!(stats["totalDeviceCount"], 2);
 }
 
+/// `managedBy` names the service that manages a device: stored and shown; a replace that leaves it
+/// out (the service SDKs do not know it) keeps it, `""` clears it; it survives a restart.
+#[tokio::test]
+async fn managed_by_is_stored_kept_on_replace_and_cleared_only_on_request() {
+    let t = TestHub::start().await;
+    let c = t.client();
+    let put = |body: Value| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .send(Method::PUT, "/devices/dev1", Some(&body), &[("if-match", "*")])
+                .await
+                .unwrap();
+            assert_eq!(r.status, StatusCode::OK);
+            r.json()
+        }
+    };
+    let plain = json!({"deviceId": "dev1"});
+    assert!(put(plain.clone()).await.get("managedBy").is_none(), "absent unless set");
+    let marked = put(json!({"deviceId": "dev1", "managedBy": "dps:0ne1"})).await;
+    assert_eq!(marked["managedBy"], "dps:0ne1");
+    let mut disabled = marked.clone();
+    disabled.as_object_mut().unwrap().remove("managedBy");
+    disabled["status"] = json!("disabled");
+    assert_eq!(put(disabled).await["managedBy"], "dps:0ne1", "kept");
+    let (dir, cfg, root) = t.stop().await;
+    let t = TestHub::start_in(dir, cfg, root).await;
+    let shown = t
+        .client()
+        .send(Method::GET, "/devices/dev1", None, &[])
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(shown["managedBy"], "dps:0ne1", "stored: {shown}");
+    let c = t.client();
+    let r = c
+        .send(
+            Method::PUT,
+            "/devices/dev1",
+            Some(&json!({"deviceId": "dev1", "managedBy": ""})),
+            &[("if-match", "*")],
+        )
+        .await
+        .unwrap();
+    assert!(r.json().get("managedBy").is_none(), "cleared");
+}
+
 #[tokio::test]
 async fn bad_requests_get_protocol_correct_refusals() {
     let t = TestHub::start().await;

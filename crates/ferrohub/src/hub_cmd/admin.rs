@@ -439,6 +439,9 @@ fn print_device(d: &Value, json: bool, conn: &Conn) -> Result<()> {
     if let Some(scope) = d["deviceScope"].as_str() {
         println!("deviceScope:     {scope}");
     }
+    if let Some(manager) = d["managedBy"].as_str() {
+        println!("managedBy:       {manager}");
+    }
     if let Some(key) = d["authentication"]["symmetricKey"]["primaryKey"]
         .as_str()
         .filter(|k| !k.is_empty())
