@@ -91,13 +91,14 @@ impl LinkedHubs {
         method: Method,
         path: &str,
         body: Option<&Value>,
-        if_match: bool,
+        if_match: Option<&str>,
     ) -> Result<(StatusCode, Value), HubCallError> {
         let h = self.hub(hostname)?;
-        let headers: &[(&str, &str)] = if if_match { &[("if-match", "*")] } else { &[] };
+        let quoted = if_match.map(|e| format!("\"{e}\""));
+        let headers: Vec<(&str, &str)> = quoted.iter().map(|e| ("if-match", e.as_str())).collect();
         let r = h
             .client
-            .send(method, path, body, headers)
+            .send(method, path, body, &headers)
             .await
             .map_err(|source| HubCallError::Unreachable {
                 hub: h.hostname.clone(),
@@ -113,23 +114,25 @@ impl LinkedHubs {
         id: &str,
     ) -> Result<Option<Value>, HubCallError> {
         let path = format!("/devices/{}", iot_auth::percent_encode(id));
-        match self.call(hostname, Method::GET, &path, None, false).await? {
+        match self.call(hostname, Method::GET, &path, None, None).await? {
             (StatusCode::OK, v) => Ok(Some(v)),
             (StatusCode::NOT_FOUND, _) => Ok(None),
             (status, v) => Err(status_error(hostname, status, &v)),
         }
     }
 
-    /// Creates or replaces the device.
+    /// Creates the device (`if_match` `None`: the hub answers 409 if it exists) or replaces the
+    /// version with that etag (412 if it changed).
     pub async fn put_device(
         &self,
         hostname: &str,
         id: &str,
         device: &Value,
+        if_match: Option<&str>,
     ) -> Result<Value, HubCallError> {
         let path = format!("/devices/{}", iot_auth::percent_encode(id));
         match self
-            .call(hostname, Method::PUT, &path, Some(device), true)
+            .call(hostname, Method::PUT, &path, Some(device), if_match)
             .await?
         {
             (StatusCode::OK, v) => Ok(v),
@@ -137,10 +140,16 @@ impl LinkedHubs {
         }
     }
 
-    pub async fn delete_device(&self, hostname: &str, id: &str) -> Result<(), HubCallError> {
+    /// Deletes the version of the device with this etag (412 if it changed).
+    pub async fn delete_device(
+        &self,
+        hostname: &str,
+        id: &str,
+        etag: &str,
+    ) -> Result<(), HubCallError> {
         let path = format!("/devices/{}", iot_auth::percent_encode(id));
         match self
-            .call(hostname, Method::DELETE, &path, None, true)
+            .call(hostname, Method::DELETE, &path, None, Some(etag))
             .await?
         {
             (StatusCode::NO_CONTENT | StatusCode::NOT_FOUND, _) => Ok(()),
@@ -150,7 +159,7 @@ impl LinkedHubs {
 
     pub async fn get_twin(&self, hostname: &str, id: &str) -> Result<Value, HubCallError> {
         let path = format!("/twins/{}", iot_auth::percent_encode(id));
-        match self.call(hostname, Method::GET, &path, None, false).await? {
+        match self.call(hostname, Method::GET, &path, None, None).await? {
             (StatusCode::OK, v) => Ok(v),
             (status, v) => Err(status_error(hostname, status, &v)),
         }
@@ -166,7 +175,7 @@ impl LinkedHubs {
     ) -> Result<(), HubCallError> {
         let path = format!("/twins/{}", iot_auth::percent_encode(id));
         let method = if replace { Method::PUT } else { Method::PATCH };
-        match self.call(hostname, method, &path, Some(twin), true).await? {
+        match self.call(hostname, method, &path, Some(twin), Some("*")).await? {
             (StatusCode::OK, _) => Ok(()),
             (status, v) => Err(status_error(hostname, status, &v)),
         }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod hubs;
 pub mod model;
 pub mod mqtt;
+pub mod ownership;
 pub mod provision;
 pub mod store;
 
@@ -63,6 +64,8 @@ pub struct Metrics {
     pub connections: std::sync::atomic::AtomicU64,
     pub registrations_assigned: std::sync::atomic::AtomicU64,
     pub registrations_failed: std::sync::atomic::AtomicU64,
+    /// Registrations refused because the device exists at the hub and is not this service's.
+    pub registrations_not_managed: std::sync::atomic::AtomicU64,
     pub auth_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub http_requests: std::sync::atomic::AtomicU64,
     pub registration_latency: hub::metrics::Histogram,
@@ -178,6 +181,11 @@ pub fn render_metrics(dps: &Dps) -> String {
             "ferrohub_dps_registrations_failed_total",
             "Registrations that failed after attestation.",
             m.registrations_failed.load(Relaxed),
+        ),
+        (
+            "ferrohub_dps_registrations_not_managed_total",
+            "Registrations refused: the device exists at the hub and this service did not create it.",
+            m.registrations_not_managed.load(Relaxed),
         ),
         (
             "ferrohub_dps_http_requests_total",

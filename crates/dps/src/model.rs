@@ -35,6 +35,15 @@ pub struct Settings {
     pub iot_hubs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_allocation_definition: Option<Value>,
+    /// Adopt a device that already exists at the hub but was not created by this service
+    /// (replacing its credentials and capabilities). Off: such a registration fails with 409.
+    /// Not an Azure field.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_overwrite: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

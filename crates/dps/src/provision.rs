@@ -15,6 +15,7 @@ use crate::allocate::{self, Candidate};
 use crate::attest::{Attested, Enrollment};
 use crate::hubs::HubCallError;
 use crate::model::{OperationStatus, RegistrationState};
+use crate::ownership::{self, WriteError};
 
 /// Operations in progress or recently finished, by operation id.
 #[derive(Default)]
@@ -256,13 +257,25 @@ async fn assign(
             }
         }
     };
-    apply(dps, &hub, &device_id, attested, plan)
+    let recorded_here = previous.is_some_and(|p| {
+        p.status == "assigned"
+            && p.device_id.as_deref() == Some(device_id.as_str())
+            && p
+                .assigned_hub
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&hub))
+    });
+    apply(dps, &hub, &device_id, attested, plan, recorded_here)
         .await
-        .map_err(|e| {
-            (
+        .map_err(|e| match e {
+            WriteError::NotManaged => (
+                ownership::NOT_MANAGED_CODE,
+                ownership::NOT_MANAGED_MESSAGE.to_owned(),
+            ),
+            WriteError::Hub(e) => (
                 500_000 + hub_code(&e),
                 format!("assigning to {hub} failed: {e}"),
-            )
+            ),
         })?;
     Ok((hub, device_id, substatus))
 }
@@ -282,44 +295,49 @@ fn hub_code(e: &HubCallError) -> u32 {
     }
 }
 
-/// Writes the device (and its twin, per `plan`) to `hub`.
+/// Writes the device (and its twin, per `plan`) to `hub`, if this service may (see
+/// [`ownership`]). `recorded_here`: this service's record assigned `device_id` at `hub`.
 async fn apply(
     dps: &Dps,
     hub: &str,
     device_id: &str,
     attested: &Attested,
     plan: Plan,
-) -> Result<(), HubCallError> {
+    recorded_here: bool,
+) -> Result<(), WriteError> {
     let settings = attested.enrollment.settings();
     let device = json!({
         "deviceId": device_id,
         "status": "enabled",
         "authentication": attested.auth.to_json(),
         "capabilities": {"iotEdge": settings.capabilities.iot_edge},
+        "managedBy": ownership::mark(dps),
     });
-    let existed = dps.hubs.get_device(hub, device_id).await?.is_some();
-    dps.hubs.put_device(hub, device_id, &device).await?;
     let twin = match &plan {
         Plan::Keep => None,
         Plan::InitialTwin { .. } => settings.initial_twin.as_ref().map(initial_twin_document),
         Plan::Migrate {
             from,
             device_id: old,
-        } => {
-            let t = dps.hubs.get_twin(from, old).await?;
-            Some(
-                json!({"tags": t["tags"], "properties": {"desired": strip_meta(&t["properties"]["desired"])}}),
-            )
-        }
+        } => migrated_twin(dps, from, old).await?,
     };
+    let (existed, etag) = ownership::write_device(
+        dps,
+        hub,
+        device_id,
+        &device,
+        recorded_here,
+        settings.allow_overwrite,
+    )
+    .await?;
     if let Some(twin) = twin
         && let Err(e) = dps.hubs.write_twin(hub, device_id, &twin, true).await
     {
         if !existed {
             // Nothing half-created: the device goes away with its failed twin.
-            let _ = dps.hubs.delete_device(hub, device_id).await;
+            let _ = dps.hubs.delete_device(hub, device_id, &etag).await;
         }
-        return Err(e);
+        return Err(e.into());
     }
     match plan {
         Plan::Migrate {
@@ -328,9 +346,23 @@ async fn apply(
         }
         | Plan::InitialTwin {
             delete_from: Some((from, old)),
-        } => dps.hubs.delete_device(&from, &old).await,
+        } => Ok(ownership::delete_device(dps, &from, &old).await?),
         _ => Ok(()),
     }
+}
+
+/// Tags and desired properties of the device's old copy, if that copy is still ours.
+async fn migrated_twin(dps: &Dps, from: &str, old: &str) -> Result<Option<Value>, HubCallError> {
+    let Some(current) = dps.hubs.get_device(from, old).await? else {
+        return Ok(None);
+    };
+    if ownership::owned_etag(&ownership::mark(dps), &current).is_none() {
+        return Ok(None);
+    }
+    let t = dps.hubs.get_twin(from, old).await?;
+    Ok(Some(
+        json!({"tags": t["tags"], "properties": {"desired": strip_meta(&t["properties"]["desired"])}}),
+    ))
 }
 
 /// `{tags, properties: {desired}}` from an enrollment's `initialTwin` (TwinCollection metadata

@@ -45,13 +45,7 @@ fn device_cert(
 }
 
 async fn hub_device(t: &TestDps, hub: &str, id: &str) -> Option<Value> {
-    let r = t
-        .hub(hub)
-        .client()
-        .send(Method::GET, &format!("/devices/{id}"), None, &[])
-        .await
-        .unwrap();
-    (r.status == StatusCode::OK).then(|| r.json())
+    t.hub_device(hub, id).await
 }
 
 async fn hub_twin(t: &TestDps, hub: &str, id: &str) -> Value {

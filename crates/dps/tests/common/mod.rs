@@ -99,6 +99,17 @@ impl TestDps {
             .unwrap()
     }
 
+    /// Device `id` as linked hub `hub`'s service API shows it; `None` when the hub has none.
+    pub async fn hub_device(&self, hub: &str, id: &str) -> Option<Value> {
+        let r = self
+            .hub(hub)
+            .client()
+            .send(Method::GET, &format!("/devices/{id}"), None, &[])
+            .await
+            .unwrap();
+        (r.status == StatusCode::OK).then(|| r.json())
+    }
+
     /// The service API client (provisioningserviceowner).
     pub fn service(&self) -> hub::client::ServiceClient {
         hub::client::ServiceClient::new(
