@@ -401,3 +401,38 @@ fn enrollments_and_registrations_against_a_live_service() {
     assert!(err.contains("Registration nobody not found"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `--allow-overwrite` reaches the service as `allowOverwrite` and `show`/`list` print it; it is
+/// off unless given.
+#[test]
+fn enrollments_opt_in_to_adopting_existing_hub_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut children = Children(Vec::new());
+    let env = hub_and_dps(tmp.path(), &mut children);
+
+    ok(env.dps(&["enrollment-group", "create", "adopt", "--symmetric-key", "--allow-overwrite"]));
+    ok(env.dps(&["enrollment-group", "create", "plain", "--symmetric-key"]));
+    let shown: serde_json::Value = serde_json::from_str(&ok(env.dps(&[
+        "enrollment-group",
+        "show",
+        "adopt",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(shown["allowOverwrite"], true, "{shown}");
+    let adopt = ok(env.dps(&["enrollment-group", "show", "adopt"]));
+    assert!(adopt.contains("allowOverwrite:   true"), "{adopt}");
+    let plain = ok(env.dps(&["enrollment-group", "show", "plain"]));
+    assert!(plain.contains("allowOverwrite:   false"), "{plain}");
+    let listed = ok(env.dps(&["enrollment-group", "list"]));
+    let row = |id: &str| {
+        let line = listed.lines().find(|l| l.starts_with(id)).unwrap();
+        line.split_whitespace().collect::<Vec<_>>()
+    };
+    assert!(listed.lines().next().unwrap().contains("overwrite"), "{listed}");
+    assert_eq!(row("adopt")[4], "true", "{listed}");
+    assert_eq!(row("plain")[4], "false", "{listed}");
+
+    let dev = ok(env.dps(&["enrollment", "create", "dev1", "--symmetric-key", "--allow-overwrite"]));
+    assert!(dev.contains("allowOverwrite:   true"), "{dev}");
+}

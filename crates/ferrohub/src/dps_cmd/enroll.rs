@@ -66,6 +66,11 @@ pub struct Settings {
     /// Create it disabled: its devices cannot register.
     #[arg(long)]
     disabled: bool,
+    /// Let its devices take over hub devices of the same id that this provisioning service did
+    /// not create (their keys, certificates and capabilities are replaced). Off: such a
+    /// registration fails with 409.
+    #[arg(long)]
+    allow_overwrite: bool,
     /// Print the service's answer as JSON.
     #[arg(long)]
     json: bool,
@@ -361,6 +366,9 @@ fn apply_settings(body: &mut Map<String, Value>, s: &Settings, session: &Session
     }
     let status = if s.disabled { "disabled" } else { "enabled" };
     body.insert("provisioningStatus".into(), json!(status));
+    if s.allow_overwrite {
+        body.insert("allowOverwrite".into(), json!(true));
+    }
     Ok(())
 }
 
@@ -442,19 +450,21 @@ async fn common(kind: Kind, cmd: Common) -> Result<()> {
 
 fn print_list(kind: Kind, all: &[Value]) {
     println!(
-        "{:<32} {:<13} {:<9} {:<5} allocation",
+        "{:<32} {:<13} {:<9} {:<5} {:<9} allocation",
         kind.id_field(),
         "attestation",
         "status",
-        "edge"
+        "edge",
+        "overwrite"
     );
     for e in all {
         println!(
-            "{:<32} {:<13} {:<9} {:<5} {}",
+            "{:<32} {:<13} {:<9} {:<5} {:<9} {}",
             e[kind.id_field()].as_str().unwrap_or_default(),
             e["attestation"]["type"].as_str().unwrap_or_default(),
             e["provisioningStatus"].as_str().unwrap_or("enabled"),
             e["capabilities"]["iotEdge"].as_bool().unwrap_or(false),
+            e["allowOverwrite"].as_bool().unwrap_or(false),
             e["allocationPolicy"].as_str().unwrap_or("(default)")
         );
     }
@@ -484,6 +494,10 @@ fn print_enrollment(kind: Kind, e: &Value, session: &Session) {
     print_field(
         "iotEdge",
         &json!(e["capabilities"]["iotEdge"].as_bool().unwrap_or(false)),
+    );
+    print_field(
+        "allowOverwrite",
+        &json!(e["allowOverwrite"].as_bool().unwrap_or(false)),
     );
     let allocation = e["allocationPolicy"].as_str().map_or_else(
         || format!("{} (service default)", session.cfg.allocation_policy),
