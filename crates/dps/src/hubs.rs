@@ -175,7 +175,10 @@ impl LinkedHubs {
     ) -> Result<(), HubCallError> {
         let path = format!("/twins/{}", iot_auth::percent_encode(id));
         let method = if replace { Method::PUT } else { Method::PATCH };
-        match self.call(hostname, method, &path, Some(twin), Some("*")).await? {
+        match self
+            .call(hostname, method, &path, Some(twin), Some("*"))
+            .await?
+        {
             (StatusCode::OK, _) => Ok(()),
             (status, v) => Err(status_error(hostname, status, &v)),
         }

@@ -260,8 +260,7 @@ async fn assign(
     let recorded_here = previous.is_some_and(|p| {
         p.status == "assigned"
             && p.device_id.as_deref() == Some(device_id.as_str())
-            && p
-                .assigned_hub
+            && p.assigned_hub
                 .as_deref()
                 .is_some_and(|h| h.eq_ignore_ascii_case(&hub))
     });

@@ -126,7 +126,10 @@ async fn a_group_registration_does_not_take_over_existing_hub_devices() {
     assert_refused(&register_with(&t, "boiler-1", KEY).await, "boiler-1");
     for (id, was) in &before {
         let now = t.hub_device("hub1", id).await.unwrap();
-        assert_eq!(&now, was, "{id} is untouched: keys, type, capabilities, etag");
+        assert_eq!(
+            &now, was,
+            "{id} is untouched: keys, type, capabilities, etag"
+        );
         assert!(now.get("managedBy").is_none(), "{now}");
     }
     // The real boiler still connects with its key; the group's derived key does not.
@@ -159,7 +162,10 @@ async fn an_enrollment_that_allows_overwrite_adopts_existing_devices() {
             json!({"enrollmentGroupId": "plain", "attestation": {"type": "symmetricKey"}}),
         )
         .await;
-    assert!(plain.get("allowOverwrite").is_none(), "off by default: {plain}");
+    assert!(
+        plain.get("allowOverwrite").is_none(),
+        "off by default: {plain}"
+    );
     for (id, _) in &before {
         let key = iot_auth::derive_device_key(&group_key, id).unwrap();
         for round in ["adopted", "re-registered"] {
@@ -191,11 +197,17 @@ async fn an_enrollment_that_allows_overwrite_adopts_existing_devices() {
                 "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}}, "allowOverwrite": true}),
         )
         .await;
-    assert_eq!((status, &e["allowOverwrite"]), (StatusCode::OK, &json!(true)));
+    assert_eq!(
+        (status, &e["allowOverwrite"]),
+        (StatusCode::OK, &json!(true))
+    );
     let op = register_with(&t, "meter-9", KEY).await;
     assert_eq!(op["status"], "assigned", "{op}");
     let now = t.hub_device("hub1", "meter-9").await.unwrap();
-    assert_eq!((&now["managedBy"], &now["authentication"]["type"]), (&json!(MARK), &json!("sas")));
+    assert_eq!(
+        (&now["managedBy"], &now["authentication"]["type"]),
+        (&json!(MARK), &json!("sas"))
+    );
 }
 
 #[tokio::test]
@@ -204,9 +216,15 @@ async fn devices_the_service_created_carry_its_mark_and_re_register() {
     let group_key = sas_group(&t, "grp1", json!({"capabilities": {"iotEdge": true}})).await;
     let key = iot_auth::derive_device_key(&group_key, "sensor-1").unwrap();
     let op = register_with(&t, "sensor-1", &key).await;
-    assert_eq!(op["registrationState"]["substatus"], "initialAssignment", "{op}");
+    assert_eq!(
+        op["registrationState"]["substatus"], "initialAssignment",
+        "{op}"
+    );
     let first = t.hub_device("hub1", "sensor-1").await.unwrap();
-    assert_eq!(first["managedBy"], MARK, "the service API shows the owner: {first}");
+    assert_eq!(
+        first["managedBy"], MARK,
+        "the service API shows the owner: {first}"
+    );
     assert!(MARK.ends_with(SCOPE));
     // The application disables and re-enables it with a service SDK, which sends no managedBy.
     let mut d = first.clone();
@@ -216,7 +234,10 @@ async fn devices_the_service_created_carry_its_mark_and_re_register() {
     d["status"] = json!("enabled");
     assert_eq!(put_hub_device(&t, "sensor-1", d).await["managedBy"], MARK);
     let op = register_with(&t, "sensor-1", &key).await;
-    assert_eq!(op["status"], "assigned", "the same device registers again: {op}");
+    assert_eq!(
+        op["status"], "assigned",
+        "the same device registers again: {op}"
+    );
     let again = t.hub_device("hub1", "sensor-1").await.unwrap();
     assert_eq!(again["authentication"], first["authentication"]);
     assert_eq!(again["generationId"], first["generationId"]);
@@ -225,10 +246,18 @@ async fn devices_the_service_created_carry_its_mark_and_re_register() {
     // and unchanged credentials make it the service's again.
     let mut d = again.clone();
     d["managedBy"] = json!("");
-    assert!(put_hub_device(&t, "sensor-1", d.clone()).await.get("managedBy").is_none());
+    assert!(
+        put_hub_device(&t, "sensor-1", d.clone())
+            .await
+            .get("managedBy")
+            .is_none()
+    );
     let op = register_with(&t, "sensor-1", &key).await;
     assert_eq!(op["status"], "assigned", "{op}");
-    assert_eq!(t.hub_device("hub1", "sensor-1").await.unwrap()["managedBy"], MARK);
+    assert_eq!(
+        t.hub_device("hub1", "sensor-1").await.unwrap()["managedBy"],
+        MARK
+    );
     // Handed to someone else, it is no longer the service's to write.
     d["managedBy"] = json!("manual");
     let handed = put_hub_device(&t, "sensor-1", d).await;

@@ -410,7 +410,13 @@ fn enrollments_opt_in_to_adopting_existing_hub_devices() {
     let mut children = Children(Vec::new());
     let env = hub_and_dps(tmp.path(), &mut children);
 
-    ok(env.dps(&["enrollment-group", "create", "adopt", "--symmetric-key", "--allow-overwrite"]));
+    ok(env.dps(&[
+        "enrollment-group",
+        "create",
+        "adopt",
+        "--symmetric-key",
+        "--allow-overwrite",
+    ]));
     ok(env.dps(&["enrollment-group", "create", "plain", "--symmetric-key"]));
     let shown: serde_json::Value = serde_json::from_str(&ok(env.dps(&[
         "enrollment-group",
@@ -429,10 +435,19 @@ fn enrollments_opt_in_to_adopting_existing_hub_devices() {
         let line = listed.lines().find(|l| l.starts_with(id)).unwrap();
         line.split_whitespace().collect::<Vec<_>>()
     };
-    assert!(listed.lines().next().unwrap().contains("overwrite"), "{listed}");
+    assert!(
+        listed.lines().next().unwrap().contains("overwrite"),
+        "{listed}"
+    );
     assert_eq!(row("adopt")[4], "true", "{listed}");
     assert_eq!(row("plain")[4], "false", "{listed}");
 
-    let dev = ok(env.dps(&["enrollment", "create", "dev1", "--symmetric-key", "--allow-overwrite"]));
+    let dev = ok(env.dps(&[
+        "enrollment",
+        "create",
+        "dev1",
+        "--symmetric-key",
+        "--allow-overwrite",
+    ]));
     assert!(dev.contains("allowOverwrite:   true"), "{dev}");
 }

@@ -172,7 +172,12 @@ async fn managed_by_is_stored_kept_on_replace_and_cleared_only_on_request() {
         let c = c.clone();
         async move {
             let r = c
-                .send(Method::PUT, "/devices/dev1", Some(&body), &[("if-match", "*")])
+                .send(
+                    Method::PUT,
+                    "/devices/dev1",
+                    Some(&body),
+                    &[("if-match", "*")],
+                )
                 .await
                 .unwrap();
             assert_eq!(r.status, StatusCode::OK);
@@ -180,7 +185,10 @@ async fn managed_by_is_stored_kept_on_replace_and_cleared_only_on_request() {
         }
     };
     let plain = json!({"deviceId": "dev1"});
-    assert!(put(plain.clone()).await.get("managedBy").is_none(), "absent unless set");
+    assert!(
+        put(plain.clone()).await.get("managedBy").is_none(),
+        "absent unless set"
+    );
     let marked = put(json!({"deviceId": "dev1", "managedBy": "dps:0ne1"})).await;
     assert_eq!(marked["managedBy"], "dps:0ne1");
     let mut disabled = marked.clone();
