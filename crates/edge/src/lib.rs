@@ -73,6 +73,10 @@ pub struct EdgeConfig {
     /// Where to serve Prometheus metrics over plain HTTP (e.g. `127.0.0.1:9601`); none by default.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the embedded hub's HTTPS API (the hub's REST API over the gateway's TLS
+    /// certificate, authenticated against the local registry as at the hub); none by default.
+    #[serde(default)]
+    pub local_api_listen: Option<SocketAddr>,
 }
 
 /// The store-full policy.
@@ -159,6 +163,10 @@ pub struct Gateway {
     pub stats: GatewayStats,
     /// Unknown identities recently looked up at the hub (client id → ms).
     lookups: Mutex<std::collections::HashMap<String, i64>>,
+    /// Identities recently checked at the hub after it refused their upstream session.
+    rechecks: Mutex<std::collections::HashMap<String, i64>>,
+    /// Identities dropped because the hub disabled or removed them.
+    dropped: scope::Dropped,
     /// A renewable server certificate, when set (see [`Gateway::use_server_cert`]).
     server_cert: std::sync::OnceLock<Arc<hub::tls::ReloadableCert>>,
 }
@@ -263,11 +271,19 @@ impl Gateway {
                     g.apply_desired(d, true);
                 }
             });
+            let weak = me.clone();
+            let refused: relay::RefusedFn = Arc::new(move |client_id: &str| {
+                if let Some(g) = weak.upgrade() {
+                    let id = client_id.to_owned();
+                    tokio::spawn(async move { g.recheck(&id).await });
+                }
+            });
             let relay = Arc::new(relay::Relay::new(
                 link.clone(),
                 local.clone(),
                 token.clone(),
                 desired,
+                refused,
             ));
             // The local hub hands twin and method traffic, and unknown identities, to us.
             let hook = LocalHook {
@@ -289,6 +305,8 @@ impl Gateway {
                 forwarded: AtomicU64::new(0),
                 stats: GatewayStats::default(),
                 lookups: Mutex::new(std::collections::HashMap::new()),
+                rechecks: Mutex::new(std::collections::HashMap::new()),
+                dropped: scope::Dropped::default(),
                 server_cert: std::sync::OnceLock::new(),
             };
             // The last desired properties seen, for a restart while the hub is unreachable.
@@ -376,17 +394,20 @@ impl Gateway {
             }
             None => None,
         };
+        let api = match self.config.local_api_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                EdgeError::Config(format!("cannot serve the local API on {addr}: {e}"))
+            })?),
+            None => None,
+        };
         match self.sync_scope().await {
             Ok(n) => info!(children = n, "Device scope synced"),
             Err(e) => warn!(error = %e, "Device scope not synced; using the last one"),
         }
-        let internal = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(|e| EdgeError::Scope(e.to_string()))?;
         let local = tokio::spawn(tls::serve_local(
             self.clone(),
             listener,
-            internal,
+            api,
             shutdown.clone(),
         ));
         self.relay.start_edge_hub();

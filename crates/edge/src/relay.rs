@@ -16,14 +16,16 @@
 //! off (250 ms doubling to 5 s, with jitter so sessions that lost the hub together do not return
 //! together, and also after a session that broke right after connecting). A link that goes
 //! silent is torn down: a PINGREQ left unanswered for a keep-alive period, or a write stalled
-//! that long, ends the connection.
+//! that long, ends the connection. When the hub refuses a device's or module's session as not
+//! authorized (it closes the sessions of an identity it disables or deletes, and refuses their
+//! reconnect), the gateway is told at once, to check that identity at the hub.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mqtt_codec::{Packet, Publish, QoS, Subscribe, Unsubscribe};
+use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS, Subscribe, Unsubscribe};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument as _, debug, info, warn};
 
@@ -35,6 +37,9 @@ pub type TokenFn = Arc<dyn Fn() -> TokenFuture + Send + Sync>;
 pub type TokenFuture = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 /// Called with the `$edgeHub` twin's desired properties whenever they are read.
 pub type DesiredFn = Arc<dyn Fn(&serde_json::Value) + Send + Sync>;
+/// Called with the client id of an identity whose upstream session the hub refused as not
+/// authorized (CONNACK 5): the hub may have disabled or removed it.
+pub type RefusedFn = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Depth of a device's cloud-to-device queue at the gateway (as at the hub).
 const C2D_DEPTH: usize = hub::c2d::MAX_QUEUE_DEPTH;
@@ -92,6 +97,7 @@ pub struct Relay {
     local: Arc<hub::Hub>,
     token: TokenFn,
     desired: DesiredFn,
+    refused: RefusedFn,
     sessions: Mutex<HashMap<String, Handle>>,
     next_id: AtomicU64,
     pub stats: RelayStats,
@@ -101,12 +107,19 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(link: HubLink, local: Arc<hub::Hub>, token: TokenFn, desired: DesiredFn) -> Self {
+    pub fn new(
+        link: HubLink,
+        local: Arc<hub::Hub>,
+        token: TokenFn,
+        desired: DesiredFn,
+        refused: RefusedFn,
+    ) -> Self {
         Self {
             link,
             local,
             token,
             desired,
+            refused,
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: RelayStats::default(),
@@ -355,6 +368,18 @@ async fn session(
             Ok(c) => c,
             Err(e) => {
                 relay.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if role == Role::OnBehalf
+                    && matches!(
+                        e,
+                        UpstreamError::Refused {
+                            code: ConnectReturnCode::NotAuthorized,
+                            ..
+                        }
+                    )
+                {
+                    // Disabled or removed at the hub (it also closed the session that was open)?
+                    (relay.refused)(&client_id);
+                }
                 let wait = jittered(backoff, &client_id, attempts);
                 warn!(error = %e, retry_in_ms = millis(wait), "Upstream connection failed; retrying");
                 if !offline_wait(&relay, &client_id, id, role, &mut rx, &mut filters, wait).await {

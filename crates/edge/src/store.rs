@@ -64,8 +64,16 @@ pub fn maintain(g: &Gateway) {
     }
 }
 
-/// Whether a new message may be stored (the `refuse` policy when full).
+/// Whether a new message may be stored: not from an identity the hub disabled or removed (the
+/// hub would acknowledge and drop it), and not while the store is full under `refuse`.
 pub fn admit(g: &Gateway, client_id: &str) -> Result<(), String> {
+    if let Some(reason) = g.dropped.reason(client_id) {
+        g.dropped.messages.fetch_add(1, Ordering::Relaxed);
+        return Err(format!(
+            "{client_id} was {} at the hub; its messages are not acknowledged here any more (the hub would drop them)",
+            reason.label()
+        ));
+    }
     if g.config.store_full == StoreFull::Refuse && g.stats.full.load(Ordering::Relaxed) {
         g.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Err(format!(
@@ -104,7 +112,8 @@ pub fn render(g: &Gateway) -> String {
     let r = &g.relay.stats;
     let s = &g.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, f64); 14] = [
+    let d = &g.dropped;
+    let rows: [(&str, &str, &str, f64); 15] = [
         (
             "gateway_store_backlog_messages",
             "gauge",
@@ -166,6 +175,12 @@ pub fn render(g: &Gateway) -> String {
             load(&s.refused) as f64,
         ),
         (
+            "gateway_dropped_sender_refused_total",
+            "counter",
+            "Messages refused because the hub disabled or removed their sender",
+            load(&d.messages) as f64,
+        ),
+        (
             "gateway_upstream_retries_total",
             "counter",
             "Upstream batches retried because the hub was unreachable",
@@ -196,6 +211,14 @@ pub fn render(g: &Gateway) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let name = "gateway_scope_dropped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Devices and modules dropped because the hub disabled or removed them\n\
+         # TYPE {name} counter\n{name}{{reason=\"disabled\"}} {}\n{name}{{reason=\"removed\"}} {}",
+        load(&d.disabled),
+        load(&d.removed)
+    );
     out
 }
 

@@ -1,7 +1,8 @@
 //! The gateway's local endpoints with a replaceable server certificate: when one is set
 //! ([`Gateway::use_server_cert`]) the local hub's MQTT and HTTPS listeners take their certificate
 //! from it at every handshake, so a renewal reaches new connections without dropping open ones.
-//! Without one, the local hub serves the files named in `edge.toml` ([`hub::run`]).
+//! Without one, the local hub serves the files named in `edge.toml`. The local hub's HTTPS API
+//! is served only on the address `local_api_listen` names (none by default).
 
 use std::sync::Arc;
 
@@ -24,35 +25,50 @@ impl Gateway {
     }
 }
 
-/// The local hub on `mqtt` (children) and `https` (internal), until `shutdown`.
+/// The local hub on `mqtt` (children) and, when `local_api_listen` is set, its HTTPS API on
+/// `api`, until `shutdown`.
 pub(crate) async fn serve_local(
     g: Arc<Gateway>,
     mqtt: TcpListener,
-    https: TcpListener,
+    api: Option<TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), EdgeError> {
     let local = g.local.clone();
-    let Some(cert) = g.server_cert() else {
-        drop(g);
-        return Ok(hub::run(local, hub::Listeners { mqtt, https }, shutdown).await?);
+    const HTTPS: &[&[u8]] = &[b"h2", b"http/1.1"];
+    let (mqtt_tls, api_tls) = match g.server_cert() {
+        Some(cert) => (
+            hub::tls::device_server_config_reloadable(cert.clone(), &[])?,
+            hub::tls::device_server_config_reloadable(cert, HTTPS)?,
+        ),
+        None => {
+            let (cert, key) = (&local.config.tls.cert, &local.config.tls.key);
+            (
+                hub::tls::device_server_config(cert, key, &[])?,
+                hub::tls::device_server_config(cert, key, HTTPS)?,
+            )
+        }
     };
     drop(g);
-    let mqtt_tls = hub::tls::device_server_config_reloadable(cert.clone(), &[])?;
-    let https_tls = hub::tls::device_server_config_reloadable(cert, &[b"h2", b"http/1.1"])?;
-    info!(mqtt = ?mqtt.local_addr().ok(), "Gateway serving children (renewable certificate)");
+    info!(mqtt = ?mqtt.local_addr().ok(), local_api = ?api.as_ref().and_then(|l| l.local_addr().ok()),
+          "Gateway serving children");
     let m = tokio::spawn(hub::mqtt::serve(
         local.clone(),
         mqtt,
         mqtt_tls,
         shutdown.clone(),
     ));
-    let h = tokio::spawn(hub::api::serve(
-        local.clone(),
-        https,
-        https_tls,
-        shutdown.clone(),
-    ));
+    let h = api.map(|api| {
+        tokio::spawn(hub::api::serve(
+            local.clone(),
+            api,
+            api_tls,
+            shutdown.clone(),
+        ))
+    });
     let r = tokio::spawn(hub::housekeeping(local, shutdown));
-    let _ = tokio::join!(m, h, r);
+    let _ = tokio::join!(m, r);
+    if let Some(h) = h {
+        let _ = h.await;
+    }
     Ok(())
 }

@@ -223,6 +223,7 @@ async fn init(a: InitArgs) -> Result<()> {
         store_max_mib: 1024,
         store_full: edge::StoreFull::default(),
         metrics_listen: None,
+        local_api_listen: None,
     };
     let path = a.dir.join("edge.toml");
     crate::certs::store::write_all(&[crate::certs::store::Output {

@@ -309,6 +309,7 @@ impl<'a> EdgeStage<'a> {
             store_max_mib: 1024,
             store_full: edge::StoreFull::default(),
             metrics_listen: None,
+            local_api_listen: None,
         };
         let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
         let listen = self.hub.addrs.gateway;

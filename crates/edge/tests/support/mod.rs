@@ -94,6 +94,7 @@ pub async fn start_with(
         store_max_mib: 1024,
         store_full: edge::StoreFull::default(),
         metrics_listen: None,
+        local_api_listen: None,
     };
     tweak(&mut config);
     let clock: hub::time::SharedClock =

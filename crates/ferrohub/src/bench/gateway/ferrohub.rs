@@ -58,6 +58,7 @@ impl Ferro {
             store_max_mib: 1024,
             store_full: edge::StoreFull::default(),
             metrics_listen: None,
+            local_api_listen: None,
         };
         let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
         gateway
