@@ -490,7 +490,7 @@ async fn a_leaked_module_handle_is_useless_to_other_uids() {
     let s = stack().await;
     let mine = s.own_identity(1001).await["auth"]["keyHandle"].clone();
     let m = STANDARD.encode("m");
-    let aead = json!({"iv": m, "aad": m});
+    let aead = json!({"iv": STANDARD.encode([0u8; 12]), "aad": m});
     let uses = [
         ("/sign", json!({"keyHandle": mine, "algorithm": "HMAC-SHA256", "parameters": {"message": m}})),
         ("/derivedkey/export", json!({"keyHandle": mine})),
