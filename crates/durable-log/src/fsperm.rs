@@ -178,12 +178,22 @@ mod tests {
             (data.join("sub"), 0o775, 0o700),
             (data.join("sub/seg.log"), 0o644, 0o600),
         ];
-        let got: Vec<_> = fixed.iter().map(|f| (f.path.clone(), f.old, f.new)).collect();
+        let got: Vec<_> = fixed
+            .iter()
+            .map(|f| (f.path.clone(), f.old, f.new))
+            .collect();
         assert_eq!(got, want);
         assert_eq!(mode(&data.join("key")), 0o600);
         assert_eq!(mode(&outside), 0o644, "links are not followed");
-        assert!(tighten_tree(&data).unwrap().is_empty(), "nothing left to fix");
-        assert!(tighten_tree(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(
+            tighten_tree(&data).unwrap().is_empty(),
+            "nothing left to fix"
+        );
+        assert!(
+            tighten_tree(&dir.path().join("missing"))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(tighten(&dir.path().join("missing")).unwrap(), None);
     }
 }

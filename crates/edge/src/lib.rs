@@ -350,7 +350,9 @@ impl Gateway {
                 self.stats.desired_applied.fetch_add(1, Ordering::Relaxed);
                 if persist {
                     let path = self.config.data_dir.join("edgehub-desired.json");
-                    if let Err(e) = identity::identityd::write_atomic(&path, desired.to_string().as_bytes()) {
+                    if let Err(e) =
+                        identity::identityd::write_atomic(&path, desired.to_string().as_bytes())
+                    {
                         warn!(error = %e, "Could not keep the $edgeHub desired properties");
                     }
                 }

@@ -27,7 +27,9 @@ use mqtt_codec::Packet;
 fn root_or_skip(test: &str) -> bool {
     let root = rustix::process::getuid().is_root();
     if !root {
-        println!("SKIPPED {test}: needs root to run `setpriv --reuid 65534` (run the tests as root)");
+        println!(
+            "SKIPPED {test}: needs root to run `setpriv --reuid 65534` (run the tests as root)"
+        );
     }
     root
 }
@@ -57,7 +59,10 @@ fn open_up(dir: &Path) {
     let probe = dir.join("probe");
     std::fs::write(&probe, b"public").unwrap();
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(nobody_reads(&probe), "setpriv/cat as uid 65534 does not work here");
+    assert!(
+        nobody_reads(&probe),
+        "setpriv/cat as uid 65534 does not work here"
+    );
     std::fs::remove_file(probe).unwrap();
 }
 
@@ -123,12 +128,19 @@ async fn hub_dps_and_gateway_data_is_unreadable_to_other_users() {
         .await;
     assert!(matches!(child.recv().await, Some(Packet::PubAck(_))));
     for _ in 0..400 {
-        if g.gateway.forwarded.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        if g.gateway
+            .forwarded
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(t.hub.events.next_offset() > 0, "the telemetry reached the hub");
+    assert!(
+        t.hub.events.next_offset() > 0,
+        "the telemetry reached the hub"
+    );
 
     let d = dpstest::TestDps::start(1).await;
     let (status, _) = d
@@ -141,7 +153,10 @@ async fn hub_dps_and_gateway_data_is_unreadable_to_other_users() {
     assert!(status.is_success(), "{status}");
     open_up(d.dir.path());
     let db = d.dps.config.storage.database.clone();
-    let dps_files = [sqlite_files(&db), sqlite_files(&db.with_extension("certificates.sqlite"))];
+    let dps_files = [
+        sqlite_files(&db),
+        sqlite_files(&db.with_extension("certificates.sqlite")),
+    ];
 
     let n = assert_private("hub", &[hub_data])
         + assert_private("gateway", &[base.path().join("edge")])
@@ -195,7 +210,12 @@ fn curl(socket: &Path, method: &str, path: &str, body: Option<&str>, nobody: boo
     let mut args: Vec<std::ffi::OsString> = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
         .map(Into::into)
         .to_vec();
-    args.extend(["-X".into(), method.into(), "--unix-socket".into(), socket.into()]);
+    args.extend([
+        "-X".into(),
+        method.into(),
+        "--unix-socket".into(),
+        socket.into(),
+    ]);
     if let Some(b) = body {
         args.extend(["-H".into(), "content-type: application/json".into()]);
         args.extend(["-d".into(), b.into()]);
@@ -242,7 +262,11 @@ fn identity_service_stores_are_private_and_its_sockets_stay_reachable() {
     let out = ferrohub(&["config", "apply", "-c", config.to_str().unwrap()], &root)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // What an earlier version left: a world-readable key in a world-readable key store.
     let keys = root.join("var/lib/ferrohub/keyd/keys");
     std::fs::create_dir_all(&keys).unwrap();
@@ -258,7 +282,14 @@ fn identity_service_stores_are_private_and_its_sockets_stay_reachable() {
     let sockets = root.join("run/ferrohub");
     let (keyd, idd) = (sockets.join("keyd.sock"), sockets.join("identityd.sock"));
     for _ in 0..400 {
-        if curl(&idd, "GET", "/trust-bundle?api-version=2020-09-01", None, false) != "000" {
+        if curl(
+            &idd,
+            "GET",
+            "/trust-bundle?api-version=2020-09-01",
+            None,
+            false,
+        ) != "000"
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
@@ -266,15 +297,36 @@ fn identity_service_stores_are_private_and_its_sockets_stay_reachable() {
     // Keys and a certificate get written.
     let v = "api-version=2020-09-01";
     let body = r#"{"keyId": "k1", "usage": "sign"}"#;
-    assert_eq!(curl(&keyd, "POST", &format!("/key?{v}"), Some(body), false), "200");
+    assert_eq!(
+        curl(&keyd, "POST", &format!("/key?{v}"), Some(body), false),
+        "200"
+    );
     let body = r#"{"keyId": "p1"}"#;
-    assert_eq!(curl(&keyd, "POST", &format!("/keypair?{v}"), Some(body), false), "200");
+    assert_eq!(
+        curl(&keyd, "POST", &format!("/keypair?{v}"), Some(body), false),
+        "200"
+    );
     let (ca, _, _) = common::server_pki(dir.path());
     let pem = std::fs::read_to_string(ca).unwrap();
     let body = serde_json::json!({ "pem": pem }).to_string();
     let certd = sockets.join("certd.sock");
-    assert_eq!(curl(&certd, "PUT", &format!("/certificates/c1?{v}"), Some(&body), false), "201");
-    let status = curl(&idd, "GET", &format!("/identities/identity?{v}"), None, false);
+    assert_eq!(
+        curl(
+            &certd,
+            "PUT",
+            &format!("/certificates/c1?{v}"),
+            Some(&body),
+            false
+        ),
+        "201"
+    );
+    let status = curl(
+        &idd,
+        "GET",
+        &format!("/identities/identity?{v}"),
+        None,
+        false,
+    );
     assert_eq!(status, "200", "the device identity");
     // Other uids still reach the sockets (authorization is per request, by uid).
     for socket in [&keyd, &idd, &certd] {

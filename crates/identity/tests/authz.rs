@@ -492,16 +492,28 @@ async fn a_leaked_module_handle_is_useless_to_other_uids() {
     let m = STANDARD.encode("m");
     let aead = json!({"iv": STANDARD.encode([0u8; 12]), "aad": m});
     let uses = [
-        ("/sign", json!({"keyHandle": mine, "algorithm": "HMAC-SHA256", "parameters": {"message": m}})),
+        (
+            "/sign",
+            json!({"keyHandle": mine, "algorithm": "HMAC-SHA256", "parameters": {"message": m}}),
+        ),
         ("/derivedkey/export", json!({"keyHandle": mine})),
-        ("/encrypt", json!({"keyHandle": mine, "algorithm": "AEAD", "parameters": aead, "plaintext": m})),
-        ("/derivedkey", json!({"baseKeyHandle": mine, "derivationData": m})),
+        (
+            "/encrypt",
+            json!({"keyHandle": mine, "algorithm": "AEAD", "parameters": aead, "plaintext": m}),
+        ),
+        (
+            "/derivedkey",
+            json!({"baseKeyHandle": mine, "derivationData": m}),
+        ),
     ];
     for uid in [NOBODY, 1002] {
         for (path, body) in &uses {
             let (status, v) = call(&s.keyd, uid, Method::POST, path, Some(body.clone())).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "uid {uid} {path}: {v}");
-            assert!(!v.to_string().contains("signature") && v.get("key").is_none(), "{v}");
+            assert!(
+                !v.to_string().contains("signature") && v.get("key").is_none(),
+                "{v}"
+            );
         }
     }
     for uid in [1001, 0] {
@@ -531,7 +543,15 @@ async fn sign_as_nobody(s: &Stack, body: &Value) -> String {
     let body = body.to_string();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "curl", "-s"])
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                "curl",
+                "-s",
+            ])
             .args(["-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
             .arg(&socket)
             .args(["-H", "content-type: application/json", "-d", &body])

@@ -595,7 +595,12 @@ async fn root_may_do_anything_and_only_derived_handles_are_capabilities() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
-        .call(1002, Method::POST, "/sign", hmac_body(&mine["keyHandle"], b"m"))
+        .call(
+            1002,
+            Method::POST,
+            "/sign",
+            hmac_body(&mine["keyHandle"], b"m"),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // ... while one made for 1002 by someone allowed to is 1002's, for that key only.

@@ -158,7 +158,10 @@ async fn caller_identity(
     {
         let d = device(&idd)?;
         let m = idd.get_module(&d, &p.name).await.map_err(module_error)?;
-        return Ok(json(StatusCode::OK, &module_json(&idd, &d, &m, caller).await?));
+        return Ok(json(
+            StatusCode::OK,
+            &module_json(&idd, &d, &m, caller).await?,
+        ));
     }
     warn!(
         uid = caller.uid,
@@ -259,7 +262,10 @@ async fn create_module(
         .ok_or_else(|| HttpError::bad_request("moduleId must not be empty"))?;
     let d = device(&idd)?;
     let m = idd.create_module(&d, module).await.map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m, caller).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 fn module_id(id: &str) -> Result<&str> {
@@ -281,7 +287,10 @@ async fn get_module(
         .get_module(&d, module_id(&id)?)
         .await
         .map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m, caller).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 async fn update_module(
@@ -297,7 +306,10 @@ async fn update_module(
         .update_module(&d, module_id(&id)?)
         .await
         .map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m, caller).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 async fn delete_module(
