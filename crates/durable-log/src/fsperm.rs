@@ -146,9 +146,9 @@ mod tests {
         create_dir(&data).unwrap();
         let f = data.join("db");
         create_private_file(&f).unwrap();
-        std::fs::write(&f, b"x").unwrap();
+        fs::write(&f, b"x").unwrap();
         create_private_file(&f).unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), b"x", "an existing file is kept");
+        assert_eq!(fs::read(&f).unwrap(), b"x", "an existing file is kept");
         assert_eq!(mode(&f), 0o600);
     }
 

@@ -9,10 +9,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
 #[path = "../../dps/tests/common/mod.rs"]
 mod dpstest;
+// The hub helpers, once: the DPS helpers carry them, the gateway helpers use them as `common`.
+use dpstest::hubtest as common;
 #[path = "../../edge/tests/support/mod.rs"]
 mod support;
 

@@ -532,27 +532,19 @@ async fn a_leaked_module_handle_is_useless_to_other_uids() {
 /// `POST /sign` with `body` on keyd's real socket as uid 65534 (`setpriv` + `curl`): the HTTP
 /// status, or a note why it was skipped (not root).
 async fn sign_as_nobody(s: &Stack, body: &Value) -> String {
-    use std::os::unix::fs::PermissionsExt as _;
-    if !hubtest_is_root() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
         println!("SKIPPED the real-socket part: not root, cannot run curl as uid 65534");
         return "skipped: not root".into();
     }
     let dir = s._dir.path().to_path_buf();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let socket = dir.join("run/keyd.sock");
-    let body = body.to_string();
+    let (socket, body) = (dir.join("run/keyd.sock"), body.to_string());
+    let args = "--reuid 65534 --regid 65534 --clear-groups curl -s -o /dev/null -w %{http_code}";
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "curl",
-                "-s",
-            ])
-            .args(["-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
+            .args(args.split(' '))
+            .arg("--unix-socket")
             .arg(&socket)
             .args(["-H", "content-type: application/json", "-d", &body])
             .arg(format!("http://keyd.sock/sign?{V}"))
@@ -564,12 +556,6 @@ async fn sign_as_nobody(s: &Stack, body: &Value) -> String {
     let code = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(code, "401", "uid 65534 on the socket: {out:?}");
     format!("HTTP {code}")
-}
-
-fn hubtest_is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 #[tokio::test]
