@@ -82,9 +82,7 @@ impl Metrics {
 impl Dps {
     /// Opens the database and prepares clients for the linked hubs.
     pub fn open(config: DpsConfig, clock: SharedClock) -> Result<Arc<Self>, DpsError> {
-        if let Some(dir) = config.storage.database.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        // Both databases (with their directory) are created private by `open_durable`.
         let store = store::DpsStore::open(&config.storage.database)?;
         let ca_path = config
             .storage

@@ -25,6 +25,7 @@
 //! ```
 //!
 //! `len` counts the payload only. Offsets are contiguous across segments, starting at 0.
+//! The directory is 0700 and segments 0600 (see [`fsperm`]); [`Log::open`] narrows looser ones.
 //!
 //! ## Writing: group commit
 //!
@@ -70,6 +71,7 @@
 
 mod error;
 mod format;
+pub mod fsperm;
 mod log;
 mod reader;
 mod recovery;

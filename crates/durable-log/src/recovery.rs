@@ -35,7 +35,8 @@ struct Scan {
 /// Opens (creating if needed) the directory and recovers every segment in it.
 pub(crate) fn recover(config: &LogConfig) -> Result<Recovered, LogError> {
     let dir = &config.dir;
-    fs::create_dir_all(dir)
+    // The directory and its segments are private (0700/0600); looser ones are narrowed.
+    crate::fsperm::secure_dir(dir)
         .map_err(|e| LogError::io(format!("creating log directory {}", dir.display()), e))?;
     let mut files = list_segments(dir)?;
     if files.is_empty() {
@@ -97,7 +98,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
 
 /// Creates an empty segment file (truncating a leftover one) and makes its name durable.
 pub(crate) fn create_segment_file(path: &Path, fsync: bool) -> Result<File, LogError> {
-    let file = OpenOptions::new()
+    let file = crate::fsperm::private_file()
         .write(true)
         .create(true)
         .truncate(true)

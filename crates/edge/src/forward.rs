@@ -118,8 +118,13 @@ impl OffsetSaver {
 fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
     let tmp = path.with_extension("tmp");
-    let written =
-        std::fs::write(&tmp, offset.to_string()).and_then(|()| std::fs::rename(&tmp, &path));
+    let written = hub::fsperm::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, offset.to_string().as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
     match written {
         Ok(()) => {
             let slot = match lane {

@@ -218,6 +218,10 @@ impl Gateway {
         clock: hub::time::SharedClock,
         token: relay::TokenFn,
     ) -> Result<Arc<Self>, EdgeError> {
+        // The data directory holds the device scope (keys), the store (telemetry), offsets and
+        // TLS files: 0700 with 0600 files, looser ones narrowed (see `hub::fsperm`).
+        hub::fsperm::secure_dir(&config.data_dir)
+            .map_err(|e| EdgeError::Config(format!("data_dir: {e}")))?;
         let texts = if config.routes.is_empty() {
             vec!["FROM /messages/* INTO $upstream".to_owned()]
         } else {
@@ -364,7 +368,9 @@ impl Gateway {
                 self.stats.desired_applied.fetch_add(1, Ordering::Relaxed);
                 if persist {
                     let path = self.config.data_dir.join("edgehub-desired.json");
-                    if let Err(e) = std::fs::write(&path, desired.to_string()) {
+                    if let Err(e) =
+                        identity::identityd::write_atomic(&path, desired.to_string().as_bytes())
+                    {
                         warn!(error = %e, "Could not keep the $edgeHub desired properties");
                     }
                 }

@@ -371,12 +371,10 @@ fn io_error(path: &Path, e: std::io::Error) -> EdgeError {
     EdgeError::Config(format!("{}: {e}", path.display()))
 }
 
-/// Writes a certificate file atomically, readable by all (it holds no secret).
+/// Writes a certificate file atomically. It holds no secret, but it lives in the gateway's
+/// private data directory, whose files are all 0600 (see `hub::fsperm`).
 fn write_public(path: &Path, pem: &str) -> Result<(), EdgeError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    identity::identityd::write_atomic(path, pem.as_bytes()).map_err(|e| io_error(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| io_error(path, e))
+    identity::identityd::write_atomic(path, pem.as_bytes()).map_err(|e| io_error(path, e))
 }
 
 #[cfg(test)]

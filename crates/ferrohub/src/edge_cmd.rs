@@ -249,6 +249,7 @@ async fn init(a: InitArgs) -> Result<()> {
 }
 
 fn serve(path: &std::path::Path) -> Result<bool> {
+    crate::server_umask();
     let config = edge::EdgeConfig::load(path)?;
     crate::hub_cmd::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -284,6 +285,7 @@ fn is_edge_toml(path: &std::path::Path) -> Result<bool> {
 
 /// `ferrohub edge -c config.toml`: identity, tokens and certificate from the identity service.
 fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
+    crate::server_umask();
     let mut settings = edge::identity_source::IdentitySettings::new(path);
     if let Some(root) = a.root {
         settings.root = root;

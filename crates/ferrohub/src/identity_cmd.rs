@@ -46,6 +46,7 @@ pub enum Daemon {
 }
 
 pub fn run(cmd: IdentityCmd) -> Result<bool> {
+    crate::server_umask();
     let IdentityCmd::Run(root) = cmd;
     crate::hub_cmd::runtime()?
         .block_on(run_all(root))
@@ -53,6 +54,7 @@ pub fn run(cmd: IdentityCmd) -> Result<bool> {
 }
 
 pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
+    crate::server_umask();
     crate::hub_cmd::runtime()?
         .block_on(async {
             let (tx, rx) = tokio::sync::watch::channel(false);

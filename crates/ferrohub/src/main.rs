@@ -96,6 +96,15 @@ fn init_logging() {
     };
 }
 
+/// Makes what a server creates readable by its own uid only (umask 0o077): SQLite temporaries,
+/// files a dependency writes, directories. The libraries create their data 0600/0700 themselves
+/// (they also run in-process, in tests, without this), and what other uids must reach, the
+/// identity service's sockets and their directory, gets its mode set explicitly. Called by the
+/// serving subcommands only: `certs`, `init` and `config` write files meant to be shared.
+pub(crate) fn server_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

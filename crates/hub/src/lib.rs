@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub use durable_log::fsperm;
 pub mod methods;
 pub mod metrics;
 pub mod model;
@@ -91,9 +92,8 @@ impl Hub {
         clock: SharedClock,
         tweak: impl FnOnce(&mut durable_log::LogConfig),
     ) -> Result<Arc<Self>, HubError> {
-        if let Some(dir) = config.storage.registry.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
+        // The registry (created private, with its directory) and the events log hold every
+        // device key and all telemetry: 0600 files in 0700 directories, looser ones narrowed.
         let store: Arc<dyn store::Registry> =
             Arc::new(store::SqliteRegistry::open(&config.storage.registry)?);
         let mut log_config = durable_log::LogConfig {

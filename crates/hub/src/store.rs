@@ -151,13 +151,37 @@ CREATE TABLE IF NOT EXISTS twins (client_id TEXT PRIMARY KEY, body TEXT NOT NULL
 ";
 
 /// A SQLite connection in WAL mode where every commit is fsync'ed (`synchronous = FULL`): what
-/// the hub's registry and the provisioning service's enrollments use.
+/// the hub's registry and the provisioning service's enrollments use. The database is private
+/// (see [`secure_sqlite`]).
 pub fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
+    secure_sqlite(path).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(e.to_string()),
+        )
+    })?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// Makes the SQLite database at `path` private before it is opened: its directory is created
+/// 0700 when missing, the file is created 0600 when missing (SQLite gives the `-wal`, `-shm` and
+/// `-journal` files the database's mode), and the database and those files are narrowed to 0600
+/// when they are looser (logged by [`crate::fsperm::tighten`]).
+pub fn secure_sqlite(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fsperm::create_dir(dir)?;
+    }
+    crate::fsperm::create_private_file(path)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        crate::fsperm::tighten(Path::new(&name))?;
+    }
+    Ok(())
 }
 
 impl SqliteRegistry {

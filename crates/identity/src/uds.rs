@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_REQUESTS: usize = 10;
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        create_socket_dir(dir)?;
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -45,6 +45,30 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)
+}
+
+/// Creates `dir` and its missing parents 0755 whatever the umask (the servers run with 0o077):
+/// module processes of other uids must reach the sockets in it. Existing directories are left
+/// as they are. The key, certificate and identity stores are elsewhere, and private.
+fn create_socket_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for d in missing.into_iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create {}: {e}", d.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Per-uid connection counts.

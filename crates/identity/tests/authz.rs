@@ -482,6 +482,82 @@ async fn a_module_cannot_lift_the_master_key_out_of_its_own_handle() {
     let _ = s.stop.send(true);
 }
 
+/// A module's key handle is bound to the module's uid (issue 19: handles were bearer tokens): a
+/// uid without a principal, or another module, that obtains it gets 401 on every use, export
+/// included; the module itself and root may use it. Also through the real socket, as uid 65534.
+#[tokio::test]
+async fn a_leaked_module_handle_is_useless_to_other_uids() {
+    let s = stack().await;
+    let mine = s.own_identity(1001).await["auth"]["keyHandle"].clone();
+    let m = STANDARD.encode("m");
+    let aead = json!({"iv": STANDARD.encode([0u8; 12]), "aad": m});
+    let uses = [
+        (
+            "/sign",
+            json!({"keyHandle": mine, "algorithm": "HMAC-SHA256", "parameters": {"message": m}}),
+        ),
+        ("/derivedkey/export", json!({"keyHandle": mine})),
+        (
+            "/encrypt",
+            json!({"keyHandle": mine, "algorithm": "AEAD", "parameters": aead, "plaintext": m}),
+        ),
+        (
+            "/derivedkey",
+            json!({"baseKeyHandle": mine, "derivationData": m}),
+        ),
+    ];
+    for uid in [NOBODY, 1002] {
+        for (path, body) in &uses {
+            let (status, v) = call(&s.keyd, uid, Method::POST, path, Some(body.clone())).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "uid {uid} {path}: {v}");
+            assert!(
+                !v.to_string().contains("signature") && v.get("key").is_none(),
+                "{v}"
+            );
+        }
+    }
+    for uid in [1001, 0] {
+        for (path, body) in &uses[..3] {
+            let (status, v) = call(&s.keyd, uid, Method::POST, path, Some(body.clone())).await;
+            assert_eq!(status, StatusCode::OK, "uid {uid} {path}: {v}");
+        }
+    }
+    let code = sign_as_nobody(&s, &uses[0].1).await;
+    println!(
+        "RELIABILITY|keyd handles bound to their uid|identityd hands module uid 1001 its key handle|uid {NOBODY} (no principal) and module uid 1002 sign, export, encrypt and derive with it; uid 65534 signs over the real socket ({code})|401 every time; uid 1001 and root still use it|0"
+    );
+    let _ = s.stop.send(true);
+}
+
+/// `POST /sign` with `body` on keyd's real socket as uid 65534 (`setpriv` + `curl`): the HTTP
+/// status, or a note why it was skipped (not root).
+async fn sign_as_nobody(s: &Stack, body: &Value) -> String {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        println!("SKIPPED the real-socket part: not root, cannot run curl as uid 65534");
+        return "skipped: not root".into();
+    }
+    let dir = s._dir.path().to_path_buf();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (socket, body) = (dir.join("run/keyd.sock"), body.to_string());
+    let args = "--reuid 65534 --regid 65534 --clear-groups curl -s -o /dev/null -w %{http_code}";
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("setpriv")
+            .args(args.split(' '))
+            .arg("--unix-socket")
+            .arg(&socket)
+            .args(["-H", "content-type: application/json", "-d", &body])
+            .arg(format!("http://keyd.sock/sign?{V}"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code, "401", "uid 65534 on the socket: {out:?}");
+    format!("HTTP {code}")
+}
+
 #[tokio::test]
 async fn a_uid_without_a_principal_is_refused_on_every_route() {
     let s = stack().await;

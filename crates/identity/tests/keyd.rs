@@ -588,7 +588,24 @@ async fn root_may_do_anything_and_only_derived_handles_are_capabilities() {
         .call(1002, Method::POST, "/derivedkey", derive.clone())
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    // A derived key's handle, made by someone allowed to, is a capability for that key only.
+    // A derived key's handle is bound to the uid it was issued to: root's own is no way in for
+    // uid 1002 (issue 19: handles were bearer tokens) ...
+    let (status, mine) = app
+        .call(0, Method::POST, "/derivedkey", derive.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .call(
+            1002,
+            Method::POST,
+            "/sign",
+            hmac_body(&mine["keyHandle"], b"m"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // ... while one made for 1002 by someone allowed to is 1002's, for that key only.
+    let mut derive = derive;
+    derive["ownerUid"] = json!(1002);
     let (status, d) = app.call(0, Method::POST, "/derivedkey", derive).await;
     assert_eq!(status, StatusCode::OK);
     let (status, s) = app

@@ -120,6 +120,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn serve(config: &std::path::Path) -> Result<bool> {
+    crate::server_umask();
     let cfg = load(config)?;
     runtime()?.block_on(async move {
         let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);

@@ -123,6 +123,11 @@ impl Certd {
     ) -> Result<Arc<Certd>, CertError> {
         check_preloaded(config)?;
         check_issuance(&config.cert_issuance);
+        // certd's home is its own: 0700, certificate files 0600, looser ones narrowed.
+        hub::fsperm::secure_dir(&config.homedir).map_err(|source| CertError::Io {
+            path: config.homedir.clone(),
+            source,
+        })?;
         Ok(Arc::new(Certd {
             store: store::Store::new(&config.homedir, config.preloaded_certs.clone()),
             issuance: config.cert_issuance.clone(),

@@ -70,9 +70,15 @@ impl Store {
         }
     }
 
-    /// Replaces `id` with `pem`, atomically.
+    /// Replaces `id` with `pem`, atomically: 0600 in certd's private store, 0644 at a preloaded
+    /// path (a file the operator named, which other programs may read).
     pub(super) fn write(&self, id: &str, pem: &str) -> Result<(), CertError> {
         match self.location(id) {
+            Location::File(path) if path.starts_with(&self.certs_dir) => {
+                hub::fsperm::create_dir(&self.certs_dir).map_err(io_error(&self.certs_dir))?;
+                write_atomic_mode(&path, pem.as_bytes(), hub::fsperm::FILE_MODE)
+                    .map_err(io_error(&path))
+            }
             Location::File(path) => write_atomic(&path, pem.as_bytes()).map_err(io_error(&path)),
             Location::Bundle(_) => Err(bundle_is_read_only(id)),
         }
@@ -100,7 +106,12 @@ fn bundle_is_read_only(id: &str) -> CertError {
 /// Writes `bytes` to a temporary file next to `path` (mode 0644), syncs it and renames it over
 /// `path`, so readers see the old or the new content, never a part. Creates the directory.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file's `mode`, set whatever the process umask.
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -117,8 +128,9 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -102,11 +102,17 @@ fn check_type(t: Option<String>) -> Result<()> {
     }
 }
 
-async fn module_json(idd: &Identityd, d: &DeviceInfo, m: &ModuleRecord) -> Result<Value> {
+/// The module's identity for `caller`, with a key handle only the caller's uid (and root) may use.
+async fn module_json(
+    idd: &Identityd,
+    d: &DeviceInfo,
+    m: &ModuleRecord,
+    caller: Caller,
+) -> Result<Value> {
     let gen_id = m.generation_id.clone().unwrap_or_default();
     let handle = idd
         .keys
-        .module_key_handle(&m.module_id, &gen_id, "primary")
+        .module_key_handle(&m.module_id, &gen_id, "primary", Some(caller.uid))
         .await
         .map_err(key_error)?;
     Ok(json!({"type": "aziot", "spec": {
@@ -152,7 +158,10 @@ async fn caller_identity(
     {
         let d = device(&idd)?;
         let m = idd.get_module(&d, &p.name).await.map_err(module_error)?;
-        return Ok(json(StatusCode::OK, &module_json(&idd, &d, &m).await?));
+        return Ok(json(
+            StatusCode::OK,
+            &module_json(&idd, &d, &m, caller).await?,
+        ));
     }
     warn!(
         uid = caller.uid,
@@ -253,7 +262,10 @@ async fn create_module(
         .ok_or_else(|| HttpError::bad_request("moduleId must not be empty"))?;
     let d = device(&idd)?;
     let m = idd.create_module(&d, module).await.map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 fn module_id(id: &str) -> Result<&str> {
@@ -275,7 +287,10 @@ async fn get_module(
         .get_module(&d, module_id(&id)?)
         .await
         .map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 async fn update_module(
@@ -291,7 +306,10 @@ async fn update_module(
         .update_module(&d, module_id(&id)?)
         .await
         .map_err(module_error)?;
-    Ok(json(StatusCode::OK, &module_json(&idd, &d, &m).await?))
+    Ok(json(
+        StatusCode::OK,
+        &module_json(&idd, &d, &m, caller).await?,
+    ))
 }
 
 async fn delete_module(

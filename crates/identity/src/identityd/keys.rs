@@ -72,16 +72,21 @@ impl Keys {
         field(&v, "keyHandle")
     }
 
-    /// The derived key handle for a module: `HMAC(master, "{module}:{generationId}:{which}")`.
+    /// The derived key handle for a module: `HMAC(master, "{module}:{generationId}:{which}")`,
+    /// usable only by uid `owner` (and root) when given, else by identityd's own uid.
     pub async fn module_key_handle(
         &self,
         module: &str,
         generation_id: &str,
         which: &str,
+        owner: Option<u32>,
     ) -> Result<String, UdsError> {
         let master = self.master_handle().await?;
         let data = format!("{module}:{generation_id}:{which}");
-        let body = json!({"baseKeyHandle": master, "derivationData": b64(data.as_bytes())});
+        let mut body = json!({"baseKeyHandle": master, "derivationData": b64(data.as_bytes())});
+        if let Some(uid) = owner {
+            body["ownerUid"] = json!(uid);
+        }
         let v = self
             .keyd
             .call(

@@ -53,19 +53,17 @@ pub struct Identityd {
     config_paths: Option<(PathBuf, PathBuf)>,
 }
 
-/// Writes a file atomically (temp + rename), creating its directory; mode 0600.
+/// Writes a file atomically (temp + rename), creating its directory (0700); mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        hub::fsperm::create_dir(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = hub::fsperm::private_file()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
@@ -74,6 +72,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl Identityd {
     pub fn new(config: IdentitydConfig, options: Options) -> Arc<Self> {
+        // identityd's home (device and module caches) is its own: 0700, files 0600.
+        if let Err(e) = hub::fsperm::secure_dir(&config.homedir) {
+            warn!(error = %e, "Cannot make identityd's home directory private");
+        }
         let cloud = Cloud {
             certd: UdsClient::new(&config.certd_socket),
             store: options.store,

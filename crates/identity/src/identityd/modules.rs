@@ -197,7 +197,7 @@ impl Identityd {
             .export(
                 &self
                     .keys
-                    .module_key_handle(module, &gen_id, "primary")
+                    .module_key_handle(module, &gen_id, "primary", None)
                     .await?,
             )
             .await?;
@@ -206,7 +206,7 @@ impl Identityd {
             .export(
                 &self
                     .keys
-                    .module_key_handle(module, &gen_id, "secondary")
+                    .module_key_handle(module, &gen_id, "secondary", None)
                     .await?,
             )
             .await?;

@@ -2,9 +2,12 @@
 //!
 //! Routes that name a key id check the caller's uid against the principals (401 otherwise).
 //! Routes that take a handle check the key it names the same way, except for a derived key's
-//! handle, which is a capability: whoever holds it may use that one derived key (a module gets
-//! its own from identityd). A derived handle carries its base key's handle, so the base handle
-//! must never be a capability by itself. Binary values are standard base64.
+//! handle, which is bound to the uid it was issued to: only that uid and root may use it (sign,
+//! encrypt, decrypt, export), so a handle that leaks to another uid is useless there (401). The
+//! caller of `POST /derivedkey` may name that uid with `"ownerUid"` (ferrohub's addition:
+//! identityd asks for each module's handle on behalf of the module's uid); it defaults to the
+//! caller. A derived handle carries its base key's handle, so the base handle must never be a
+//! capability by itself. Binary values are standard base64.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -142,9 +145,23 @@ fn authorize_handle(
     operation: &'static str,
     handle: &str,
 ) -> Result<(), HttpError> {
-    match keyd.resolve(handle).map_err(key_error)? {
-        KeyRef::Key(id) | KeyRef::KeyPair(id) => authorize(keyd, caller, operation, &id),
-        KeyRef::Derived(..) => Ok(()),
+    match keyd.resolve_bound(handle).map_err(key_error)? {
+        (KeyRef::Key(id) | KeyRef::KeyPair(id), _) => authorize(keyd, caller, operation, &id),
+        (KeyRef::Derived(..), owner) if caller.uid == 0 || owner == Some(caller.uid) => Ok(()),
+        (KeyRef::Derived(..), owner) => {
+            tracing::warn!(
+                uid = caller.uid,
+                pid = caller.pid,
+                operation,
+                issued_to = ?owner,
+                "Refusing a derived key handle issued to another user; each process must use \
+                 the handle identityd gives its own uid (GET /identities/identity)"
+            );
+            Err(HttpError::unauthorized(format!(
+                "user {} is not authorized to use this key handle: it was issued to another user",
+                caller.uid
+            )))
+        }
     }
 }
 
@@ -367,6 +384,9 @@ struct DeriveRequest<'a> {
     #[serde(borrow)]
     base_key_handle: Cow<'a, str>,
     derivation_data: B64,
+    /// The uid the derived handle is for (ferrohub's addition); the caller's by default.
+    #[serde(default)]
+    owner_uid: Option<u32>,
 }
 
 async fn derive(
@@ -378,9 +398,11 @@ async fn derive(
     http::api_version(&uri, API_VERSIONS)?;
     let req: DeriveRequest<'_> = parse(&body)?;
     authorize_handle(&k, caller, "derive key", &req.base_key_handle)?;
+    let owner = req.owner_uid.unwrap_or(caller.uid);
     let handle = k
-        .derive(&req.base_key_handle, &req.derivation_data.0)
+        .derive_for(&req.base_key_handle, &req.derivation_data.0, owner)
         .map_err(key_error)?;
+    tracing::debug!(uid = caller.uid, owner, "Derived key handle issued");
     Ok(handle_answer(handle))
 }
 

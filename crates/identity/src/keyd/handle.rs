@@ -4,6 +4,11 @@
 //! `{"key_id": {"Key": "<id>"} | {"KeyPair": "<id>"} | {"Derived": ["<base handle>", [bytes…]]},
 //! "nonce": "<base64 of 64 random bytes>"}` and the HMAC key is keyd's own
 //! [`HANDLE_VALIDATION_KEY`], which no API call can name.
+//!
+//! A derived key's handle also carries `"uid": <n>`, the uid it was issued to (ferrohub's
+//! addition to aziot's JSON; the handle stays opaque to callers): keyd lets only that uid and root
+//! use it. Key and key-pair handles carry no uid: the `[[principal]]` key-id patterns decide who
+//! may use them.
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
@@ -34,6 +39,9 @@ pub enum KeyRef {
 struct HandleData {
     key_id: KeyRef,
     nonce: String,
+    /// The uid the handle was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<u32>,
 }
 
 /// Issues and verifies handles with the handle-validation key.
@@ -57,14 +65,20 @@ impl HandleKey {
         Self(hmac::Key::new(hmac::HMAC_SHA256, key))
     }
 
-    /// A fresh handle for `key`.
+    /// A fresh handle for `key`, bound to no uid.
     pub fn issue(&self, key: &KeyRef) -> Result<String, KeyError> {
+        self.issue_to(key, None)
+    }
+
+    /// A fresh handle for `key`, bound to `uid` when given.
+    pub fn issue_to(&self, key: &KeyRef, uid: Option<u32>) -> Result<String, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         aws_lc_rs::rand::fill(&mut nonce)
             .map_err(|_| KeyError::Crypto("random source failed".into()))?;
         let data = HandleData {
             key_id: key.clone(),
             nonce: STANDARD.encode(nonce),
+            uid,
         };
         let sr = serde_json::to_vec(&data).map_err(|e| KeyError::Crypto(e.to_string()))?;
         let sig = hmac::sign(&self.0, &sr);
@@ -77,6 +91,11 @@ impl HandleKey {
 
     /// What `handle` refers to, if keyd issued it (the HMAC is compared in constant time).
     pub fn verify(&self, handle: &str) -> Result<KeyRef, KeyError> {
+        self.verify_bound(handle).map(|(key, _)| key)
+    }
+
+    /// What `handle` refers to and the uid it was issued to, if keyd issued it.
+    pub fn verify_bound(&self, handle: &str) -> Result<(KeyRef, Option<u32>), KeyError> {
         let (sr, sig) = handle
             .strip_prefix("sr=")
             .and_then(|rest| rest.split_once("&sig="))
@@ -85,7 +104,7 @@ impl HandleKey {
         let sig = STANDARD.decode(sig).map_err(|_| invalid())?;
         hmac::verify(&self.0, &sr, &sig).map_err(|_| invalid())?;
         let data: HandleData = serde_json::from_slice(&sr).map_err(|_| invalid())?;
-        Ok(data.key_id)
+        Ok((data.key_id, data.uid))
     }
 }
 
@@ -138,6 +157,20 @@ mod tests {
         let h = k.issue(&KeyRef::Key("id".into())).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&parts(&h).0).unwrap();
         assert_eq!(v["key_id"], serde_json::json!({"Key": "id"}));
+    }
+
+    #[test]
+    fn a_bound_handle_names_its_uid_and_cannot_be_rebound() {
+        let k = HandleKey::new(b"0123456789abcdef0123456789abcdef");
+        let r = KeyRef::Derived("base".into(), vec![1]);
+        let h = k.issue_to(&r, Some(1001)).unwrap();
+        assert_eq!(k.verify_bound(&h).unwrap(), (r.clone(), Some(1001)));
+        assert_eq!(k.verify_bound(&k.issue(&r).unwrap()).unwrap().1, None);
+        let (sr, sig) = parts(&h);
+        let mut v: serde_json::Value = serde_json::from_slice(&sr).unwrap();
+        assert_eq!(v["uid"], 1001);
+        v["uid"] = serde_json::json!(4242);
+        assert!(is_invalid(k.verify(&join(v.to_string().as_bytes(), &sig))));
     }
 
     #[test]

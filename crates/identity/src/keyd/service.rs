@@ -1,7 +1,8 @@
 //! [`Keyd`]: the key operations, on any [`KeyStore`], independent of HTTP.
 //!
 //! Operations that name a key id are for callers the [`Acl`] allows (checked by the API layer);
-//! operations on a handle trust the handle, which only keyd can issue.
+//! operations on a handle trust the handle, which only keyd can issue, once the API layer has
+//! checked that the caller may use it (the key id's principal, or a derived handle's uid).
 
 use std::sync::Arc;
 
@@ -93,6 +94,12 @@ impl Keyd {
         self.handles.verify(handle)
     }
 
+    /// What `handle` refers to and the uid it was issued to (derived keys' handles), if keyd
+    /// issued it.
+    pub fn resolve_bound(&self, handle: &str) -> Result<(KeyRef, Option<u32>), KeyError> {
+        self.handles.verify_bound(handle)
+    }
+
     /// Creates symmetric key `id` (32 random bytes) unless it exists; its handle.
     pub fn create_key(&self, id: &str) -> Result<String, KeyError> {
         check_id(id)?;
@@ -162,8 +169,13 @@ impl Keyd {
         LoadedKeyPair::load(&self.store.key_pair(&id, None)?)?.parameter(p)
     }
 
-    /// A handle for `HMAC-SHA256(base key, data)`; the base must be a symmetric key.
+    /// A handle for `HMAC-SHA256(base key, data)` for root; the base must be a symmetric key.
     pub fn derive(&self, base_handle: &str, data: &[u8]) -> Result<String, KeyError> {
+        self.derive_for(base_handle, data, 0)
+    }
+
+    /// A handle for `HMAC-SHA256(base key, data)` that only `uid` (and root) may use.
+    pub fn derive_for(&self, base_handle: &str, data: &[u8], uid: u32) -> Result<String, KeyError> {
         match self.resolve(base_handle)? {
             KeyRef::Key(id) => {
                 // The base must exist now, not only when the derived key is used.
@@ -179,8 +191,10 @@ impl Keyd {
                 return Err(invalid("baseKeyHandle", "not a symmetric key"));
             }
         }
-        self.handles
-            .issue(&KeyRef::Derived(base_handle.to_owned(), data.to_vec()))
+        self.handles.issue_to(
+            &KeyRef::Derived(base_handle.to_owned(), data.to_vec()),
+            Some(uid),
+        )
     }
 
     /// The bytes of the derived key behind `handle`.
