@@ -313,3 +313,57 @@ fn a_privileged_port_refusal_names_root_or_setcap() {
         );
     }
 }
+
+/// The CONNACK code of a SAS connection of `dev1` with `token`.
+async fn connect_code(mqtt: std::net::SocketAddr, root: &Path, token: &str) -> u8 {
+    let mut c = Mqtt::tls_to(mqtt, root, None).await;
+    c.connect("dev1", Some(token.to_owned()), true).await.1 as u8
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_sas_is_switched_off_and_on_from_the_cli_and_stays_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, https) = (free_addr(), free_addr());
+    let config = hub_init(
+        &dir.path().join("hub"),
+        &mqtt.to_string(),
+        &https.to_string(),
+    );
+    let log = dir.path().join("hub.log");
+    let start = || kill9::start(&["hub", "--config", &config], mqtt, &log, 400);
+    let mut hub = start();
+    let token = kill9::create_device(&config, "dev1", &[]);
+    let root = dir.path().join("hub/certs/root-ca.cert.pem");
+    let auth = |args: &[&str]| {
+        let mut all = vec!["hub", "auth"];
+        all.extend_from_slice(args);
+        all.extend(["--config", &config]);
+        ferrohub(&all)
+    };
+    assert_eq!(connect_code(mqtt, &root, &token).await, Accepted as u8);
+    let off = auth(&["device-sas", "off"]);
+    assert!(
+        off.contains("device SAS: off") && off.contains("module SAS: on"),
+        "{off}"
+    );
+    let not_authorized = 5;
+    assert_eq!(connect_code(mqtt, &root, &token).await, not_authorized);
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+    hub = start();
+    assert!(auth(&["show"]).contains("device SAS: off"));
+    assert_eq!(
+        connect_code(mqtt, &root, &token).await,
+        not_authorized,
+        "the switch survives a restart"
+    );
+    assert!(auth(&["device-sas", "on"]).contains("device SAS: on"));
+    assert_eq!(connect_code(mqtt, &root, &token).await, Accepted as u8);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("sas_disabled"),
+        "the refusal is logged: {log_text}"
+    );
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+}

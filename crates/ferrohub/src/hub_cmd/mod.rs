@@ -1,6 +1,7 @@
 //! `ferrohub hub`: create a hub configuration, run the hub, and manage it through its service API.
 
 pub mod admin;
+mod auth;
 mod edge;
 mod events;
 mod init;
@@ -76,6 +77,10 @@ pub enum HubCmd {
     /// IoT Edge deployments: set-modules, and what an edge device's agent reports.
     #[command(subcommand)]
     Edge(edge::EdgeCmd),
+    /// Switch device or module SAS authentication off or on at the running hub (kept across
+    /// restarts), or show it.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
 }
 
 /// `--config FILE`, for commands that talk to a hub.
@@ -110,6 +115,7 @@ pub fn run(args: HubArgs) -> Result<bool> {
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
         (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
         (Some(HubCmd::Edge(cmd)), _) => runtime()?.block_on(edge::run(cmd)),
+        (Some(HubCmd::Auth(cmd)), _) => runtime()?.block_on(auth::run(cmd)).map(|()| true),
     }
 }
 
