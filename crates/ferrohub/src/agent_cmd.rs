@@ -174,12 +174,14 @@ pub fn run(cmd: AgentCmd) -> Result<bool> {
 }
 
 fn load(path: &Path) -> Result<AgentConfig> {
+    crate::hints::require_config(path, crate::hints::ConfigKind::Agent)?;
     AgentConfig::load(path).with_context(
         || "cannot read the agent configuration (create it with `ferrohub edge agent init`)",
     )
 }
 
 async fn init(a: InitArgs) -> Result<()> {
+    crate::hints::require_config(&a.edge_config, crate::hints::ConfigKind::Edge)?;
     let edge = edge::EdgeConfig::load(&a.edge_config)?;
     let dir = a.dir.clone().unwrap_or_else(|| {
         a.edge_config

@@ -18,6 +18,11 @@ pub enum ConfigCmd {
     Apply(ApplyArgs),
     /// Write a minimal super-config for manual provisioning from a device connection string.
     Mp(MpArgs),
+    /// Print a commented super-config covering every section (valid as printed: manual
+    /// provisioning with a placeholder connection string to replace).
+    #[command(after_help = "Examples:\n  ferrohub config template > config.toml\n  \
+        $EDITOR config.toml && sudo cp config.toml /etc/ferrohub/config.toml && sudo ferrohub config apply")]
+    Template,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +66,10 @@ pub fn run(cmd: ConfigCmd) -> Result<bool> {
     match cmd {
         ConfigCmd::Apply(args) => run_apply(&args),
         ConfigCmd::Mp(args) => run_mp(&args),
+        ConfigCmd::Template => {
+            print!("{}", crate::config_template::TEMPLATE);
+            Ok(true)
+        }
     }
 }
 
@@ -74,6 +83,7 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
         (None, Some(root)) => root.join(SUPER_CONFIG.trim_start_matches('/')),
         (None, None) => SUPER_CONFIG.into(),
     };
+    crate::hints::require_config(&file, crate::hints::ConfigKind::SuperConfig)?;
     let config = SuperConfig::load(&file)?;
     let applied = apply::plan(&config, &paths).with_context(|| format!("{}", file.display()))?;
     let written =
@@ -90,19 +100,20 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
 
 /// Preloaded files that do not exist yet: the daemons will fail on them.
 fn warn_missing_files(applied: &Applied) {
-    let keys = applied.keyd.preloaded_keys.iter();
+    // Labelled key or certificate: the two of one id (e.g. [edge_ca] cert and pk) are two causes.
+    let keys = (applied.keyd.preloaded_keys.iter()).map(|(id, uri)| ("key", id, uri));
     let certs = applied
         .certd
         .preloaded_certs
         .iter()
         .filter_map(|(id, c)| match c {
-            PreloadedCert::Uri(uri) => Some((id, uri)),
+            PreloadedCert::Uri(uri) => Some(("certificate", id, uri)),
             PreloadedCert::Ids(_) => None,
         });
-    for (id, uri) in keys.chain(certs) {
+    for (what, id, uri) in keys.chain(certs) {
         let path = identity::keyd::uri_path(uri);
         if !path.exists() {
-            eprintln!("warning: {id}: {} does not exist", path.display());
+            eprintln!("warning: {what} {id}: {} does not exist", path.display());
         }
     }
 }

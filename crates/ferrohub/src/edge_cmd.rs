@@ -254,7 +254,8 @@ fn serve(path: &std::path::Path) -> Result<bool> {
     crate::hub_cmd::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .with_context(|| format!("cannot listen on {}", config.listen))
+            .map_err(crate::hints::bind_failed)?;
         eprintln!(
             "edge gateway {} serving children on {} (Ctrl-C to stop)",
             config.edge_id,
@@ -275,6 +276,7 @@ fn serve(path: &std::path::Path) -> Result<bool> {
 
 /// Whether `path` is an edge.toml (it names `edge_id`) rather than a super-config.
 fn is_edge_toml(path: &std::path::Path) -> Result<bool> {
+    crate::hints::require_config(path, crate::hints::ConfigKind::Edge)?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let table: toml::Table = text
@@ -305,7 +307,8 @@ fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
     crate::hub_cmd::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            .with_context(|| format!("cannot listen on {}", settings.listen))
+            .map_err(crate::hints::bind_failed)?;
         let clock: hub::time::SharedClock = Arc::new(hub::time::SystemClock);
         let opened = edge::identity_source::open(&settings, clock.clone(), clock)
             .await

@@ -23,6 +23,7 @@ impl RootArg {
 
     fn load<T: serde::de::DeserializeOwned>(&self, svc: &str) -> Result<T> {
         let (file, dropins) = self.config_files(svc);
+        crate::hints::require_daemon_config(&file, &dropins, &self.root)?;
         load_daemon(&file, &dropins)
             .map_err(|e| anyhow::anyhow!("{e} (run `ferrohub config apply` first)"))
     }

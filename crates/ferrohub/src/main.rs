@@ -11,9 +11,11 @@ mod bench;
 mod certs;
 mod clock;
 mod config_cmd;
+mod config_template;
 mod device_client;
 mod dps_cmd;
 mod edge_cmd;
+mod hints;
 mod hub_cmd;
 mod identity_cmd;
 mod quickstart;
@@ -59,7 +61,8 @@ enum Cmd {
     #[command(subcommand)]
     Identity(identity_cmd::IdentityCmd),
     /// The device super-config: `config apply` writes the identity daemons' configs, `config mp`
-    /// writes a manual-provisioning super-config from a connection string.
+    /// writes a manual-provisioning super-config from a connection string, `config template`
+    /// prints a commented one covering every section.
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
     /// Diagnostics of the identity service: status, checks with next steps, logs.
@@ -126,8 +129,8 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            // One line: the context chain, outermost first.
-            eprintln!("error: {e:#}");
+            // One line: the context chain, outermost first, each cause once.
+            eprintln!("error: {}", hints::one_line(&e));
             ExitCode::from(2)
         }
     }

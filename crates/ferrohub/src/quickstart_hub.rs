@@ -88,14 +88,12 @@ impl Addrs {
                 continue;
             }
             if let Err(e) = std::net::TcpListener::bind(addr) {
-                let exe = std::env::current_exe().unwrap_or_else(|_| "ferrohub".into());
                 match e.kind() {
                     std::io::ErrorKind::PermissionDenied => bail!(
                         "cannot bind {addr} ({what}): permission denied. --azure-ports binds ports \
-                         below 1024, which needs root or CAP_NET_BIND_SERVICE: run it as root, or \
-                         once `sudo setcap cap_net_bind_service=+ep {}`, or leave out --azure-ports \
-                         (ephemeral high ports, no privileges)",
-                        exe.display()
+                         below 1024: {}, or leave out --azure-ports (ephemeral high ports, no \
+                         privileges)",
+                        crate::hints::privileged_port_fix()
                     ),
                     std::io::ErrorKind::AddrInUse => bail!(
                         "cannot bind {addr} ({what}): something is already listening there (another \

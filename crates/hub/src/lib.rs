@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth_switch;
 pub mod c2d;
 pub mod cas;
 pub mod client;
@@ -77,6 +78,8 @@ pub struct Hub {
     pub methods: methods::Methods,
     /// Set by a gateway: twin and method traffic goes upstream (see [`relay`]).
     pub relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
+    /// Device and module SAS on or off, switchable while running (`PUT /configuration/auth`).
+    pub auth: auth_switch::AuthSwitches,
 }
 
 impl Hub {
@@ -116,7 +119,9 @@ impl Hub {
             );
         }
         info!(records = report.next_offset, "Events log opened");
+        let auth = auth_switch::AuthSwitches::open(&config.auth, store.clone())?;
         Ok(Arc::new(Self {
+            auth,
             registry: registry::RegistryService::new(store.clone(), clock.clone()),
             cas: cas::CaService::new(store, clock.clone()),
             events,

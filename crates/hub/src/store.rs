@@ -131,6 +131,10 @@ pub trait Registry: Send + Sync + 'static {
     /// The twin of `device` or `device/module`, if one was ever written.
     fn get_twin(&self, client_id: &str) -> Result<Option<crate::twin::TwinState>, StoreError>;
     fn put_twin(&self, client_id: &str, twin: &crate::twin::TwinState) -> Result<(), StoreError>;
+
+    /// A hub setting changed through the service API (JSON), if one was ever written.
+    fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
 }
 
 /// The embedded SQLite registry.
@@ -148,6 +152,7 @@ CREATE TABLE IF NOT EXISTS c2d (device_id TEXT NOT NULL, seq INTEGER PRIMARY KEY
     expiry_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS c2d_device ON c2d (device_id, seq);
 CREATE TABLE IF NOT EXISTS twins (client_id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 ";
 
 /// A SQLite connection in WAL mode where every commit is fsync'ed (`synchronous = FULL`): what
@@ -484,6 +489,19 @@ impl Registry for SqliteRegistry {
         self.exec(
             "INSERT OR REPLACE INTO twins (client_id, body) VALUES (?1, ?2)",
             &[client_id, &body],
+        )
+        .map(drop)
+    }
+
+    fn get_setting(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.get("SELECT body FROM settings WHERE key = ?1", &[key])
+    }
+
+    fn put_setting(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        let body = serde_json::to_string(value)?;
+        self.exec(
+            "INSERT OR REPLACE INTO settings (key, body) VALUES (?1, ?2)",
+            &[key, &body],
         )
         .map(drop)
     }

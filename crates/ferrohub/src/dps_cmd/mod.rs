@@ -137,6 +137,7 @@ pub fn run(args: DpsArgs) -> Result<bool> {
 }
 
 pub fn load(path: &Path) -> Result<dps::config::DpsConfig> {
+    crate::hints::require_config(path, crate::hints::ConfigKind::Dps)?;
     dps::config::DpsConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -152,7 +153,9 @@ fn serve(config: &Path) -> Result<bool> {
     crate::hub_cmd::runtime()?.block_on(async move {
         let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
         let dps = dps::Dps::open(cfg, clock)?;
-        let listeners = dps::Listeners::bind(&dps.config).await?;
+        let listeners = dps::Listeners::bind(&dps.config)
+            .await
+            .map_err(crate::hints::bind_failed)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             crate::hub_cmd::wait_for_signal().await;

@@ -1,12 +1,10 @@
 //! Commands that manage a running hub through its service API.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
-use http_body_util::BodyExt as _;
 use hub::client::ServiceClient;
 use hyper::Method;
 use serde_json::{Value, json};
@@ -83,52 +81,6 @@ pub(super) async fn call(
 
 pub(super) fn enc(id: &str) -> String {
     iot_auth::percent_encode(id)
-}
-
-#[derive(Debug, Args)]
-pub struct EventsArgs {
-    #[command(flatten)]
-    conn: Conn,
-    /// Keep reading and print new events as they arrive.
-    #[arg(long)]
-    follow: bool,
-    /// Only events from this device id.
-    #[arg(long, value_name = "ID")]
-    device: Option<String>,
-    /// Start at the oldest stored event.
-    #[arg(long, conflicts_with = "from")]
-    from_start: bool,
-    /// Start at this offset.
-    #[arg(long, value_name = "OFFSET")]
-    from: Option<u64>,
-    /// Stop after this many events.
-    #[arg(long, value_name = "N")]
-    limit: Option<u64>,
-}
-
-pub async fn events(a: EventsArgs) -> Result<()> {
-    let client = a.conn.client()?;
-    let from = match (a.from, a.from_start, a.follow) {
-        (Some(n), _, _) => n.to_string(),
-        (None, true, _) | (None, false, false) => "start".into(),
-        (None, false, true) => "end".into(),
-    };
-    let mut path = format!("/events?from={from}&follow={}", a.follow);
-    if let Some(d) = &a.device {
-        path.push_str(&format!("&device={}", enc(d)));
-    }
-    if let Some(n) = a.limit {
-        path.push_str(&format!("&limit={n}"));
-    }
-    let mut body = client.stream(&path).await?;
-    let mut stdout = std::io::stdout().lock();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            stdout.write_all(&data)?;
-            stdout.flush()?;
-        }
-    }
-    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,7 +1,9 @@
 //! `ferrohub hub`: create a hub configuration, run the hub, and manage it through its service API.
 
 pub mod admin;
+mod auth;
 mod edge;
+mod events;
 mod init;
 mod module;
 mod twin;
@@ -43,14 +45,18 @@ pub enum HubCmd {
         #[arg(long, default_value = "iothubowner")]
         policy: String,
     },
-    /// Read telemetry from the hub's events endpoint as JSON lines.
+    /// Read telemetry from the hub's events endpoint: a readable block per event on a terminal,
+    /// JSON lines when piped or with --json.
     #[command(
         after_help = "Examples:\n  ferrohub hub events --config hub/hub.toml --from-start\n  \
-        ferrohub hub events --config hub/hub.toml --follow --device dev1\n\n\
+        ferrohub hub events --config hub/hub.toml --follow --device dev1\n  \
+        ferrohub hub events --config hub/hub.toml --json | jq -r .body   # JSON lines, one per event\n\n\
         Without --follow it prints what is stored (from the start unless --from is given) and exits;\n\
-        with --follow it starts at the end (unless --from-start/--from) and waits for new events."
+        with --follow it starts at the end (unless --from-start/--from) and waits for new events.\n\
+        On a terminal each event is a block (enqueued time, device/module, properties, body as text,\n\
+        or hex when it is not UTF-8); piped, or with --json, each is one JSON object per line."
     )]
-    Events(admin::EventsArgs),
+    Events(events::EventsArgs),
     /// Device identities (like `az iot hub device-identity`).
     #[command(subcommand)]
     Device(admin::DeviceCmd),
@@ -71,6 +77,10 @@ pub enum HubCmd {
     /// IoT Edge deployments: set-modules, and what an edge device's agent reports.
     #[command(subcommand)]
     Edge(edge::EdgeCmd),
+    /// Switch device or module SAS authentication off or on at the running hub (kept across
+    /// restarts), or show it.
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
 }
 
 /// `--config FILE`, for commands that talk to a hub.
@@ -97,7 +107,7 @@ pub fn run(args: HubArgs) -> Result<bool> {
             println!("{cs}");
             Ok(true)
         }
-        (Some(HubCmd::Events(a)), _) => runtime()?.block_on(admin::events(a)).map(|()| true),
+        (Some(HubCmd::Events(a)), _) => runtime()?.block_on(events::events(a)).map(|()| true),
         (Some(HubCmd::Device(cmd)), _) => runtime()?.block_on(admin::device(cmd)).map(|()| true),
         (Some(HubCmd::Twin(cmd)), _) => runtime()?.block_on(twin::twin(cmd)).map(|()| true),
         (Some(HubCmd::InvokeMethod(a)), _) => runtime()?.block_on(twin::invoke(a)),
@@ -105,10 +115,12 @@ pub fn run(args: HubArgs) -> Result<bool> {
         (Some(HubCmd::Ca(cmd)), _) => runtime()?.block_on(admin::ca(cmd)).map(|()| true),
         (Some(HubCmd::C2d(cmd)), _) => runtime()?.block_on(admin::c2d(cmd)).map(|()| true),
         (Some(HubCmd::Edge(cmd)), _) => runtime()?.block_on(edge::run(cmd)),
+        (Some(HubCmd::Auth(cmd)), _) => runtime()?.block_on(auth::run(cmd)).map(|()| true),
     }
 }
 
 pub fn load(path: &std::path::Path) -> Result<hub::config::HubConfig> {
+    crate::hints::require_config(path, crate::hints::ConfigKind::Hub)?;
     hub::config::HubConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -125,7 +137,9 @@ fn serve(config: &std::path::Path) -> Result<bool> {
     runtime()?.block_on(async move {
         let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
         let hub = hub::Hub::open(cfg, clock)?;
-        let listeners = hub::Listeners::bind(&hub.config).await?;
+        let listeners = hub::Listeners::bind(&hub.config)
+            .await
+            .map_err(crate::hints::bind_failed)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -138,7 +152,10 @@ fn serve(config: &std::path::Path) -> Result<bool> {
             listeners.mqtt.local_addr()?,
             listeners.https.local_addr()?
         );
-        hub::run(hub, listeners, rx).await?;
+        hub::run(hub, listeners, rx).await.map_err(|e| match e {
+            listen @ hub::HubError::Listen { .. } => crate::hints::bind_failed(listen),
+            other => other.into(),
+        })?;
         Ok::<_, anyhow::Error>(true)
     })
 }

@@ -8,6 +8,7 @@ mod certificates;
 mod devices;
 mod events;
 mod scope;
+mod settings;
 mod twins;
 
 use std::sync::Arc;
@@ -99,6 +100,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
         )
         .route("/certificates/{name}/verify", post(certificates::verify))
         .route("/events", get(events::stream))
+        .route(
+            "/configuration/auth",
+            get(settings::get_auth).put(settings::put_auth),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))

@@ -222,11 +222,10 @@ pub(super) fn check_sas(
     device_auth: &Authentication,
     password: &[u8],
 ) -> Result<AuthType, Refusal> {
-    let settings = &hub.config.auth;
-    if module_id.is_none() && settings.disable_device_sas {
+    if module_id.is_none() && hub.auth.device_sas_disabled() {
         return Err(Refusal::SasDisabled("device"));
     }
-    if module_id.is_some() && settings.disable_module_sas {
+    if module_id.is_some() && hub.auth.module_sas_disabled() {
         return Err(Refusal::SasDisabled("module"));
     }
     let text = std::str::from_utf8(password).map_err(|_| Refusal::BadToken("not UTF-8".into()))?;
