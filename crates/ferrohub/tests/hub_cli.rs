@@ -276,7 +276,8 @@ fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() 
         .output()
         .unwrap());
     let config = dir.join("hub.toml");
-    let child = start(&config, https);
+    // Stopped even when an assertion fails first.
+    let _hub = KillOnDrop(start(&config, https));
     let wild = hub(&config, &["device", "create", "a#b", "--json"]);
     let stderr = String::from_utf8_lossy(&wild.stderr).into_owned();
     let d: serde_json::Value = serde_json::from_str(&ok(wild)).unwrap();
@@ -318,5 +319,14 @@ fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() 
     assert_eq!(metrics(&token).unwrap(), hyper::StatusCode::OK);
     let scoped = ok(hub(&config, &["sas-token", "--device", "plain"]));
     assert_eq!(metrics(&scoped).unwrap(), hyper::StatusCode::UNAUTHORIZED);
-    stop(child);
+}
+
+/// A served hub that is killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
