@@ -256,6 +256,17 @@ pub(crate) fn if_match(headers: &HeaderMap) -> crate::registry::IfMatch {
     )
 }
 
+/// Serves the API over TLS until `shutdown` turns true.
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
+    crate::net::serve_https(listener, tls, router(hub), timeout, "https", shutdown).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,15 +290,4 @@ mod tests {
         let deep = "[".repeat(1_000_000);
         assert!(check_json_depth(deep.as_bytes()).is_err());
     }
-}
-
-/// Serves the API over TLS until `shutdown` turns true.
-pub async fn serve(
-    hub: Arc<Hub>,
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
-    crate::net::serve_https(listener, tls, router(hub), timeout, "https", shutdown).await;
 }
