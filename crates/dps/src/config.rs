@@ -200,6 +200,9 @@ impl DpsConfig {
         if self.linked_hubs.is_empty() {
             return Err("link at least one hub ([[linked_hub]] connection_string = ...)".into());
         }
+        if let Some(addr) = self.listen.metrics {
+            hub::config::check_metrics_listen("listen.metrics", addr)?;
+        }
         Ok(())
     }
 

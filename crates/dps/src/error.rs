@@ -71,6 +71,16 @@ impl From<hub::error::ApiError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.0.is_disk_full() {
+            let message = e.0.disk_full_message();
+            tracing::error!(error = %e, fix = %message, "DPS write refused: the disk is full");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                507_000,
+                "InsufficientStorage",
+                message,
+            );
+        }
         tracing::error!(error = %e, "DPS storage failed");
         Self::internal("internal storage error")
     }

@@ -44,6 +44,11 @@ pub enum DpsError {
     Tls(#[from] hub::tls::TlsError),
     #[error("linked hub {hub}: {message}")]
     LinkedHub { hub: String, message: String },
+    #[error("cannot listen for metrics (listen.metrics) on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the endpoints share.
@@ -133,7 +138,15 @@ pub async fn run(
     let mqtt_tls = hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[])?;
     let https_tls =
         hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[b"http/1.1"])?;
+    let metrics = hub::net::bind_metrics(dps.config.listen.metrics)
+        .await
+        .map_err(|(addr, source)| DpsError::MetricsListen { addr, source })?;
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), id_scope = %dps.config.id_scope, "Provisioning service serving");
+    if let Some(listener) = metrics {
+        let d = dps.clone();
+        let render = move || render_metrics(&d);
+        tokio::spawn(hub::net::serve_metrics(listener, render, shutdown.clone()));
+    }
     let mqtt = tokio::spawn(mqtt::serve(
         dps.clone(),
         listeners.mqtt,

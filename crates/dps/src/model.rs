@@ -251,22 +251,11 @@ pub struct DeviceRegistration {
     pub tpm: Option<Value>,
 }
 
-/// The registration id rules of the device API: up to 128 characters, letters, digits and
-/// `- . _ :`, starting and ending with a letter or digit. Case-insensitive (stored lowercase).
+/// The registration id rules of the device API ([`pki::names::check_registration_id`]: up to
+/// 128 letters, digits and `- . _ :`, starting and ending with a letter or digit).
+/// Case-insensitive (stored lowercase).
 pub fn check_registration_id(id: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':');
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if id.is_empty() || id.len() > 128 {
-        return Err(format!(
-            "registration id {id:?} must be 1 to 128 characters"
-        ));
-    }
-    if !id.chars().all(ok_char) || !edge_ok(id.chars().next()) || !edge_ok(id.chars().last()) {
-        return Err(format!(
-            "registration id {id:?} may contain letters, digits, '-', '.', '_' and ':' and must start and end with a letter or digit"
-        ));
-    }
-    Ok(())
+    pki::names::check_registration_id(id).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

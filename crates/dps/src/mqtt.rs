@@ -296,6 +296,9 @@ impl Session {
         let req: DeviceRegistration = if body.iter().all(u8::is_ascii_whitespace) {
             DeviceRegistration::default()
         } else {
+            if let Err(e) = hub::api::check_json_depth(body) {
+                return (400, error_body(400_004, &e));
+            }
             match serde_json::from_slice(body) {
                 Ok(r) => r,
                 Err(e) => return (400, error_body(400_004, &format!("invalid JSON body: {e}"))),

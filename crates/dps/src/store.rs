@@ -1,7 +1,7 @@
 //! SQLite storage of enrollments, enrollment groups and registration records, as JSON documents
 //! keyed by id (registration ids lowercase: they are case-insensitive).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -10,18 +10,19 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{EnrollmentGroup, IndividualEnrollment, RegistrationState};
 
+/// A storage failure, as the hub's store reports it (a full disk is told apart: 507).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct StoreError(pub String);
+pub struct StoreError(pub hub::store::StoreError);
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self(e.into())
     }
 }
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
-        Self(format!("corrupt record: {e}"))
+        Self(hub::store::StoreError::new(format!("corrupt record: {e}")))
     }
 }
 
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS registrations (id TEXT PRIMARY KEY, body TEXT NOT NUL
 /// The three tables; every write is one durable transaction.
 pub struct DpsStore {
     conn: Mutex<Connection>,
+    path: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -59,6 +61,7 @@ impl DpsStore {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_owned(),
         })
     }
 
@@ -67,6 +70,7 @@ impl DpsStore {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: PathBuf::from(":memory:"),
         })
     }
 
@@ -77,8 +81,8 @@ impl DpsStore {
         let conn = self
             .conn
             .lock()
-            .map_err(|_| StoreError("database lock poisoned".into()))?;
-        f(&conn)
+            .map_err(|_| StoreError(hub::store::StoreError::new("database lock poisoned")))?;
+        f(&conn).map_err(|e| StoreError(e.0.at(&self.path)))
     }
 
     fn get<T: DeserializeOwned>(&self, t: Table, id: &str) -> Result<Option<T>, StoreError> {

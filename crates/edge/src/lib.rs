@@ -70,7 +70,8 @@ pub struct EdgeConfig {
     /// What happens when the store is full.
     #[serde(default)]
     pub store_full: StoreFull,
-    /// Where to serve Prometheus metrics over plain HTTP (e.g. `127.0.0.1:9601`); none by default.
+    /// Where to serve Prometheus metrics over plain HTTP, without a token (e.g. `127.0.0.1:9601`;
+    /// loopback only); none by default.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// Where to serve the embedded hub's HTTPS API (the hub's REST API over the gateway's TLS
@@ -119,6 +120,10 @@ impl EdgeConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(addr) = c.metrics_listen {
+            hub::config::check_metrics_listen("metrics_listen", addr)
+                .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         }
         Ok(c)
     }

@@ -222,35 +222,12 @@ pub fn render(g: &Gateway) -> String {
     out
 }
 
-/// Serves `GET /metrics` over plain HTTP on `listener` (bind it to loopback or a management
-/// network) until `shutdown`.
+/// Serves `GET /metrics` over plain HTTP on `listener` (a loopback address: `metrics_listen` is
+/// checked at load) until `shutdown`.
 pub async fn serve_metrics(
     g: Arc<Gateway>,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let g = g.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    render(&g),
-                )
-            }
-        }),
-    );
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        warn!(error = %e, "The metrics endpoint stopped");
-    }
+    hub::net::serve_metrics(listener, move || render(&g), shutdown).await;
 }

@@ -192,3 +192,25 @@ async fn drop_oldest_keeps_accepting_and_counts_what_it_dropped() {
     assert_eq!(seen, (dropped..sent).collect::<Vec<_>>());
     let _ = (stop.send(true), g.stop.send(true));
 }
+
+#[test]
+fn a_metrics_listener_off_loopback_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    let config = |listen: &str| {
+        format!(
+            "edge_id = \"gw\"\nhub_hostname = \"localhost\"\nhub_mqtt = \"127.0.0.1:8883\"\n\
+             hub_https = \"127.0.0.1:443\"\nhub_ca = \"ca.pem\"\nedge_hub_key = \"k\"\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ndata_dir = \"data\"\n\
+             metrics_listen = \"{listen}\"\n"
+        )
+    };
+    std::fs::write(&path, config("0.0.0.0:9601")).unwrap();
+    let err = edge::EdgeConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("metrics_listen") && err.contains("loopback") && err.contains("edge.toml"),
+        "{err}"
+    );
+    std::fs::write(&path, config("127.0.0.1:9601")).unwrap();
+    edge::EdgeConfig::load(&path).unwrap();
+}

@@ -16,40 +16,15 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{KEY, Mqtt, TestHub, device_token, expiry};
+use common::{KEY, Mqtt, SmallDisk, TestHub, device_token, expiry};
 use hub::events::EventRecord;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::Packet;
 
 const PAYLOAD_BYTES: usize = 16 * 1024;
-
-/// A tmpfs mounted for the test's lifetime (lazily unmounted on drop).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(Self(dir.to_path_buf()))
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Log lines written by the hub, captured for assertions.
 #[derive(Clone, Default)]

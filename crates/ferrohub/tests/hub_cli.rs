@@ -261,3 +261,72 @@ fn a_broken_config_is_named_at_start() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    let (mqtt, https) = (free_port(), free_port());
+    ok(bin()
+        .args(["hub", "init", "--dir"])
+        .arg(&dir)
+        .args(["--hostname", "localhost"])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .args(["--https", &format!("127.0.0.1:{https}")])
+        .output()
+        .unwrap());
+    let config = dir.join("hub.toml");
+    // Stopped even when an assertion fails first.
+    let _hub = KillOnDrop(start(&config, https));
+    let wild = hub(&config, &["device", "create", "a#b", "--json"]);
+    let stderr = String::from_utf8_lossy(&wild.stderr).into_owned();
+    let d: serde_json::Value = serde_json::from_str(&ok(wild)).unwrap();
+    assert_eq!(d["deviceId"], "a#b");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("MQTT"),
+        "{stderr}"
+    );
+    let plain = hub(&config, &["device", "create", "plain", "--json"]);
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("warning"));
+    ok(plain);
+    let module = hub(&config, &["module", "create", "plain", "m+1"]);
+    assert!(String::from_utf8_lossy(&module.stderr).contains("MQTT"));
+    ok(module);
+    let dots = hub(&config, &["device", "create", ".."]);
+    assert!(!dots.status.success());
+    assert!(String::from_utf8_lossy(&dots.stderr).contains("must not be"));
+
+    // /metrics over HTTPS with a token from `sas-token`; a device-scoped one is refused.
+    let metrics = |token: &str| {
+        let token = token.trim().to_owned();
+        let root = dir.join("certs/root-ca.cert.pem");
+        hub::tls::client_config(&root).map(|tls| {
+            let client = hub::client::ServiceClient::new(
+                format!("127.0.0.1:{https}"),
+                "localhost".into(),
+                String::new(),
+                Vec::new(),
+                tls,
+            )
+            .with_authorization(Some(token));
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(client.send(hyper::Method::GET, "/metrics", None, &[]))
+                .unwrap()
+                .status
+        })
+    };
+    let token = ok(hub(&config, &["sas-token", "--days", "1"]));
+    assert_eq!(metrics(&token).unwrap(), hyper::StatusCode::OK);
+    let scoped = ok(hub(&config, &["sas-token", "--device", "plain"]));
+    assert_eq!(metrics(&scoped).unwrap(), hyper::StatusCode::UNAUTHORIZED);
+}
+
+/// A served hub that is killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

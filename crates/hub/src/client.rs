@@ -230,7 +230,7 @@ impl ServiceClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: &Bytes,
         headers: &[(&str, &str)],
     ) -> Result<Request<Full<Bytes>>, ClientError> {
         let sep = if path.contains('?') { '&' } else { '?' };
@@ -248,8 +248,7 @@ impl ServiceClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        req.body(Full::new(bytes))
+        req.body(Full::new(body.clone()))
             .map_err(|e| ClientError::Request(e.to_string()))
     }
 
@@ -262,6 +261,18 @@ impl ServiceClient {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Result<ClientResponse, ClientError> {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send_bytes(method, path, bytes, headers).await
+    }
+
+    /// [`ServiceClient::send`] with a body sent as given (not necessarily JSON).
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Result<ClientResponse, ClientError> {
         let pooled = self.idle.lock().ok().and_then(|mut idle| {
             while let Some(s) = idle.pop() {
                 if !s.is_closed() {
@@ -270,7 +281,7 @@ impl ServiceClient {
             }
             None
         });
-        let request = self.request(method.clone(), path, body, headers)?;
+        let request = self.request(method.clone(), path, &body, headers)?;
         let (mut sender, resp) = match pooled {
             Some(mut s) => match s.send_request(request).await {
                 Ok(r) => (s, r),
@@ -279,7 +290,7 @@ impl ServiceClient {
                 Err(e) if e.is_canceled() || s.is_closed() => {
                     let mut s = self.connect().await?;
                     let r = s
-                        .send_request(self.request(method, path, body, headers)?)
+                        .send_request(self.request(method, path, &body, headers)?)
                         .await?;
                     (s, r)
                 }
@@ -310,7 +321,7 @@ impl ServiceClient {
     pub async fn stream(&self, path: &str) -> Result<Incoming, ClientError> {
         let mut sender = self.connect().await?;
         let resp = sender
-            .send_request(self.request(Method::GET, path, None, &[])?)
+            .send_request(self.request(Method::GET, path, &Bytes::new(), &[])?)
             .await?;
         if !resp.status().is_success() {
             let (parts, body) = resp.into_parts();

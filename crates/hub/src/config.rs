@@ -56,6 +56,11 @@ pub struct Listen {
     /// Allow `mqtt_plain` on a non-loopback address.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_remote: bool,
+    /// A plain-HTTP listener serving only `GET /metrics`, without a token, for a local
+    /// Prometheus (off unless set). Loopback addresses only; from elsewhere scrape `/metrics` on
+    /// the HTTPS port with a policy token instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -65,8 +70,22 @@ impl Default for Listen {
             https: default_https(),
             mqtt_plain: None,
             plain_remote: false,
+            metrics: None,
         }
     }
+}
+
+/// A token-free metrics listener must be loopback: the counters name devices' failure reasons
+/// and the service's load, and nothing authenticates the scraper. `key` names the setting.
+pub fn check_metrics_listen(key: &str, addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(format!(
+        "{key} = \"{addr}\" is not a loopback address: the metrics listener has no \
+         authentication. Use 127.0.0.1 (or ::1), or leave it unset and scrape /metrics on the \
+         HTTPS port with a policy token"
+    ))
 }
 
 fn default_mqtt() -> SocketAddr {
@@ -319,6 +338,9 @@ impl HubConfig {
                  the network in clear. Use 127.0.0.1, or set listen.plain_remote = true if the \
                  network is trusted"
             ));
+        }
+        if let Some(addr) = self.listen.metrics {
+            check_metrics_listen("listen.metrics", addr)?;
         }
         Ok(())
     }

@@ -49,6 +49,15 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_disk_full() {
+            let message = e.disk_full_message();
+            tracing::error!(error = %e, fix = %message, "Registry write refused: the disk is full");
+            return Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                message,
+            );
+        }
         // The detail goes to the log, not to the caller.
         tracing::error!(error = %e, "Registry storage failed");
         Self::new(

@@ -63,6 +63,11 @@ pub enum HubError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen for metrics (listen.metrics) on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything a running hub shares between its endpoints.
@@ -183,6 +188,9 @@ pub async fn run(
         }
         None => None,
     };
+    let metrics = net::bind_metrics(hub.config.listen.metrics)
+        .await
+        .map_err(|(addr, source)| HubError::MetricsListen { addr, source })?;
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), hostname = %hub.config.hostname, "Hub serving");
     let mqtt = tokio::spawn(mqtt::serve(
         hub.clone(),
@@ -198,6 +206,11 @@ pub async fn run(
     ));
     let plain = plain
         .map(|listener| tokio::spawn(mqtt::serve_plain(hub.clone(), listener, shutdown.clone())));
+    if let Some(listener) = metrics {
+        let h = hub.clone();
+        let render = move || h.metrics.render(h.events.next_offset());
+        tokio::spawn(net::serve_metrics(listener, render, shutdown.clone()));
+    }
     let chores = tokio::spawn(housekeeping(hub.clone(), shutdown));
     let _ = tokio::join!(mqtt, https, chores);
     if let Some(plain) = plain {

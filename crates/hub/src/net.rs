@@ -104,3 +104,40 @@ pub async fn serve_https(
     }
     info!(listener = name, "HTTPS listener stopped");
 }
+
+/// Binds the token-free metrics listener (`listen.metrics`), if one is configured.
+pub async fn bind_metrics(
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, (SocketAddr, std::io::Error)> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr).await.map_err(|e| (addr, e))?;
+    info!(%addr, "Serving /metrics over plain HTTP without a token (loopback only)");
+    Ok(Some(listener))
+}
+
+/// Serves `GET /metrics` (the text `render` returns) over plain HTTP on `listener` until
+/// `shutdown` changes: the token-free loopback listener of the hub, the provisioning service and
+/// the gateway. Nothing else is served there.
+pub async fn serve_metrics<F>(listener: TcpListener, render: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move { crate::api::metrics_text(render()) }
+        }),
+    );
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        warn!(error = %e, "The metrics endpoint stopped");
+    }
+}

@@ -4,7 +4,7 @@
 //! API serves, keyed by id, so the schema stays stable as fields are added. A PostgreSQL
 //! implementation can follow the same trait for scale-out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -12,20 +12,68 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Device, Module};
 
-/// A storage failure (I/O, corruption, a full disk). The caller answers 500 / CONNACK 3.
+/// A storage failure (I/O, corruption, a full disk). The caller answers 500 / CONNACK 3, or 507
+/// when the disk is full (the hub's registry and the provisioning service's database alike).
 #[derive(Debug, thiserror::Error)]
-#[error("registry storage: {0}")]
-pub struct StoreError(String);
+#[error("registry storage: {message}")]
+pub struct StoreError {
+    message: String,
+    disk_full: bool,
+    path: Option<PathBuf>,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            disk_full: false,
+            path: None,
+        }
+    }
+
+    /// Whether the write failed because the disk is full (SQLite's `SQLITE_FULL`, ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full
+    }
+
+    /// The database file the failure happened in, when the store named it.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Names the database file (for the operator's message).
+    #[must_use]
+    pub fn at(mut self, path: &Path) -> Self {
+        self.path.get_or_insert_with(|| path.to_owned());
+        self
+    }
+
+    /// What an API caller and the log are told when the disk is full.
+    pub fn disk_full_message(&self) -> String {
+        let at = self
+            .path
+            .as_deref()
+            .map_or_else(String::new, |p| format!(" at {}", p.display()));
+        format!(
+            "disk full{at}: the change was not stored; free space on that disk, or lower \
+             storage.retention_mib / retention_hours so the events log sharing it keeps less"
+        )
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+        let disk_full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+        Self {
+            disk_full,
+            ..Self::new(e.to_string())
+        }
     }
 }
 
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
-        StoreError(format!("stored record does not parse: {e}"))
+        Self::new(format!("stored record does not parse: {e}"))
     }
 }
 
@@ -140,6 +188,7 @@ pub trait Registry: Send + Sync + 'static {
 /// The embedded SQLite registry.
 pub struct SqliteRegistry {
     conn: Mutex<Connection>,
+    path: PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -192,10 +241,12 @@ pub fn secure_sqlite(path: &Path) -> std::io::Result<()> {
 impl SqliteRegistry {
     /// Opens (creating if needed) the registry file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = open_durable(path)?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = open_durable(path).map_err(|e| StoreError::from(e).at(path))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| StoreError::from(e).at(path))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: path.to_owned(),
         })
     }
 
@@ -205,6 +256,7 @@ impl SqliteRegistry {
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path: PathBuf::from(":memory:"),
         })
     }
 
@@ -215,8 +267,8 @@ impl SqliteRegistry {
         let conn = self
             .conn
             .lock()
-            .map_err(|_| StoreError("registry lock poisoned".into()))?;
-        f(&conn)
+            .map_err(|_| StoreError::new("registry lock poisoned"))?;
+        f(&conn).map_err(|e| e.at(&self.path))
     }
 
     fn get<T: for<'de> Deserialize<'de>>(

@@ -1,4 +1,5 @@
-//! Identifier rules: IoT Hub device and module ids, DNS names.
+//! Identifier rules: IoT Hub device and module ids, DPS registration ids, DNS names. The one
+//! implementation the hub registry, the provisioning service and the CLI all check ids with.
 
 use crate::error::PkiError;
 
@@ -6,7 +7,8 @@ use crate::error::PkiError;
 const ID_PUNCTUATION: &str = "-.+%_#*?!(),:=@$'";
 
 /// Checks an IoT Hub device id (also a DPS registration id when used as a CN):
-/// 1–128 ASCII characters, letters, digits and `-.+%_#*?!(),:=@$'`.
+/// 1–128 ASCII characters, letters, digits and `-.+%_#*?!(),:=@$'`, and not `.` or `..` (they
+/// would name the parent of a URL path segment).
 pub fn check_device_id(id: &str) -> Result<(), PkiError> {
     check_id("device id", id)
 }
@@ -44,6 +46,48 @@ fn check_id(what: &'static str, id: &str) -> Result<(), PkiError> {
     {
         return Err(bad(
             "may contain only ASCII letters, digits and -.+%_#*?!(),:=@$'",
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(bad("must not be \".\" or \"..\""));
+    }
+    Ok(())
+}
+
+/// Characters a device or module id may hold that MQTT topic names cannot: an identity with one
+/// is accepted (IoT Hub accepts it too) but cannot send telemetry or use its twin over MQTT.
+pub const MQTT_WILDCARDS: [char; 2] = ['#', '+'];
+
+/// Why an accepted device or module id cannot be used over MQTT, if it cannot.
+pub fn mqtt_unusable(id: &str) -> Option<String> {
+    id.contains(MQTT_WILDCARDS).then(|| {
+        format!(
+            "id '{id}' contains '#' or '+', the MQTT topic wildcards: a device or module with \
+             this id cannot publish telemetry or use its twin over MQTT (ferrohub's device \
+             protocol); choose an id without them to connect over MQTT"
+        )
+    })
+}
+
+/// Checks a DPS registration id (also an enrollment group id): 1–128 ASCII letters, digits and
+/// `-._:`, starting and ending with a letter or digit. Stricter than device ids, as Azure DPS is;
+/// case-insensitive there.
+pub fn check_registration_id(id: &str) -> Result<(), PkiError> {
+    let bad = |reason| PkiError::InvalidName {
+        what: "registration id",
+        value: id.to_owned(),
+        reason,
+    };
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if id.is_empty() || id.len() > 128 {
+        return Err(bad("must be 1 to 128 characters"));
+    }
+    let chars_ok = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    if !chars_ok || !edge_ok(id.chars().next()) || !edge_ok(id.chars().last()) {
+        return Err(bad(
+            "may contain only ASCII letters, digits and -._: and must start and end with a letter or digit",
         ));
     }
     Ok(())
@@ -90,6 +134,57 @@ mod tests {
         for bad in ["", "has space", "slash/inside", "é", &"d".repeat(129)] {
             assert!(check_device_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn exactly_the_iot_hub_alphabet_and_not_dot_segments() {
+        for c in ('\0'..='\u{ff}').chain(['€', '\u{1F600}']) {
+            let allowed = c.is_ascii_alphanumeric() || "-.+%_#*?!(),:=@$'".contains(c);
+            let id = format!("a{c}b");
+            assert_eq!(check_device_id(&id).is_ok(), allowed, "{c:?}");
+            assert_eq!(check_module_id(&id).is_ok(), allowed, "{c:?}");
+        }
+        for bad in [".", ".."] {
+            let e = check_device_id(bad).unwrap_err().to_string();
+            assert!(e.contains("must not be"), "{e}");
+            assert!(check_module_id(bad).is_err());
+        }
+        check_device_id("...").unwrap();
+        let e = check_device_id("a/b").unwrap_err().to_string();
+        assert!(
+            e.contains("-.+%_#*?!(),:=@$'"),
+            "the message lists the alphabet: {e}"
+        );
+    }
+
+    #[test]
+    fn mqtt_wildcards_are_named() {
+        assert!(mqtt_unusable("dev-1").is_none());
+        for id in ["a#b", "a+b", "#"] {
+            check_device_id(id).unwrap();
+            assert!(mqtt_unusable(id).unwrap().contains("MQTT"), "{id}");
+        }
+    }
+
+    #[test]
+    fn registration_ids_are_stricter() {
+        check_registration_id("sn-007:a.b_c").unwrap();
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-a",
+            "a-",
+            "a b",
+            "a/b",
+            "a#b",
+            "a+b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(check_registration_id(bad).is_err(), "{bad}");
+        }
+        check_registration_id(&"x".repeat(128)).unwrap();
     }
 
     #[test]

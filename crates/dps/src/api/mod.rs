@@ -97,15 +97,16 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))
 }
 
-async fn metrics(axum::extract::State(dps): axum::extract::State<Arc<Dps>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        crate::render_metrics(&dps),
-    )
-        .into_response()
+/// The right `GET /metrics` on the HTTPS port needs (no `api-version`): the least of the DPS
+/// rights (no enrollment keys). A loopback `listen.metrics` listener serves them without a token.
+pub const METRICS_RIGHT: Right = Right::RegistrationStatusRead;
+
+async fn metrics(
+    axum::extract::State(dps): axum::extract::State<Arc<Dps>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admit(&dps, &headers, METRICS_RIGHT)?;
+    Ok(hub::api::metrics_text(crate::render_metrics(&dps)))
 }
 
 /// Every service handler: count, check the policy token and its right.
@@ -159,7 +160,10 @@ fn authorize(dps: &Dps, headers: &HeaderMap, right: Right) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Parses a JSON body; malformed JSON and bodies nested deeper than the hub's
+/// [`hub::api::MAX_BODY_DEPTH`] get 400.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    hub::api::check_json_depth(body).map_err(ApiError::bad_request)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -33,6 +33,11 @@ pub struct TestDps {
 impl TestDps {
     /// A DPS linked to hubs named `hub1`, `hub2`, ... (`n` of them).
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// [`TestDps::start`], with a last word on the DPS configuration.
+    pub async fn start_with(n: usize, tweak: impl FnOnce(&mut DpsConfig)) -> Self {
         let mut hubs = Vec::new();
         for i in 1..=n {
             hubs.push(TestHub::start_with(|c| c.hostname = format!("hub{i}")).await);
@@ -51,7 +56,7 @@ impl TestDps {
                 allocation_weight: 1,
             })
             .collect();
-        let cfg = DpsConfig {
+        let mut cfg = DpsConfig {
             hostname: "localhost".into(),
             id_scope: SCOPE.into(),
             allocation_policy: "hashed".into(),
@@ -72,6 +77,7 @@ impl TestDps {
             }],
             linked_hubs: linked,
         };
+        tweak(&mut cfg);
         cfg.check().unwrap();
         let clock: SharedClock = Arc::new(FixedClock(std::sync::Mutex::new(now())));
         let dps = Dps::open(cfg, clock).unwrap();

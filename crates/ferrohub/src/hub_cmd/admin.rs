@@ -243,6 +243,7 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 &[],
             )
             .await?;
+            warn_if_mqtt_unusable(&id);
             print_device(&d, json, &conn)
         }
         DeviceCmd::Show { id, conn, json } => {
@@ -332,6 +333,14 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
 }
 
 /// The deviceScope of an edge device (what its children carry).
+/// Tells the operator (on stderr, so `--json` output stays parseable) that an id the hub accepted
+/// cannot be used over MQTT: it holds a topic wildcard.
+pub(crate) fn warn_if_mqtt_unusable(id: &str) {
+    if let Some(reason) = pki::names::mqtt_unusable(id) {
+        eprintln!("warning: {reason}");
+    }
+}
+
 async fn parent_scope(client: &ServiceClient, parent: &str) -> Result<Value> {
     let scope = call(
         client,

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{Value, json};
 
-use super::admin::{Conn, call, enc};
+use super::admin::{Conn, call, enc, warn_if_mqtt_unusable};
 
 #[derive(Debug, Subcommand)]
 pub enum ModuleCmd {
@@ -86,6 +86,7 @@ pub async fn run(cmd: ModuleCmd) -> Result<()> {
                 &[],
             )
             .await?;
+            warn_if_mqtt_unusable(&module);
             print_module(&m, json, &conn, gateway.as_deref())
         }
         ModuleCmd::Show {

@@ -1,9 +1,9 @@
-//! Service API authorization: a SAS token from a shared-access policy with the needed right, and a
-//! supported `api-version`.
+//! Service API authorization: a SAS token from a shared-access policy with the needed right and a
+//! resource scope (`sr`) covering the request's target, and a supported `api-version`.
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
-use iot_auth::sas::{SasError, SasToken};
+use iot_auth::sas::{Audience, SasError, SasToken};
 
 use crate::Hub;
 use crate::config::Right;
@@ -47,31 +47,94 @@ pub fn check_api_version(query: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Checks the `Authorization` header for a policy token granting `right`.
-pub fn authorize(hub: &Hub, headers: &HeaderMap, right: Right) -> Result<String, ApiError> {
-    let token = bearer(headers)?;
-    check_host(hub, &token)?;
-    authorize_policy(hub, &token, right)
+/// What a request acts on, for the token's `sr` scope: the whole hub (registry listings, query,
+/// statistics, certificates, events, metrics), one device (its identity, twin, methods,
+/// cloud-to-device queue and modules), or one module (its identity, twin and methods).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    Hub,
+    Device(&'a str),
+    Module(&'a str, &'a str),
 }
 
-/// Like [`authorize`], and also accepts a token signed with the key of device `device_id` itself
+impl Target<'_> {
+    fn describe(self) -> String {
+        match self {
+            Target::Hub => "hub-wide resources".into(),
+            Target::Device(d) => format!("device {d:?}"),
+            Target::Module(d, m) => format!("module {m:?} of device {d:?}"),
+        }
+    }
+}
+
+/// Checks the `Authorization` header for a policy token granting `right` on `target`.
+pub fn authorize(
+    hub: &Hub,
+    headers: &HeaderMap,
+    right: Right,
+    target: Target<'_>,
+) -> Result<String, ApiError> {
+    let token = bearer(headers)?;
+    check_host(hub, &token)?;
+    let name = authorize_policy(hub, &token, right)?;
+    check_scope(&token, target)?;
+    Ok(name)
+}
+
+/// IoT Hub's resource scoping of policy tokens: `sr={host}` grants the whole hub,
+/// `sr={host}/devices/{id}` that device and its modules, `sr={host}/devices/{id}/modules/{m}`
+/// that module only.
+fn check_scope(token: &SasToken, target: Target<'_>) -> Result<(), ApiError> {
+    let granted = match (token.audience(), target) {
+        (Audience::Host { .. }, _) => true,
+        (Audience::Device { device_id, .. }, Target::Device(d) | Target::Module(d, _)) => {
+            device_id == d
+        }
+        (
+            Audience::Module {
+                device_id,
+                module_id,
+                ..
+            },
+            Target::Module(d, m),
+        ) => device_id == d && module_id == m,
+        _ => false,
+    };
+    if granted {
+        return Ok(());
+    }
+    Err(refuse(format!(
+        "the token's scope sr={:?} does not cover {}; sign the token for the hub host name to \
+         reach everything the policy allows",
+        token.resource(),
+        target.describe()
+    )))
+}
+
+/// Like [`authorize`], and also accepts a token signed with the key of the target's device itself
 /// (audience `{host}/devices/{device_id}`, no policy name): a device may manage its own modules.
 pub fn authorize_device_scope(
     hub: &Hub,
     headers: &HeaderMap,
     right: Right,
-    device_id: &str,
+    target: Target<'_>,
     chain: &[rustls::pki_types::CertificateDer<'static>],
 ) -> Result<String, ApiError> {
+    let device_id = match target {
+        Target::Device(d) | Target::Module(d, _) => d,
+        Target::Hub => return authorize(hub, headers, right, target),
+    };
     if headers.get(axum::http::header::AUTHORIZATION).is_none() && !chain.is_empty() {
         return authorize_device_certificate(hub, device_id, chain);
     }
     let token = bearer(headers)?;
     check_host(hub, &token)?;
     if token.key_name().is_some() {
-        return authorize_policy(hub, &token, right);
+        let name = authorize_policy(hub, &token, right)?;
+        check_scope(&token, target)?;
+        return Ok(name);
     }
-    let iot_auth::sas::Audience::Device { device_id: d, .. } = token.audience() else {
+    let Audience::Device { device_id: d, .. } = token.audience() else {
         return Err(refuse(
             "a token without a policy name (skn) must be a device token for this device".into(),
         ));
@@ -126,7 +189,7 @@ pub fn authorize_edge_hub(
     let token = bearer(headers)?;
     check_host(hub, &token)?;
     match token.audience() {
-        iot_auth::sas::Audience::Module {
+        Audience::Module {
             device_id,
             module_id,
             ..

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::{admit, if_match, json, json_body};
+use super::{Target, admit, if_match, json, json_body};
 use crate::Hub;
 use crate::cas::CaDescription;
 use crate::config::Right;
@@ -16,7 +16,7 @@ use crate::error::ApiError;
 type Result<T> = std::result::Result<T, ApiError>;
 
 pub async fn list(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     let all: Vec<CaDescription> = hub.cas.list()?.iter().map(CaDescription::from).collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "value": all })))
 }
@@ -27,7 +27,7 @@ pub async fn get(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     Ok(json(
         StatusCode::OK,
         &CaDescription::from(&hub.cas.get(&name)?),
@@ -43,7 +43,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     let (cert, verified) = crate::cas::upload_request(&json_body(&body)?)?;
     let record = hub
         .cas
@@ -57,7 +57,7 @@ pub async fn delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     hub.cas.delete(&name, &if_match(&headers))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -68,7 +68,7 @@ pub async fn generate_code(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     let (record, code) = hub
         .cas
         .generate_verification_code(&name, &if_match(&headers))?;
@@ -85,7 +85,7 @@ pub async fn verify(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     let proof = crate::cas::verify_request(&json_body(&body)?)?;
     let record = hub.cas.verify(&name, &if_match(&headers), &proof)?;
     Ok(json(StatusCode::OK, &CaDescription::from(&record)))

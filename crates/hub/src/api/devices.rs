@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{admit, admit_device, if_match, json, json_body};
+use super::{Target, admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
 }
 
 pub async fn list(State(hub): State<Arc<Hub>>, uri: Uri, headers: HeaderMap) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     let top = match query_param(&uri, "top") {
         None => None,
         Some(t) => Some(
@@ -39,7 +39,7 @@ pub async fn bulk_unsupported(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     Err(ApiError::bad_request(
         "bulk registry operations are not supported by this hub; create devices one by one",
     ))
@@ -51,7 +51,13 @@ pub async fn get_device(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryRead,
+        Target::Device(&id),
+    )?;
     Ok(json(StatusCode::OK, &hub.registry.get_device(&id)?))
 }
 
@@ -62,14 +68,32 @@ pub async fn put_device(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryWrite,
+        Target::Device(&id),
+    )?;
     let input: Device = json_body(&body)?;
     let device = hub.registry.put_device(&id, input, &if_match(&headers))?;
     if device.status == Status::Disabled {
         hub.connections.kick_device(&id);
     }
     // The Python service SDK accepts only 200 here, for create and update alike.
-    Ok(json(StatusCode::OK, &device))
+    Ok(mqtt_warning(json(StatusCode::OK, &device), &[&id]))
+}
+
+/// Adds a `warning: 299 ferrohub "…"` header when an accepted id cannot be used over MQTT (it
+/// holds a topic wildcard); the JSON body keeps the shape the SDKs parse.
+fn mqtt_warning(mut resp: Response, ids: &[&str]) -> Response {
+    if let Some(reason) = ids.iter().find_map(|id| pki::names::mqtt_unusable(id)) {
+        tracing::info!(%reason, "Identity stored with an id MQTT cannot carry");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 ferrohub \"{reason}\"")) {
+            resp.headers_mut().insert(axum::http::header::WARNING, v);
+        }
+    }
+    resp
 }
 
 pub async fn delete_device(
@@ -78,7 +102,13 @@ pub async fn delete_device(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryWrite,
+        Target::Device(&id),
+    )?;
     hub.registry.delete_device(&id, &if_match(&headers))?;
     hub.connections.kick_device(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -91,7 +121,14 @@ pub async fn list_modules(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryRead,
+        Target::Device(&id),
+        &chain,
+    )?;
     Ok(json(StatusCode::OK, &hub.registry.list_modules(&id)?))
 }
 
@@ -102,7 +139,14 @@ pub async fn get_module(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryRead,
+        Target::Module(&id, &mid),
+        &chain,
+    )?;
     Ok(json(StatusCode::OK, &hub.registry.get_module(&id, &mid)?))
 }
 
@@ -114,19 +158,24 @@ pub async fn put_module(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryWrite,
+        Target::Module(&id, &mid),
+        &chain,
+    )?;
     let input: Module = json_body(&body)?;
     let (module, created) = hub
         .registry
         .put_module(&id, &mid, input, &if_match(&headers))?;
-    Ok(json(
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        &module,
-    ))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(mqtt_warning(json(status, &module), &[&id, &mid]))
 }
 
 pub async fn delete_module(
@@ -136,7 +185,14 @@ pub async fn delete_module(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryWrite,
+        Target::Module(&id, &mid),
+        &chain,
+    )?;
     hub.registry.delete_module(&id, &mid, &if_match(&headers))?;
     hub.connections.kick(&format!("{id}/{mid}"));
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -147,7 +203,7 @@ pub async fn device_stats(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     Ok(json(StatusCode::OK, &hub.registry.statistics()?))
 }
 
@@ -156,7 +212,7 @@ pub async fn service_stats(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(&hub, &uri, &headers, Right::ServiceConnect, Target::Hub)?;
     Ok(json(
         StatusCode::OK,
         &json!({ "connectedDeviceCount": hub.connections.count() }),
@@ -170,7 +226,7 @@ pub async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     let input: Value = json_body(&body)?;
     let text = input
         .get("query")
@@ -242,7 +298,13 @@ pub async fn send_c2d(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Device(&id),
+    )?;
     let req: crate::c2d::SendRequest = json_body(&body)?;
     let msg = crate::c2d::send(&hub, &id, req)?;
     Ok(json(
@@ -258,7 +320,13 @@ pub async fn purge_c2d(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Device(&id),
+    )?;
     hub.registry.get_device(&id)?;
     let n = hub.registry.store().c2d_purge(&id)?;
     Ok(json(

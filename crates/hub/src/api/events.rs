@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::admit;
+use super::{Target, admit};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
@@ -38,7 +38,7 @@ pub async fn stream(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(&hub, &uri, &headers, Right::ServiceConnect, Target::Hub)?;
     let next = match param(&uri, "from") {
         None | Some("start") => hub.events.start_offset(),
         Some("end") => hub.events.next_offset(),

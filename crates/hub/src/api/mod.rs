@@ -28,7 +28,7 @@ use crate::config::Right;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-pub use auth::API_VERSIONS;
+pub use auth::{API_VERSIONS, Target};
 
 /// The router of every service API path.
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -110,8 +110,24 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-async fn metrics(axum::extract::State(hub): axum::extract::State<Arc<Hub>>) -> Response {
-    let body = hub.metrics.render(hub.events.next_offset());
+/// The right `GET /metrics` on the HTTPS port needs (with a hub-wide token; no `api-version`):
+/// the counters describe the service side of the hub. A loopback `listen.metrics` listener serves
+/// them without a token.
+pub const METRICS_RIGHT: Right = Right::ServiceConnect;
+
+async fn metrics(
+    axum::extract::State(hub): axum::extract::State<Arc<Hub>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    Metrics::inc(&hub.metrics.http_requests);
+    auth::authorize(&hub, &headers, METRICS_RIGHT, Target::Hub).inspect_err(|_| {
+        Metrics::inc(&hub.metrics.http_errors);
+    })?;
+    Ok(metrics_text(hub.metrics.render(hub.events.next_offset())))
+}
+
+/// Prometheus text as a response.
+pub fn metrics_text(body: String) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -126,16 +142,17 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))
 }
 
-/// Common entry of every handler: count it, check api-version and the right.
+/// Common entry of every handler: count it, check api-version, the right and the token's scope.
 pub(crate) fn admit(
     hub: &Hub,
     uri: &Uri,
     headers: &HeaderMap,
     right: Right,
+    target: Target<'_>,
 ) -> Result<(), ApiError> {
     Metrics::inc(&hub.metrics.http_requests);
     let checked = auth::check_api_version(uri.query())
-        .and_then(|()| auth::authorize(hub, headers, right).map(drop));
+        .and_then(|()| auth::authorize(hub, headers, right, target).map(drop));
     if checked.is_err() {
         Metrics::inc(&hub.metrics.http_errors);
     }
@@ -144,19 +161,19 @@ pub(crate) fn admit(
 
 pub use crate::net::PeerChain;
 
-/// Like [`admit`], also accepting device `device_id`'s own credentials (its modules, their
+/// Like [`admit`], also accepting the target device's own credentials (its modules, their
 /// twins): a SAS token signed with its key, or its X.509 certificate at the TLS handshake.
 pub(crate) fn admit_device(
     hub: &Hub,
     uri: &Uri,
     headers: &HeaderMap,
     right: Right,
-    device_id: &str,
+    target: Target<'_>,
     chain: &PeerChain,
 ) -> Result<(), ApiError> {
     Metrics::inc(&hub.metrics.http_requests);
     let checked = auth::check_api_version(uri.query()).and_then(|()| {
-        auth::authorize_device_scope(hub, headers, right, device_id, &chain.0).map(drop)
+        auth::authorize_device_scope(hub, headers, right, target, &chain.0).map(drop)
     });
     if checked.is_err() {
         Metrics::inc(&hub.metrics.http_errors);
@@ -164,10 +181,54 @@ pub(crate) fn admit_device(
     checked
 }
 
-/// Parses a JSON body, refusing malformed JSON with 400 `ArgumentInvalid`.
+/// Parses a JSON body, refusing malformed JSON and bodies nested deeper than
+/// [`MAX_BODY_DEPTH`] with 400 `ArgumentInvalid`.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    check_json_depth(body).map_err(ApiError::bad_request)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The deepest nesting of objects and arrays a request body may have (the hub's and the
+/// provisioning service's): room for a twin's [`crate::twin::MAX_DEPTH`] levels of properties
+/// with their `$metadata` inside the deepest envelope the APIs take (a full twin, an
+/// enrollment's `initialTwin`), and no more.
+pub const MAX_BODY_DEPTH: usize = 16;
+const _: () = assert!(MAX_BODY_DEPTH >= crate::twin::MAX_DEPTH + 5);
+
+/// Refuses a JSON text whose objects and arrays nest deeper than [`MAX_BODY_DEPTH`], anywhere
+/// (fields the handler would ignore too), before anything parses it. One pass over the bytes
+/// with a counter: no recursion, whatever the input's depth. Malformed JSON passes; the parser
+/// refuses it next.
+pub fn check_json_depth(body: &[u8]) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_BODY_DEPTH {
+                    return Err(format!(
+                        "the JSON body nests objects and arrays more than {MAX_BODY_DEPTH} levels \
+                         deep; the limit is {MAX_BODY_DEPTH} (twin properties: {})",
+                        crate::twin::MAX_DEPTH
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A JSON response with the content type the Node SDK requires.
@@ -209,4 +270,29 @@ pub async fn serve(
 ) {
     let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
     crate::net::serve_https(listener, tls, router(hub), timeout, "https", shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert!(check_json_depth(nested(MAX_BODY_DEPTH).as_bytes()).is_ok());
+        assert!(check_json_depth(nested(MAX_BODY_DEPTH + 1).as_bytes()).is_err());
+        let in_string = format!("{{\"a\": \"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
+        assert!(
+            check_json_depth(in_string.as_bytes()).is_ok(),
+            "{in_string}"
+        );
+        // A sibling closes before the next opens: depth, not count.
+        let wide = "[[]]".repeat(10_000);
+        assert!(check_json_depth(wide.as_bytes()).is_ok());
+        let deep = "[".repeat(1_000_000);
+        assert!(check_json_depth(deep.as_bytes()).is_err());
+    }
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{admit, admit_device, if_match, json, json_body};
+use super::{Target, admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
@@ -65,7 +65,13 @@ pub async fn get_twin(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryRead,
+        Target::Device(&id),
+    )?;
     let d = hub.registry.get_device(&id)?;
     Ok(json(
         StatusCode::OK,
@@ -82,7 +88,13 @@ pub async fn patch_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Device(&id),
+    )?;
     let d = hub.registry.get_device(&id)?;
     let patch: Value = json_body(&body)?;
     let twin = hub.twins.patch_service(
@@ -103,7 +115,14 @@ pub async fn get_module_twin(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::RegistryRead, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::RegistryRead,
+        Target::Module(&id, &mid),
+        &chain,
+    )?;
     let m = hub.registry.get_module(&id, &mid)?;
     let twin = hub.twins.get(&hub, &m.client_id())?;
     Ok(json(StatusCode::OK, &module_document(&m, &twin)))
@@ -119,7 +138,14 @@ pub async fn patch_module_twin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit_device(&hub, &uri, &headers, Right::ServiceConnect, &id, &chain)?;
+    admit_device(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Module(&id, &mid),
+        &chain,
+    )?;
     let m = hub.registry.get_module(&id, &mid)?;
     let patch: Value = json_body(&body)?;
     let twin = hub.twins.patch_service(
@@ -140,7 +166,13 @@ pub async fn invoke_method(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Device(&id),
+    )?;
     let req = json_body(&body)?;
     let result = crate::methods::invoke(&hub, &id, None, req).await?;
     Ok(json(StatusCode::OK, &result))
@@ -154,7 +186,13 @@ pub async fn invoke_module_method(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    admit(&hub, &uri, &headers, Right::ServiceConnect)?;
+    admit(
+        &hub,
+        &uri,
+        &headers,
+        Right::ServiceConnect,
+        Target::Module(&id, &mid),
+    )?;
     let req = json_body(&body)?;
     let result = crate::methods::invoke(&hub, &id, Some(&mid), req).await?;
     Ok(json(StatusCode::OK, &result))
