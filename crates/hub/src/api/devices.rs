@@ -12,7 +12,7 @@ use super::{admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
-use crate::model::{Device, Module, Status};
+use crate::model::{Device, Module};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -64,10 +64,8 @@ pub async fn put_device(
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite)?;
     let input: Device = json_body(&body)?;
+    // The registry ends the sessions the write invalidates (disabled, credentials changed).
     let device = hub.registry.put_device(&id, input, &if_match(&headers))?;
-    if device.status == Status::Disabled {
-        hub.connections.kick_device(&id);
-    }
     // The Python service SDK accepts only 200 here, for create and update alike.
     Ok(json(StatusCode::OK, &device))
 }
@@ -80,7 +78,6 @@ pub async fn delete_device(
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite)?;
     hub.registry.delete_device(&id, &if_match(&headers))?;
-    hub.connections.kick_device(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -138,7 +135,6 @@ pub async fn delete_module(
 ) -> Result<Response> {
     admit_device(&hub, &uri, &headers, Right::RegistryWrite, &id, &chain)?;
     hub.registry.delete_module(&id, &mid, &if_match(&headers))?;
-    hub.connections.kick(&format!("{id}/{mid}"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
