@@ -263,6 +263,23 @@ pub fn authenticate(
     })
 }
 
+/// Authenticates `connect` again when a registry or CA change may have revoked what it used since
+/// `since` (a [`super::session::Connections::revocations`] read before it was authenticated): a
+/// change made while it authenticated looked for sessions to end before this one was registered.
+pub fn recheck(
+    hub: &Hub,
+    connect: &mqtt_codec::Connect,
+    peer_chain: &[CertificateDer<'_>],
+    since: u64,
+) -> Result<(), Refusal> {
+    if hub.connections.revocations() == since {
+        return Ok(());
+    }
+    let (username, password) = (connect.username.as_deref(), connect.password.as_deref());
+    authenticate(hub, &connect.client_id, username, password, peer_chain)
+        .and_then(|identity| check_will(&identity, connect.will.as_ref()))
+}
+
 /// When a session opened with the SAS token in `password` ends: at the token's expiry, or, when
 /// the token was accepted within the clock-skew grace (already past its expiry), when the grace
 /// ends. `None` without a token.

@@ -41,6 +41,10 @@ pub struct Admitted<S> {
     reader: PacketReader,
     rd: ReadHalf<S>,
     wr: WriteHalf<S>,
+    /// The client's certificate chain and [`super::session::Connections::revocations`] before it
+    /// was authenticated: kept until the session is registered (see [`auth::recheck`]).
+    peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    revocations: u64,
 }
 
 /// Reads CONNECT (by `deadline`, `limits.connect_timeout_secs` after the TCP connection was
@@ -89,6 +93,7 @@ where
         .await;
         return None;
     }
+    let revocations = hub.connections.revocations();
     let attempt = || {
         auth::authenticate(
             hub,
@@ -125,6 +130,8 @@ where
         reader,
         rd,
         wr,
+        peer_chain,
+        revocations,
     })
 }
 
@@ -133,28 +140,24 @@ pub async fn run<S>(hub: Arc<Hub>, admitted: Admitted<S>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let identity = &admitted.identity;
+    let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
+    tracing::Instrument::instrument(run_session(hub, admitted), span).await;
+}
+
+async fn run_session<S>(hub: Arc<Hub>, admitted: Admitted<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let Admitted {
         identity,
         connect,
-        reader,
-        rd,
-        wr,
+        mut reader,
+        mut rd,
+        mut wr,
+        peer_chain,
+        revocations,
     } = admitted;
-    let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
-    tracing::Instrument::instrument(run_session(hub, identity, connect, reader, rd, wr), span)
-        .await;
-}
-
-async fn run_session<S>(
-    hub: Arc<Hub>,
-    identity: Identity,
-    connect: Box<mqtt_codec::Connect>,
-    mut reader: PacketReader,
-    mut rd: ReadHalf<S>,
-    mut wr: WriteHalf<S>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
     let client_id = identity.client_id();
     let store = hub.registry.store().clone();
     let session = if connect.clean_session {
@@ -198,6 +201,18 @@ async fn run_session<S>(
     ) {
         info!("A newer connection replaces the previous one for this client id");
     }
+    if let Err(refusal) = auth::recheck(&hub, &connect, &peer_chain, revocations) {
+        hub.connections.unregister(&client_id, conn_id);
+        hub.metrics.auth_failure(refusal.reason());
+        warn!(reason = %refusal, code = refusal.reason(), "Refusing connection: its credentials changed while it connected");
+        let ack = ConnAck {
+            session_present: false,
+            code: refusal.connack(),
+        };
+        let _ = write_packet(&mut wr, &Packet::ConnAck(ack)).await;
+        return;
+    }
+    drop(peer_chain);
     hub.registry
         .set_connection(&identity.device_id, identity.module_id.as_deref(), true);
     let ack = Packet::ConnAck(ConnAck {

@@ -48,6 +48,8 @@ pub struct Connections {
     changed: watch::Sender<u64>,
     /// Connection tasks still running (authenticated or not), for a clean shutdown.
     pub tasks: AtomicU64,
+    /// Bumped by every [`Connections::revoke`] before it looks for sessions to end.
+    revocations: AtomicU64,
     /// Connection limits shared by the MQTT listeners, made by the first one.
     pub(crate) admission: std::sync::OnceLock<super::Admission>,
 }
@@ -77,6 +79,7 @@ impl Connections {
             live: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             tasks: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
             admission: std::sync::OnceLock::new(),
         }
     }
@@ -144,6 +147,7 @@ impl Connections {
     /// Closes every connection that rested on what `change` revoked (see [`Revoked::ends`]);
     /// returns how many.
     pub fn revoke(&self, change: &Revoked<'_>) -> usize {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
         let Ok(live) = self.live.lock() else { return 0 };
         let mut n = 0;
         for (client_id, h) in live.iter() {
@@ -153,6 +157,12 @@ impl Connections {
             }
         }
         n
+    }
+
+    /// How many revocations have begun. A connection that read this before it authenticated and
+    /// sees another value once registered may have missed one: it authenticates again.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 
     /// Closes every connection (the hub is shutting down).
