@@ -181,11 +181,13 @@ impl Gateway {
                 .map_err(err)?
             {
                 if !wanted.iter().any(|m| m.module_id == old.module_id) {
-                    // The local registry ends the module's session.
                     self.local
                         .registry
                         .delete_module(&device.device_id, &old.module_id, &IfMatch::Any)
                         .map_err(err)?;
+                    self.local
+                        .connections
+                        .kick(&format!("{}/{}", device.device_id, old.module_id));
                 }
             }
             for m in wanted {
@@ -210,20 +212,23 @@ impl Gateway {
                     .registry
                     .delete_device(&old.device_id, &IfMatch::Any)
                     .map_err(err)?;
+                self.local.connections.kick_device(&old.device_id);
             }
         }
         let n = children
             .iter()
             .filter(|d| d.device_id != self.config.edge_id)
             .count();
-        // The local registry ends the sessions a change invalidates (a child disabled, its keys
-        // rotated at the hub, ...), as the hub's own does.
         for d in children {
             let id = d.device_id.clone();
+            let disabled = d.status == hub::model::Status::Disabled;
             self.local
                 .registry
                 .put_device(&id, d, &IfMatch::Any)
                 .map_err(err)?;
+            if disabled {
+                self.local.connections.kick_device(&id);
+            }
         }
         Ok(n)
     }

@@ -84,9 +84,11 @@ pub struct Kick {
 }
 
 impl Kick {
-    /// Tells the connection to close, for `why` (the last reason given wins).
+    /// Tells the connection to close, for `why` (the first reason given is the one logged).
     pub fn end(&self, why: EndReason) {
-        self.why.store(why as u8, Ordering::Relaxed);
+        let _ = self
+            .why
+            .compare_exchange(0, why as u8, Ordering::Relaxed, Ordering::Relaxed);
         self.notify.notify_one();
     }
 
@@ -289,8 +291,13 @@ mod tests {
     fn the_kick_carries_its_reason() {
         let k = Kick::default();
         k.end(EndReason::CaWithdrawn);
+        k.end(EndReason::Deleted);
         let why = futures_now(k.ended());
-        assert_eq!(why, EndReason::CaWithdrawn);
+        assert_eq!(
+            why,
+            EndReason::CaWithdrawn,
+            "the first reason is the one logged"
+        );
     }
 
     fn futures_now<F: Future>(f: F) -> F::Output {

@@ -159,6 +159,24 @@ impl Connections {
         n
     }
 
+    /// Closes the connection of a client id (a gateway dropping a module the hub removed; the
+    /// registry already closes it when the module is deleted there).
+    pub fn kick(&self, client_id: &str) {
+        if let Ok(live) = self.live.lock()
+            && let Some(h) = live.get(client_id)
+        {
+            h.kick.end(EndReason::Deleted);
+        }
+    }
+
+    /// Closes every connection of a device and its modules, and those it carries as a gateway (a
+    /// gateway dropping a device the hub removed or disabled; the registry already closes them
+    /// when the device is deleted or disabled there).
+    pub fn kick_device(&self, device_id: &str) {
+        let why = EndReason::Deleted;
+        self.revoke(&Revoked::Device { device_id, why });
+    }
+
     /// How many revocations have begun. A connection that read this before it authenticated and
     /// sees another value once registered may have missed one: it authenticates again.
     pub fn revocations(&self) -> u64 {
