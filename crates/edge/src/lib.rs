@@ -241,7 +241,10 @@ impl Gateway {
             );
         }
         let local_config = hub::config::HubConfig {
+            // Children name the hub, not this gateway, in their usernames and tokens (the Python
+            // and Node SDKs send `HostName`, never `GatewayHostName`): no alias is needed.
             hostname: config.hub_hostname.clone(),
+            hostname_aliases: Vec::new(),
             listen: hub::config::Listen::default(),
             tls: hub::config::Tls {
                 cert: config.tls_cert.clone(),

@@ -313,6 +313,7 @@ impl HubStage {
     fn config(&self, certs: &Path, data: &Path) -> HubConfig {
         HubConfig {
             hostname: HUB_HOST.into(),
+            hostname_aliases: Vec::new(),
             listen: Listen::default(),
             tls: Tls {
                 cert: certs.join("server-hub-full-chain.cert.pem"),

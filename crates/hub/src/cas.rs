@@ -1,6 +1,7 @@
 //! CA certificates with proof of possession: upload (unverified), generate a verification code,
 //! verify a certificate whose CN is the code and that the CA's key signed. Only verified CAs
-//! authenticate `certificateAuthority` devices.
+//! authenticate `certificateAuthority` devices; a CA deleted or no longer verified ends the live
+//! sessions whose chains ended in it.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -9,6 +10,8 @@ use pki::{Certificate, ChainValidator, ValidatorOptions};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::mqtt::revoke::Revoked;
+use crate::mqtt::session::Connections;
 use crate::registry::{IfMatch, new_etag};
 use crate::store::{CaRecord, Registry};
 use crate::time::{SharedClock, rfc3339};
@@ -23,6 +26,8 @@ pub struct CaService {
     write: Mutex<()>,
     /// Rebuilt whenever the set of verified CAs changes.
     validator: RwLock<Option<Arc<ChainValidator>>>,
+    /// The live sessions a withdrawn CA ends (none for the provisioning service).
+    sessions: Option<Arc<Connections>>,
 }
 
 /// The `CertificateDescription` JSON the API returns.
@@ -90,7 +95,37 @@ impl CaService {
             clock,
             write: Mutex::new(()),
             validator: RwLock::new(None),
+            sessions: None,
         }
+    }
+
+    /// A CA withdrawn ends the live sessions in `sessions` whose chains ended in it.
+    pub fn ending_sessions(mut self, sessions: Arc<Connections>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// `old` (a record just replaced or deleted) no longer anchors chains unless a verified CA
+    /// with its thumbprint remains: the sessions anchored by it end.
+    fn withdrawn(&self, old: &CaRecord) {
+        let Some(sessions) = &self.sessions else {
+            return;
+        };
+        let still = self.store.list_cas().is_ok_and(|all| {
+            all.iter()
+                .any(|r| r.is_verified && r.thumbprint == old.thumbprint)
+        });
+        if !old.is_verified || still {
+            return;
+        }
+        let anchor = crate::mqtt::auth::anchor_key(&old.thumbprint);
+        let n = sessions.revoke(&Revoked::Ca { anchor });
+        tracing::info!(
+            name = %old.name,
+            subject = %old.subject,
+            sessions = n,
+            "CA certificate withdrawn: ending the sessions whose chains ended in it"
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -154,6 +189,9 @@ impl CaService {
         self.store.put_ca(&record)?;
         self.invalidate();
         tracing::info!(name, subject = %record.subject, is_verified, "CA certificate uploaded");
+        if let Some(old) = &existing {
+            self.withdrawn(old);
+        }
         Ok(record)
     }
 
@@ -230,6 +268,7 @@ impl CaService {
         if_match.check(Some(&record.etag), &format!("certificate {name}"))?;
         self.store.delete_ca(name)?;
         self.invalidate();
+        self.withdrawn(&record);
         Ok(())
     }
 

@@ -25,6 +25,10 @@ pub enum ConfigError {
 pub struct HubConfig {
     /// The host name devices and services use (`HostName=` in connection strings).
     pub hostname: String,
+    /// Other names devices may use for this hub in their MQTT usernames and SAS token audiences
+    /// (compared case-insensitively, like `hostname`); any other name is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostname_aliases: Vec<String>,
     #[serde(default)]
     pub listen: Listen,
     pub tls: Tls,
@@ -359,6 +363,13 @@ impl HubConfig {
         })
     }
 
+    /// Whether `host` names this hub: `hostname` or one of `hostname_aliases`, ignoring case.
+    pub fn is_own_hostname(&self, host: &str) -> bool {
+        std::iter::once(&self.hostname)
+            .chain(&self.hostname_aliases)
+            .any(|name| name.eq_ignore_ascii_case(host))
+    }
+
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string_pretty(self)
     }
@@ -436,6 +447,23 @@ rights = ["RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"]
                 .to_string()
                 .contains("limits.max_subscriptions_per_connection must be positive")
         );
+    }
+
+    #[test]
+    fn the_hub_answers_to_its_hostname_and_aliases_in_any_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hub.toml");
+        let text = MINIMAL.replace(
+            "hostname = \"localhost\"",
+            "hostname = \"localhost\"\nhostname_aliases = [\"Hub.Example\"]",
+        );
+        std::fs::write(&p, text).unwrap();
+        let c = HubConfig::load(&p).unwrap();
+        assert!(c.is_own_hostname("LocalHost"));
+        assert!(c.is_own_hostname("hub.example"));
+        assert!(!c.is_own_hostname("other.example"));
+        let again: HubConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again, c);
     }
 
     #[test]

@@ -77,7 +77,9 @@ pub struct Hub {
     pub cas: cas::CaService,
     pub events: durable_log::Log,
     pub clock: SharedClock,
-    pub connections: mqtt::session::Connections,
+    /// Live MQTT sessions (shared with the registry and the CA service, whose writes end those
+    /// they invalidate).
+    pub connections: Arc<mqtt::session::Connections>,
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
     pub methods: methods::Methods,
@@ -125,13 +127,15 @@ impl Hub {
         }
         info!(records = report.next_offset, "Events log opened");
         let auth = auth_switch::AuthSwitches::open(&config.auth, store.clone())?;
+        let connections = Arc::new(mqtt::session::Connections::new(clock.clone()));
         Ok(Arc::new(Self {
             auth,
-            registry: registry::RegistryService::new(store.clone(), clock.clone()),
-            cas: cas::CaService::new(store, clock.clone()),
+            registry: registry::RegistryService::new(store.clone(), clock.clone())
+                .ending_sessions(connections.clone()),
+            cas: cas::CaService::new(store, clock.clone()).ending_sessions(connections.clone()),
             events,
             clock,
-            connections: mqtt::session::Connections::default(),
+            connections,
             metrics: metrics::Metrics::default(),
             twins: twin::TwinService::default(),
             methods: methods::Methods::default(),

@@ -1,5 +1,7 @@
 //! Registry rules on top of the storage: create-versus-update by `If-Match`, etags, generated keys
-//! and generation ids, edge device scopes and system modules, statistics.
+//! and generation ids, edge device scopes and system modules, statistics. Every write ends the live
+//! sessions it invalidates (see [`crate::mqtt::revoke`]), whoever made it: the service API, the
+//! provisioning service through it, a gateway syncing its scope.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,6 +10,8 @@ use base64::Engine as _;
 
 use crate::error::ApiError;
 use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
+use crate::mqtt::revoke::{EndReason, Revoked};
+use crate::mqtt::session::Connections;
 use crate::presence::{Change, Presence};
 use crate::store::Registry;
 use crate::time::{SharedClock, rfc3339};
@@ -26,6 +30,8 @@ pub struct RegistryService {
     /// Counts identity changes (devices and modules written or deleted), so that what a
     /// connection remembered about other identities can tell when to look again.
     epoch: AtomicU64,
+    /// The live sessions a write may end (none for a registry without an MQTT endpoint).
+    sessions: Option<Arc<Connections>>,
 }
 
 /// How a write treats an existing record.
@@ -92,6 +98,50 @@ impl RegistryService {
             write: Mutex::new(()),
             presence: Presence::default(),
             epoch: AtomicU64::new(0),
+            sessions: None,
+        }
+    }
+
+    /// Writes end the live sessions in `sessions` that they invalidate.
+    pub fn ending_sessions(mut self, sessions: Arc<Connections>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Ends the live sessions that rested on what `change` revoked.
+    fn revoke(&self, change: Revoked<'_>) {
+        if let Some(sessions) = &self.sessions {
+            let n = sessions.revoke(&change);
+            if n > 0 {
+                tracing::info!(
+                    sessions = n,
+                    ?change,
+                    "Ending live sessions: {}",
+                    change.reason().describe()
+                );
+            }
+        }
+    }
+
+    /// The sessions a device write invalidates: all of the device's when it is disabled; those
+    /// resting on its credentials when they changed; those through a gateway when its scope did.
+    fn device_written(&self, old: Option<&Device>, new: &Device) {
+        let device_id = new.device_id.as_str();
+        if new.status == Status::Disabled {
+            let why = EndReason::Disabled;
+            self.revoke(Revoked::Device { device_id, why });
+            return;
+        }
+        let Some(old) = old else { return };
+        if old.authentication != new.authentication {
+            let module_id = None;
+            self.revoke(Revoked::Credentials {
+                device_id,
+                module_id,
+            });
+        }
+        if old.device_scope != new.device_scope || old.parent_scopes != new.parent_scopes {
+            self.revoke(Revoked::Scope { device_id });
         }
     }
 
@@ -193,12 +243,14 @@ impl RegistryService {
             },
         )?;
         let now = self.now();
+        let old = existing.clone();
         let device = match existing {
             None => self.new_device(id, input, &now),
             Some(old) => replace_device(old, input, &now),
         };
         self.store.put_device(&device)?;
         self.changed();
+        self.device_written(old.as_ref(), &device);
         if device.capabilities.iot_edge {
             self.ensure_system_modules(id, &now)?;
         }
@@ -264,6 +316,8 @@ impl RegistryService {
         self.store.delete_device(id)?;
         self.changed();
         self.presence.forget(id, None);
+        let why = EndReason::Deleted;
+        self.revoke(Revoked::Device { device_id: id, why });
         Ok(())
     }
 
@@ -387,6 +441,9 @@ impl RegistryService {
             },
         )?;
         let created = existing.is_none();
+        let rekeyed = existing
+            .as_ref()
+            .is_some_and(|old| old.authentication != input.authentication);
         let module = match existing {
             Some(old) => Module {
                 authentication: input.authentication,
@@ -406,6 +463,13 @@ impl RegistryService {
         };
         self.store.put_module(&module)?;
         self.changed();
+        if rekeyed {
+            let module_id = Some(module_id);
+            self.revoke(Revoked::Credentials {
+                device_id,
+                module_id,
+            });
+        }
         Ok((self.live_module(module), created))
     }
 
@@ -424,6 +488,10 @@ impl RegistryService {
         self.store.delete_module(device_id, module_id)?;
         self.changed();
         self.presence.forget(device_id, Some(module_id));
+        self.revoke(Revoked::Module {
+            device_id,
+            module_id,
+        });
         Ok(())
     }
 }

@@ -1,42 +1,22 @@
 //! Device authentication over real MQTT/TLS connections to an in-process hub: every accepted
-//! kind, and every refusal with its CONNACK code and counted reason.
+//! kind, and every refusal with its CONNACK code and counted reason (including a username naming
+//! another hub, a will on a topic that is not the identity's own telemetry, and a CONNECT with its
+//! reserved flag set).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
 
-use common::{ClientCert, KEY, Mqtt, TestHub, device_token, expiry, now, sas_device};
-use hub::model::{AuthType, Authentication, Device, Status, X509Thumbprint};
+use common::{
+    ClientCert, KEY, Mqtt, Pki, TestHub, device_token, expiry, now, reason_count, sas_device,
+    x509_device,
+};
+use hub::model::{AuthType, Status};
 use hub::registry::IfMatch;
-use mqtt_codec::ConnectReturnCode::{Accepted, IdentifierRejected, NotAuthorized};
-use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
-
-fn x509_device(t: &TestHub, id: &str, kind: AuthType, thumbs: Vec<String>) {
-    let d = Device {
-        device_id: id.into(),
-        authentication: Authentication {
-            kind: Some(kind),
-            symmetric_key: None,
-            x509_thumbprint: Some(X509Thumbprint {
-                primary_thumbprint: thumbs.first().cloned(),
-                secondary_thumbprint: thumbs.get(1).cloned(),
-            }),
-        },
-        ..Default::default()
-    };
-    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
-}
-
-fn reason_count(t: &TestHub, reason: &str) -> u64 {
-    t.hub
-        .metrics
-        .auth_failures
-        .lock()
-        .unwrap()
-        .get(reason)
-        .copied()
-        .unwrap_or(0)
-}
+use mqtt_codec::ConnectReturnCode::{
+    Accepted, BadUsernameOrPassword, IdentifierRejected, NotAuthorized,
+};
+use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 
 async fn attempt(
     t: &TestHub,
@@ -193,44 +173,6 @@ async fn sas_can_be_disabled_hub_wide() {
         "sas_disabled",
     )
     .await;
-}
-
-struct Pki {
-    root: Certificate,
-    root_key: PrivateKey,
-}
-
-impl Pki {
-    fn new(cn: &str) -> Self {
-        let root_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-        let root = pki::issue(
-            &CertRequest::new(Profile::RootCa, cn, now() - time::Duration::days(10)),
-            &root_key,
-            None,
-        )
-        .unwrap();
-        Self { root, root_key }
-    }
-
-    fn device(&self, cn: &str, not_before: time::OffsetDateTime, days: u32) -> ClientCert {
-        let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-        let mut req = CertRequest::new(Profile::DeviceClient, cn, not_before);
-        req.days = days;
-        let cert = pki::issue(
-            &req,
-            &key,
-            Some(Signer {
-                cert: &self.root,
-                key: &self.root_key,
-            }),
-        )
-        .unwrap();
-        ClientCert::new(&[&cert, &self.root], &key)
-    }
-
-    fn valid(&self, cn: &str) -> ClientCert {
-        self.device(cn, now() - time::Duration::days(1), 30)
-    }
 }
 
 #[tokio::test]
@@ -479,4 +421,111 @@ async fn connection_state_is_live_at_once_and_survives_a_restart() {
         "the flush on stop kept the time"
     );
     assert_eq!(t.hub.registry.flush_connections().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_username_must_name_this_hub_or_one_of_its_aliases() {
+    let t = TestHub::start_with(|c| c.hostname_aliases = vec!["hub.example.net".into()]).await;
+    sas_device(&t, "dev1", Status::Enabled);
+    let token = Some(device_token("dev1", KEY, expiry()));
+    let cases = [
+        ("localhost", Accepted),
+        ("LocalHost", Accepted),
+        ("HUB.example.net", Accepted),
+        ("other-hub.example.net", BadUsernameOrPassword),
+        ("127.0.0.1", BadUsernameOrPassword),
+    ];
+    for (host, code) in cases {
+        let mut c = Mqtt::tls(&t, None).await;
+        let username = format!("{host}/dev1/?api-version=2021-04-12");
+        let got = c.connect_as("dev1", &username, token.clone(), true).await.1;
+        assert_eq!(got, code, "username host {host}");
+    }
+    assert_eq!(reason_count(&t, "wrong_host"), 2);
+    // A token for the alias is accepted too.
+    let alias_token = iot_auth::sas::generate_sas_token(
+        "hub.example.net/devices/dev1",
+        &common::base64_decode(KEY),
+        None,
+        expiry(),
+    );
+    let mut c = Mqtt::tls(&t, None).await;
+    let username = "hub.example.net/dev1/?api-version=2021-04-12";
+    let got = c
+        .connect_as("dev1", username, Some(alias_token), true)
+        .await
+        .1;
+    assert_eq!(got, Accepted, "a token whose audience is the alias");
+}
+
+#[tokio::test]
+async fn a_will_may_only_be_the_identitys_own_telemetry() {
+    let t = TestHub::start().await;
+    sas_device(&t, "dev1", Status::Enabled);
+    sas_device(&t, "dev2", Status::Enabled);
+    let cases = [
+        ("devices/dev1/messages/events/", Accepted),
+        ("devices/dev1/messages/events/kind=will", Accepted),
+        ("devices/dev2/messages/events/", NotAuthorized),
+        ("devices/dev1/modules/m1/messages/events/", NotAuthorized),
+        ("devices/dev1/messages/devicebound/", NotAuthorized),
+        (
+            "$iothub/twin/PATCH/properties/reported/?$rid=1",
+            NotAuthorized,
+        ),
+        ("anything/else", NotAuthorized),
+    ];
+    for (topic, code) in cases {
+        let mut connect = common::connect_packet("dev1", Some(device_token("dev1", KEY, expiry())));
+        if let mqtt_codec::Packet::Connect(c) = &mut connect {
+            c.will = Some(mqtt_codec::Will {
+                topic: topic.into(),
+                payload: b"gone".to_vec(),
+                qos: mqtt_codec::QoS::AtMostOnce,
+                retain: false,
+            });
+        }
+        let mut c = Mqtt::tls(&t, None).await;
+        c.send(&connect).await;
+        let got = match c.recv().await {
+            Some(mqtt_codec::Packet::ConnAck(a)) => a.code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        assert_eq!(got, code, "will topic {topic}");
+    }
+    assert_eq!(reason_count(&t, "will_topic"), 5);
+}
+
+#[tokio::test]
+async fn a_connect_with_its_reserved_flag_set_is_closed_without_an_answer() {
+    let t = TestHub::start().await;
+    sas_device(&t, "dev1", Status::Enabled);
+    let mut bytes = Vec::new();
+    let connect = common::connect_packet("dev1", Some(device_token("dev1", KEY, expiry())));
+    mqtt_codec::encode(&connect, &mut bytes).unwrap();
+    // Fixed header (type byte, remaining length), protocol name (2 + 4 bytes), level: then flags.
+    let header = 1 + bytes[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    let flags = header + 6 + 1;
+    assert_eq!(bytes[flags] & 0x01, 0);
+    bytes[flags] |= 0x01;
+    let errors = || {
+        t.hub
+            .metrics
+            .protocol_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = errors();
+    let mut c = Mqtt::tls(&t, None).await;
+    c.send_raw(&bytes).await;
+    assert_eq!(
+        c.recv().await,
+        None,
+        "closed, no CONNACK (MQTT 3.1.1 3.1.2-3)"
+    );
+    assert_eq!(errors(), before + 1);
+    // The hub keeps serving.
+    assert_eq!(
+        attempt(&t, "dev1", Some(device_token("dev1", KEY, expiry())), None).await,
+        Accepted
+    );
 }

@@ -302,6 +302,7 @@ fn hub_config(
     std::fs::write(path("server.key"), server_key.to_pem())?;
     Ok(HubConfig {
         hostname: "localhost".into(),
+        hostname_aliases: Vec::new(),
         listen: Listen::default(),
         tls: Tls {
             cert: path("server.pem"),

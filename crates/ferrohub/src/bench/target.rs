@@ -222,6 +222,7 @@ impl Target {
 fn hub_config(dir: &Path, fx: &Fixture, mqtt: u16, https: u16) -> HubConfig {
     HubConfig {
         hostname: "localhost".into(),
+        hostname_aliases: Vec::new(),
         listen: Listen {
             mqtt: SocketAddr::from(([127, 0, 0, 1], mqtt)),
             https: SocketAddr::from(([127, 0, 0, 1], https)),

@@ -107,6 +107,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     }
     let config = HubConfig {
         hostname,
+        hostname_aliases: Vec::new(),
         listen: Listen {
             mqtt: args.mqtt,
             https: args.https,

@@ -12,7 +12,7 @@ use super::{Target, admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
 use crate::error::ApiError;
-use crate::model::{Device, Module, Status};
+use crate::model::{Device, Module};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -76,10 +76,8 @@ pub async fn put_device(
         Target::Device(&id),
     )?;
     let input: Device = json_body(&body)?;
+    // The registry ends the sessions the write invalidates (disabled, credentials changed).
     let device = hub.registry.put_device(&id, input, &if_match(&headers))?;
-    if device.status == Status::Disabled {
-        hub.connections.kick_device(&id);
-    }
     // The Python service SDK accepts only 200 here, for create and update alike.
     Ok(mqtt_warning(json(StatusCode::OK, &device), &[&id]))
 }
@@ -110,7 +108,6 @@ pub async fn delete_device(
         Target::Device(&id),
     )?;
     hub.registry.delete_device(&id, &if_match(&headers))?;
-    hub.connections.kick_device(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -194,7 +191,6 @@ pub async fn delete_module(
         &chain,
     )?;
     hub.registry.delete_module(&id, &mid, &if_match(&headers))?;
-    hub.connections.kick(&format!("{id}/{mid}"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

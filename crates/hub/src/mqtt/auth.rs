@@ -1,8 +1,11 @@
 //! The one place a device connection is admitted or refused.
 //!
 //! SAS (device key, or a policy with DeviceConnect), selfSigned (thumbprint) and
-//! certificateAuthority (chain to a verified CA, CN = id). Every refusal has a specific reason,
-//! which is logged and counted; the peer only sees the CONNACK code.
+//! certificateAuthority (chain to a verified CA, CN = id). The username must name this hub
+//! (`hostname` or one of `hostname_aliases`), and a will may only be the identity's own
+//! telemetry. Every refusal has a specific reason, which is logged and counted; the peer only sees
+//! the CONNACK code. What the authentication rested on is recorded ([`Credential`]), so that the
+//! session ends when that changes (see [`super::revoke`]).
 
 use base64::Engine as _;
 use iot_auth::sas::{Audience, SasError, SasToken};
@@ -22,9 +25,38 @@ pub struct Identity {
     /// `sas`, `selfSigned`, `certificateAuthority`; `sas` also for policy tokens.
     pub auth_type: AuthType,
     pub generation_id: String,
-    /// When the SAS token it connected with expires (seconds since the epoch); the session ends
-    /// then, as at IoT Hub. `None` for X.509.
+    /// When the session ends because its SAS token expires (seconds since the epoch), as at IoT
+    /// Hub: the token's expiry, or, for a token accepted within the clock-skew grace, the end of
+    /// that grace. `None` for X.509.
     pub token_expiry: Option<u64>,
+    /// What the authentication rested on.
+    pub credential: Credential,
+}
+
+/// What a session's authentication rested on: when it changes, the session ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The identity's own SAS keys or X.509 thumbprints.
+    Own,
+    /// The SAS keys of the module's device (a device-level token for a module).
+    DeviceKey,
+    /// A shared access policy of the hub's configuration.
+    Policy,
+    /// A chain to the verified CA with this [`anchor_key`].
+    Ca(u64),
+    /// A gateway's keys (`auth-chain`): the client id whose keys signed the token
+    /// (`{edge}/$edgeHub`, or `{edge}` for its device key).
+    Gateway(Box<str>),
+}
+
+/// A CA's key in [`Credential::Ca`]: the first 8 bytes of its SHA-1 thumbprint (upper-case hex,
+/// as [`pki::Certificate::thumbprint_sha1`] and the CA records hold it). Small, so a session
+/// carries it inline; two CAs sharing it would only both end each other's sessions.
+pub fn anchor_key(thumbprint_sha1: &str) -> u64 {
+    thumbprint_sha1
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
 }
 
 impl Identity {
@@ -50,6 +82,14 @@ impl Identity {
 pub enum Refusal {
     #[error("malformed username: {0}")]
     BadUsername(String),
+    #[error(
+        "the username names host {offered:?}, not this hub ({expected:?}); devices must use the hub's hostname, or the operator adds the name to hostname_aliases"
+    )]
+    WrongHost { offered: String, expected: String },
+    #[error(
+        "will topic {0:?} refused: a will may only be the identity's own telemetry (devices/{{id}}/messages/events/... or devices/{{id}}/modules/{{module}}/messages/events/...)"
+    )]
+    WillTopic(String),
     #[error("client id {client_id:?} does not match the identity {identity:?} in the username")]
     ClientIdMismatch { client_id: String, identity: String },
     #[error("unknown device {0}")]
@@ -102,6 +142,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadUsername(_) => "bad_username",
+            Self::WrongHost { .. } => "wrong_host",
+            Self::WillTopic(_) => "will_topic",
             Self::ClientIdMismatch { .. } => "client_id_mismatch",
             Self::UnknownDevice(_) => "unknown_device",
             Self::UnknownModule(_) => "unknown_module",
@@ -127,10 +169,12 @@ impl Refusal {
     }
 
     /// The CONNACK code the SDKs expect: 5 for identity problems (not retried), 4 for a malformed
-    /// username, 2 for a client id mismatch, 3 when the hub itself cannot decide (retried).
+    /// username or one naming another hub, 2 for a client id mismatch, 3 when the hub itself cannot decide (retried).
     pub fn connack(&self) -> ConnectReturnCode {
         match self {
-            Self::BadUsername(_) => ConnectReturnCode::BadUsernameOrPassword,
+            Self::BadUsername(_) | Self::WrongHost { .. } => {
+                ConnectReturnCode::BadUsernameOrPassword
+            }
             Self::ClientIdMismatch { .. } => ConnectReturnCode::IdentifierRejected,
             Self::Unavailable => ConnectReturnCode::ServerUnavailable,
             _ => ConnectReturnCode::NotAuthorized,
@@ -148,6 +192,12 @@ pub fn authenticate(
 ) -> Result<Identity, Refusal> {
     let user = iot_auth::username::parse_mqtt_username(username.unwrap_or_default())
         .map_err(|e| Refusal::BadUsername(e.to_string()))?;
+    if !hub.config.is_own_hostname(&user.host) {
+        return Err(Refusal::WrongHost {
+            offered: user.host,
+            expected: hub.config.hostname.clone(),
+        });
+    }
     let module_id = user.module_id.clone();
     let identity_id = match &module_id {
         Some(m) => format!("{}/{m}", user.device_id),
@@ -168,13 +218,14 @@ pub fn authenticate(
         return Err(Refusal::Disabled(device.device_id));
     }
     if let Some(chain) = &user.auth_chain {
-        let auth_type = super::on_behalf::authenticate(hub, &identity_id, chain, password)?;
+        let credential = super::on_behalf::authenticate(hub, &identity_id, chain, password)?;
         return Ok(Identity {
             device_id: user.device_id,
             module_id,
-            auth_type,
+            auth_type: AuthType::Sas,
             generation_id: device.generation_id,
-            token_expiry: sas_expiry(password),
+            token_expiry: session_end(hub, password),
+            credential,
         });
     }
     let (auth, generation_id) = match &module_id {
@@ -188,15 +239,18 @@ pub fn authenticate(
         }
     };
     let password = password.filter(|p| !p.is_empty());
-    let auth_type = match password {
-        Some(pw) => check_sas(
-            hub,
-            &user.device_id,
-            module_id.as_deref(),
-            &auth,
-            &device.authentication,
-            pw,
-        )?,
+    let (auth_type, credential) = match password {
+        Some(pw) => {
+            let credential = check_sas(
+                hub,
+                &user.device_id,
+                module_id.as_deref(),
+                &auth,
+                &device.authentication,
+                pw,
+            )?;
+            (AuthType::Sas, credential)
+        }
         None => check_x509(hub, &identity_id, &auth, peer_chain)?,
     };
     Ok(Identity {
@@ -204,14 +258,54 @@ pub fn authenticate(
         module_id,
         auth_type,
         generation_id,
-        token_expiry: password.and_then(|p| sas_expiry(Some(p))),
+        token_expiry: session_end(hub, password),
+        credential,
     })
 }
 
-/// The expiry of the SAS token in `password`, if it is one.
-fn sas_expiry(password: Option<&[u8]>) -> Option<u64> {
+/// Authenticates `connect` again when a registry or CA change may have revoked what it used since
+/// `since` (a [`super::session::Connections::revocations`] read before it was authenticated): a
+/// change made while it authenticated looked for sessions to end before this one was registered.
+pub fn recheck(
+    hub: &Hub,
+    connect: &mqtt_codec::Connect,
+    peer_chain: &[CertificateDer<'_>],
+    since: u64,
+) -> Result<(), Refusal> {
+    if hub.connections.revocations() == since {
+        return Ok(());
+    }
+    let (username, password) = (connect.username.as_deref(), connect.password.as_deref());
+    authenticate(hub, &connect.client_id, username, password, peer_chain)
+        .and_then(|identity| check_will(&identity, connect.will.as_ref()))
+}
+
+/// When a session opened with the SAS token in `password` ends: at the token's expiry, or, when
+/// the token was accepted within the clock-skew grace (already past its expiry), when the grace
+/// ends. `None` without a token.
+fn session_end(hub: &Hub, password: Option<&[u8]>) -> Option<u64> {
     let text = std::str::from_utf8(password?).ok()?;
-    SasToken::parse(text).ok().map(|t| t.expiry())
+    let expiry = SasToken::parse(text).ok()?.expiry();
+    let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap_or(0);
+    Some(if expiry > now {
+        expiry
+    } else {
+        expiry.saturating_add(iot_auth::sas::MAX_CLOCK_SKEW_SECS)
+    })
+}
+
+/// A will (published when the connection ends without DISCONNECT) is stored as the identity's
+/// telemetry, so its topic must be that identity's own telemetry topic, as for a PUBLISH.
+pub fn check_will(identity: &Identity, will: Option<&mqtt_codec::Will>) -> Result<(), Refusal> {
+    let Some(will) = will else { return Ok(()) };
+    match iot_auth::topic::parse_publish_topic(&will.topic) {
+        Ok(iot_auth::topic::PublishTopic::Telemetry {
+            device_id,
+            module_id,
+            ..
+        }) if device_id == identity.device_id && module_id == identity.module_id => Ok(()),
+        _ => Err(Refusal::WillTopic(will.topic.clone())),
+    }
 }
 
 pub(super) fn check_sas(
@@ -221,7 +315,7 @@ pub(super) fn check_sas(
     auth: &Authentication,
     device_auth: &Authentication,
     password: &[u8],
-) -> Result<AuthType, Refusal> {
+) -> Result<Credential, Refusal> {
     if module_id.is_none() && hub.auth.device_sas_disabled() {
         return Err(Refusal::SasDisabled("device"));
     }
@@ -231,7 +325,8 @@ pub(super) fn check_sas(
     let text = std::str::from_utf8(password).map_err(|_| Refusal::BadToken("not UTF-8".into()))?;
     let token = SasToken::parse(text).map_err(|e| Refusal::BadToken(e.to_string()))?;
     let now = u64::try_from(hub.clock.now().unix_timestamp()).unwrap_or(0);
-    let device_level = check_audience(&hub.config.hostname, &token, device_id, module_id)?;
+    let device_level = check_audience(&hub.config, &token, device_id, module_id)?;
+    let mut credential = Credential::Own;
     let keys: Vec<Vec<u8>> = match token.key_name() {
         Some(policy) => {
             let p = hub
@@ -239,6 +334,7 @@ pub(super) fn check_sas(
                 .policy(policy)
                 .filter(|p| p.rights.contains(&Right::DeviceConnect))
                 .ok_or_else(|| Refusal::BadPolicy(policy.to_owned()))?;
+            credential = Credential::Policy;
             [&p.primary_key, &p.secondary_key]
                 .iter()
                 .filter_map(|k| decode_key(k))
@@ -247,6 +343,7 @@ pub(super) fn check_sas(
         None => {
             // A module may use a token signed with its device's key.
             let source = if device_level && module_id.is_some() {
+                credential = Credential::DeviceKey;
                 device_auth
             } else {
                 auth
@@ -265,17 +362,17 @@ pub(super) fn check_sas(
         SasError::Expired { .. } => Refusal::ExpiredToken,
         _ => Refusal::BadSignature,
     })?;
-    Ok(AuthType::Sas)
+    Ok(credential)
 }
 
 /// Checks the token's audience; returns true when it is device-level (no `/modules/...`).
 fn check_audience(
-    hostname: &str,
+    config: &crate::config::HubConfig,
     token: &SasToken,
     device_id: &str,
     module_id: Option<&str>,
 ) -> Result<bool, Refusal> {
-    let host_ok = |h: &str| h.eq_ignore_ascii_case(hostname);
+    let host_ok = |h: &str| config.is_own_hostname(h);
     match token.audience() {
         Audience::Device { host, device_id: d }
             if host_ok(&host) && d.eq_ignore_ascii_case(device_id) =>
@@ -305,7 +402,7 @@ pub(crate) fn check_x509(
     identity_id: &str,
     auth: &Authentication,
     chain: &[CertificateDer<'_>],
-) -> Result<AuthType, Refusal> {
+) -> Result<(AuthType, Credential), Refusal> {
     let kind = auth.kind();
     if !matches!(kind, AuthType::SelfSigned | AuthType::CertificateAuthority) {
         return Err(Refusal::WrongAuthType {
@@ -329,15 +426,16 @@ pub(crate) fn check_x509(
         if !registered.iter().any(|t| *t == sha1 || *t == sha256) {
             return Err(Refusal::WrongThumbprint(sha1));
         }
-        return Ok(AuthType::SelfSigned);
+        return Ok((AuthType::SelfSigned, Credential::Own));
     }
     let validator = hub
         .cas
         .verified_validator()
         .map_err(|_| Refusal::Unavailable)?;
     let rest: Vec<&[u8]> = chain[1..].iter().map(|c| c.as_ref()).collect();
-    if let Err(e) = validator.verify_der(leaf_der.as_ref(), &rest, now, Purpose::ClientAuth) {
-        return Err(match e.reason {
+    let path = validator
+        .verify_der(leaf_der.as_ref(), &rest, now, Purpose::ClientAuth)
+        .map_err(|e| match e.reason {
             Reason::Expired { .. } => Refusal::CertExpired,
             Reason::NotYetValid { .. } => Refusal::CertNotYetValid,
             Reason::UnknownIssuer | Reason::SelfSignedNotTrusted => {
@@ -355,8 +453,7 @@ pub(crate) fn check_x509(
                 }
             }
             _ => Refusal::ChainInvalid(e.to_string()),
-        });
-    }
+        })?;
     let cn = leaf.common_name().unwrap_or_default();
     if cn != identity_id {
         return Err(Refusal::CnMismatch {
@@ -364,5 +461,6 @@ pub(crate) fn check_x509(
             identity: identity_id.to_owned(),
         });
     }
-    Ok(AuthType::CertificateAuthority)
+    let anchor = anchor_key(&path.anchor().thumbprint_sha1());
+    Ok((AuthType::CertificateAuthority, Credential::Ca(anchor)))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckReturnCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::queue;
 use tracing::{debug, info, warn};
@@ -17,7 +18,8 @@ use tracing::{debug, info, warn};
 use super::auth::{self, Identity, Refusal};
 use super::forwarded::NotStored;
 use super::io::PacketReader;
-use super::session::ConnHandle;
+use super::revoke::Kick;
+use super::session::{ConnHandle, time_left};
 use super::telemetry;
 use crate::Hub;
 use crate::metrics::Metrics;
@@ -39,6 +41,10 @@ pub struct Admitted<S> {
     reader: PacketReader,
     rd: ReadHalf<S>,
     wr: WriteHalf<S>,
+    /// The client's certificate chain and [`super::session::Connections::revocations`] before it
+    /// was authenticated: kept until the session is registered (see [`auth::recheck`]).
+    peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    revocations: u64,
 }
 
 /// Reads CONNECT (by `deadline`, `limits.connect_timeout_secs` after the TCP connection was
@@ -59,7 +65,7 @@ where
         Ok(Ok(Some(p))) => p,
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
-            read_failed(hub, &e, "Closing connection: malformed first packet");
+            super::io::read_failed(hub, &e, "Closing connection: malformed first packet");
             return None;
         }
         Err(_) => {
@@ -87,6 +93,7 @@ where
         .await;
         return None;
     }
+    let revocations = hub.connections.revocations();
     let attempt = || {
         auth::authenticate(
             hub,
@@ -106,6 +113,8 @@ where
             result = attempt();
         }
     }
+    let result = result
+        .and_then(|identity| auth::check_will(&identity, connect.will.as_ref()).map(|()| identity));
     let identity = match result {
         Ok(identity) => identity,
         Err(refusal) => {
@@ -121,6 +130,8 @@ where
         reader,
         rd,
         wr,
+        peer_chain,
+        revocations,
     })
 }
 
@@ -129,28 +140,24 @@ pub async fn run<S>(hub: Arc<Hub>, admitted: Admitted<S>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let identity = &admitted.identity;
+    let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
+    tracing::Instrument::instrument(run_session(hub, admitted), span).await;
+}
+
+async fn run_session<S>(hub: Arc<Hub>, admitted: Admitted<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let Admitted {
         identity,
         connect,
-        reader,
-        rd,
-        wr,
+        mut reader,
+        mut rd,
+        mut wr,
+        peer_chain,
+        revocations,
     } = admitted;
-    let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
-    tracing::Instrument::instrument(run_session(hub, identity, connect, reader, rd, wr), span)
-        .await;
-}
-
-async fn run_session<S>(
-    hub: Arc<Hub>,
-    identity: Identity,
-    connect: Box<mqtt_codec::Connect>,
-    mut reader: PacketReader,
-    mut rd: ReadHalf<S>,
-    mut wr: WriteHalf<S>,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
     let client_id = identity.client_id();
     let store = hub.registry.store().clone();
     let session = if connect.clean_session {
@@ -175,15 +182,17 @@ async fn run_session<S>(
         }
     };
     let (out_tx, out_rx) = queue::channel::<Packet>(256);
-    let kick = Arc::new(Notify::new());
+    let kick = Arc::new(Kick::default());
     let c2d_wake = Arc::new(Notify::new());
     let features = Arc::new(super::session::Features::default());
     set_features(&features, &subscriptions);
     let conn_id = hub.connections.next_id();
+    let identity = Arc::new(identity);
     if hub.connections.register(
         &client_id,
         ConnHandle {
             id: conn_id,
+            identity: identity.clone(),
             kick: kick.clone(),
             outbound: out_tx.clone(),
             c2d: c2d_wake.clone(),
@@ -192,6 +201,18 @@ async fn run_session<S>(
     ) {
         info!("A newer connection replaces the previous one for this client id");
     }
+    if let Err(refusal) = auth::recheck(&hub, &connect, &peer_chain, revocations) {
+        hub.connections.unregister(&client_id, conn_id);
+        hub.metrics.auth_failure(refusal.reason());
+        warn!(reason = %refusal, code = refusal.reason(), "Refusing connection: its credentials changed while it connected");
+        let ack = ConnAck {
+            session_present: false,
+            code: refusal.connack(),
+        };
+        let _ = write_packet(&mut wr, &Packet::ConnAck(ack)).await;
+        return;
+    }
+    drop(peer_chain);
     hub.registry
         .set_connection(&identity.device_id, identity.module_id.as_deref(), true);
     let ack = Packet::ConnAck(ConnAck {
@@ -237,14 +258,21 @@ async fn run_session<S>(
     }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // Only a SAS session has a token to outlive (boxed: an X.509 connection does not carry it).
+    let mut token_timer =
+        time_left(&state.identity, &hub.clock).map(|d| Box::pin(tokio::time::sleep(d)));
     let end = loop {
         tokio::select! {
-            () = kick.notified() => {
-                info!("Closing connection: replaced by a newer one or the identity changed");
+            why = kick.ended() => {
+                if let Some(reason) = why.metric() {
+                    hub.metrics.auth_failure(reason);
+                }
+                info!(reason = ?why, "Closing connection: {}", why.describe());
                 break End::Ungraceful;
             }
+            () = token_end(&mut token_timer) => break token_expired(&hub, &state.identity),
             () = c2d_wake.notified() => Box::pin(state.deliver_c2d()).await,
-            read = read_timeout(&mut reader, &mut rd, keep_alive) => match read {
+            read = reader.next_within(&mut rd, keep_alive) => match read {
                 Ok(Some(packet)) => {
                     // Boxed: the handlers' state is allocated only while one runs, so an idle
                     // connection's task stays small.
@@ -257,7 +285,7 @@ async fn run_session<S>(
                     break End::Ungraceful;
                 }
                 Err(e) => {
-                    read_failed(&hub, &e, "Closing connection");
+                    super::io::read_failed(&hub, &e, "Closing connection");
                     break End::Ungraceful;
                 }
             }
@@ -287,39 +315,27 @@ async fn run_session<S>(
     info!("Device disconnected");
 }
 
-/// Counts and logs a packet that could not be read; one over `limits.max_packet_bytes` is
-/// counted under that limit's name.
-fn read_failed(hub: &Hub, e: &super::io::ReadError, what: &str) {
-    Metrics::inc(&hub.metrics.protocol_errors);
-    if let super::io::ReadError::Decode(mqtt_codec::DecodeError::PacketTooLarge { size, max }) = e {
-        hub.metrics.limit_reached("max_packet_bytes");
-        warn!(
-            size,
-            limit = "limits.max_packet_bytes",
-            max,
-            "{what}: packet larger than limits.max_packet_bytes = {max}"
-        );
-    } else {
-        warn!(error = %e, "{what}");
+/// Waits for the session's token to expire (forever without one).
+async fn token_end(timer: &mut Option<std::pin::Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
-async fn read_timeout<R: AsyncRead + Unpin>(
-    reader: &mut PacketReader,
-    rd: &mut R,
-    keep_alive: Option<Duration>,
-) -> Result<Option<Packet>, super::io::ReadError> {
-    match keep_alive {
-        None => reader.next(rd).await,
-        Some(limit) => tokio::time::timeout(limit, reader.next(rd))
-            .await
-            .unwrap_or(Err(super::io::ReadError::KeepAliveExpired(limit))),
-    }
+/// The session's SAS token expired: counted, logged, and the connection ends.
+fn token_expired(hub: &Hub, identity: &Identity) -> End {
+    hub.metrics.auth_failure("expired_token");
+    info!(
+        expiry = identity.token_expiry,
+        "Closing connection: its SAS token expired; reconnect with a new one"
+    );
+    End::Ungraceful
 }
 
 struct State {
     hub: Arc<Hub>,
-    identity: Identity,
+    identity: Arc<Identity>,
     clean: bool,
     subscriptions: Vec<(String, u8)>,
     out: queue::Sender<Packet>,
@@ -353,16 +369,8 @@ const C2D_WINDOW: usize = 16;
 impl State {
     /// Handles one packet; `Some` ends the connection.
     async fn handle(&mut self, packet: Packet) -> Option<End> {
-        if let Some(expiry) = self.identity.token_expiry {
-            let now = u64::try_from(self.hub.clock.now().unix_timestamp()).unwrap_or(0);
-            if expiry.saturating_add(iot_auth::sas::MAX_CLOCK_SKEW_SECS) < now {
-                self.hub.metrics.auth_failure("expired_token");
-                info!(
-                    expiry,
-                    "Closing connection: its SAS token expired (reconnect with a new one)"
-                );
-                return Some(End::Ungraceful);
-            }
+        if self.expired() {
+            return Some(token_expired(&self.hub, &self.identity));
         }
         match packet {
             Packet::Publish(p) => self.publish(p).await,
@@ -612,9 +620,17 @@ impl State {
         None
     }
 
+    /// Whether the session's SAS token has expired (its timer may not have fired yet).
+    fn expired(&self) -> bool {
+        time_left(&self.identity, &self.hub.clock).is_some_and(|left| left.is_zero())
+    }
+
     /// Sends queued cloud-to-device messages (a device) or module input messages (a module, fed
-    /// by a gateway's routes) while the client is subscribed to them.
+    /// by a gateway's routes) while the client is subscribed to them and its token is valid.
     async fn deliver_c2d(&mut self) {
+        if self.expired() {
+            return;
+        }
         let queue = self.identity.client_id();
         let prefix = match &self.identity.module_id {
             None => format!("devices/{}/messages/devicebound", self.identity.device_id),

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::auth::{Identity, Refusal};
+use super::auth::{Credential, Identity, Refusal};
 use super::on_behalf::{edge_scope, linked, load_device};
 use crate::Hub;
 use crate::model::{AuthType, Status};
@@ -147,5 +147,6 @@ fn check(
         auth_type: AuthType::Sas,
         generation_id,
         token_expiry: None,
+        credential: Credential::Gateway(format!("{edge_id}/{EDGE_HUB}").into_boxed_str()),
     })
 }

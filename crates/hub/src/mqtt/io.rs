@@ -1,9 +1,14 @@
-//! Reading whole MQTT packets from a byte stream with the codec, within the packet size limit.
+//! Reading whole MQTT packets from a byte stream with the codec, within the packet size limit and
+//! the keep-alive; what a read failure is counted and logged as.
 
 use std::time::Duration;
 
 use mqtt_codec::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::warn;
+
+use crate::Hub;
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -34,6 +39,20 @@ impl PacketReader {
         Self {
             buf: Vec::new(),
             max_packet,
+        }
+    }
+
+    /// [`Self::next`] within `keep_alive` (none: no limit).
+    pub async fn next_within<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        keep_alive: Option<Duration>,
+    ) -> Result<Option<Packet>, ReadError> {
+        match keep_alive {
+            None => self.next(rd).await,
+            Some(limit) => tokio::time::timeout(limit, self.next(rd))
+                .await
+                .unwrap_or(Err(ReadError::KeepAliveExpired(limit))),
         }
     }
 
@@ -75,5 +94,22 @@ impl PacketReader {
                 };
             }
         }
+    }
+}
+
+/// Counts and logs a packet that could not be read; one over `limits.max_packet_bytes` is
+/// counted under that limit's name.
+pub fn read_failed(hub: &Hub, e: &ReadError, what: &str) {
+    Metrics::inc(&hub.metrics.protocol_errors);
+    if let ReadError::Decode(mqtt_codec::DecodeError::PacketTooLarge { size, max }) = e {
+        hub.metrics.limit_reached("max_packet_bytes");
+        warn!(
+            size,
+            limit = "limits.max_packet_bytes",
+            max,
+            "{what}: packet larger than limits.max_packet_bytes = {max}"
+        );
+    } else {
+        warn!(error = %e, "{what}");
     }
 }

@@ -6,6 +6,7 @@ mod forwarded;
 pub mod io;
 mod on_behalf;
 pub mod queue;
+pub mod revoke;
 pub mod session;
 mod telemetry;
 mod writer;

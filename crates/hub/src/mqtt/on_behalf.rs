@@ -3,21 +3,24 @@
 //! its own `$edgeHub` SAS token. The hub accepts it only when every link of the chain is a real
 //! parent link (the child's `deviceScope`, or a nested edge's `parentScopes`, names the next edge's
 //! scope) and the token verifies with the last edge's `$edgeHub` keys. An edge device's own
-//! modules come the same way: `auth-chain={edge}/{module};{edge}`.
+//! modules come the same way: `auth-chain={edge}/{module};{edge}`. The session rests on that
+//! edge's keys ([`Credential::Gateway`]).
 
-use super::auth::{Refusal, check_sas};
+use super::auth::{Credential, Refusal, check_sas};
 use crate::Hub;
-use crate::model::{AuthType, Device, Status};
+use crate::model::{Device, Status};
 
 use super::forwarded::EDGE_HUB;
 
-/// Checks `chain` for the connecting identity `client_id`; returns the auth type to record.
+/// Checks `chain` for the connecting identity `client_id`; returns what the session rests on: the
+/// `$edgeHub` of the edge that signed the token (its device, for a device-level token; a policy
+/// token too is for the `$edgeHub`, whose chain it speaks for).
 pub fn authenticate(
     hub: &Hub,
     client_id: &str,
     chain: &str,
     password: Option<&[u8]>,
-) -> Result<AuthType, Refusal> {
+) -> Result<Credential, Refusal> {
     let ids: Vec<&str> = chain.split(';').filter(|s| !s.is_empty()).collect();
     if ids.len() < 2 || ids[0] != client_id {
         return Err(Refusal::BadUsername(format!(
@@ -65,14 +68,19 @@ pub fn authenticate(
                 .into(),
         )
     })?;
-    check_sas(
+    let signer = check_sas(
         hub,
         &actor.device_id,
         Some(EDGE_HUB),
         &edge_hub.authentication,
         &actor.authentication,
         password,
-    )
+    )?;
+    let holder = match signer {
+        Credential::DeviceKey => actor.device_id,
+        _ => format!("{}/{EDGE_HUB}", actor.device_id),
+    };
+    Ok(Credential::Gateway(holder.into_boxed_str()))
 }
 
 /// Whether `child` is linked to the edge device whose scope is `scope`: a device by its

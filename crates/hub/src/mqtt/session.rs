@@ -1,27 +1,33 @@
-//! Live connections by client id: one per identity, a newer one replaces the older.
+//! Live connections by client id: one per identity, a newer one replaces the older. Nothing is
+//! delivered to a connection whose SAS token has expired, even before its task closes it.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use super::auth::Identity;
 use super::queue;
+use super::revoke::{EndReason, Kick, Revoked};
+use crate::time::SharedClock;
 
 use mqtt_codec::Packet;
 
 /// What the hub can do to a live connection.
 pub struct ConnHandle {
     pub id: u64,
-    /// Closing request (replaced by a newer connection, identity deleted or disabled).
-    pub kick: std::sync::Arc<Notify>,
+    /// Who connected, and with what (see [`Revoked::ends`]).
+    pub identity: Arc<Identity>,
+    /// Closing request (replaced by a newer connection, identity changed, hub stopping).
+    pub kick: Arc<Kick>,
     /// Packets to send to the device.
     pub outbound: queue::Sender<Packet>,
     /// Cloud-to-device messages are waiting.
-    pub c2d: std::sync::Arc<Notify>,
+    pub c2d: Arc<Notify>,
     /// What the connection is subscribed to.
-    pub features: std::sync::Arc<Features>,
+    pub features: Arc<Features>,
 }
 
 /// Subscriptions the hub needs to know about outside the connection task.
@@ -34,29 +40,50 @@ pub struct Features {
 }
 
 pub struct Connections {
+    /// The hub's clock: SAS token expiry.
+    clock: SharedClock,
     next_id: AtomicU64,
     live: Mutex<HashMap<String, ConnHandle>>,
     /// Bumped whenever a connection comes or goes or changes its subscriptions.
     changed: watch::Sender<u64>,
     /// Connection tasks still running (authenticated or not), for a clean shutdown.
     pub tasks: AtomicU64,
+    /// Bumped by every [`Connections::revoke`] before it looks for sessions to end.
+    revocations: AtomicU64,
     /// Connection limits shared by the MQTT listeners, made by the first one.
     pub(crate) admission: std::sync::OnceLock<super::Admission>,
 }
 
-impl Default for Connections {
-    fn default() -> Self {
+impl ConnHandle {
+    /// Whether the connection may still be given messages.
+    fn usable(&self, clock: &SharedClock) -> bool {
+        time_left(&self.identity, clock).is_none_or(|left| !left.is_zero())
+    }
+}
+
+/// How long the session of `identity` may last on `clock`: until its SAS token expires (zero
+/// once it has); `None` without a token.
+pub fn time_left(identity: &Identity, clock: &SharedClock) -> Option<Duration> {
+    let end = i64::try_from(identity.token_expiry?.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let now = crate::time::now_ms(clock.as_ref());
+    Some(Duration::from_millis(
+        u64::try_from(end.saturating_sub(now)).unwrap_or(0),
+    ))
+}
+
+impl Connections {
+    pub fn new(clock: SharedClock) -> Self {
         Self {
+            clock,
             next_id: AtomicU64::new(0),
             live: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             tasks: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
             admission: std::sync::OnceLock::new(),
         }
     }
-}
 
-impl Connections {
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -68,7 +95,7 @@ impl Connections {
         };
         let replaced = live.insert(client_id.to_owned(), handle);
         if let Some(old) = &replaced {
-            old.kick.notify_one();
+            old.kick.end(EndReason::Replaced);
         }
         drop(live);
         self.touch();
@@ -94,7 +121,7 @@ impl Connections {
             changes.borrow_and_update();
             let found = self.live.lock().ok().and_then(|live| {
                 live.get(client_id)
-                    .filter(|h| ready(&h.features))
+                    .filter(|h| h.usable(&self.clock) && ready(&h.features))
                     .map(|h| h.outbound.clone())
             });
             if found.is_some() {
@@ -117,40 +144,60 @@ impl Connections {
         self.touch();
     }
 
-    /// Closes the connection of a client id (device deleted or disabled).
+    /// Closes every connection that rested on what `change` revoked (see [`Revoked::ends`]);
+    /// returns how many.
+    pub fn revoke(&self, change: &Revoked<'_>) -> usize {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        let Ok(live) = self.live.lock() else { return 0 };
+        let mut n = 0;
+        for (client_id, h) in live.iter() {
+            if let Some(why) = change.ends(client_id, &h.identity) {
+                h.kick.end(why);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes the connection of a client id (a gateway dropping a module the hub removed; the
+    /// registry already closes it when the module is deleted there).
     pub fn kick(&self, client_id: &str) {
         if let Ok(live) = self.live.lock()
             && let Some(h) = live.get(client_id)
         {
-            h.kick.notify_one();
+            h.kick.end(EndReason::Deleted);
         }
     }
 
-    /// Closes every connection of a device and its modules.
+    /// Closes every connection of a device and its modules, and those it carries as a gateway (a
+    /// gateway dropping a device the hub removed or disabled; the registry already closes them
+    /// when the device is deleted or disabled there).
     pub fn kick_device(&self, device_id: &str) {
-        if let Ok(live) = self.live.lock() {
-            let prefix = format!("{device_id}/");
-            for (id, h) in live.iter() {
-                if id == device_id || id.starts_with(&prefix) {
-                    h.kick.notify_one();
-                }
-            }
-        }
+        let why = EndReason::Deleted;
+        self.revoke(&Revoked::Device { device_id, why });
+    }
+
+    /// How many revocations have begun. A connection that read this before it authenticated and
+    /// sees another value once registered may have missed one: it authenticates again.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
     }
 
     /// Closes every connection (the hub is shutting down).
     pub fn kick_all(&self) {
         if let Ok(live) = self.live.lock() {
             for h in live.values() {
-                h.kick.notify_one();
+                h.kick.end(EndReason::Shutdown);
             }
         }
     }
 
-    /// Tells a device's connection that cloud-to-device messages are waiting.
+    /// Tells a device's connection that cloud-to-device messages are waiting (not one whose
+    /// token has expired: it is about to close).
     pub fn wake(&self, client_id: &str) {
         if let Ok(live) = self.live.lock()
             && let Some(h) = live.get(client_id)
+            && h.usable(&self.clock)
         {
             h.c2d.notify_one();
         }
@@ -160,7 +207,7 @@ impl Connections {
     pub fn push_desired(&self, client_id: &str, version: u64, patch: &serde_json::Value) {
         let Ok(live) = self.live.lock() else { return };
         let Some(h) = live.get(client_id) else { return };
-        if !h.features.desired.load(Ordering::Relaxed) {
+        if !h.features.desired.load(Ordering::Relaxed) || !h.usable(&self.clock) {
             return;
         }
         let publish = mqtt_codec::Publish {
@@ -183,12 +230,13 @@ impl Connections {
         self.live.lock().is_ok_and(|l| l.contains_key(client_id))
     }
 
-    /// A sender to a connected client.
+    /// A sender to a connected client (none when its token has expired).
     pub fn sender(&self, client_id: &str) -> Option<queue::Sender<Packet>> {
         self.live
             .lock()
             .ok()?
             .get(client_id)
+            .filter(|h| h.usable(&self.clock))
             .map(|h| h.outbound.clone())
     }
 

@@ -15,9 +15,9 @@ use std::sync::atomic::Ordering;
 use futures_util::FutureExt as _;
 use mqtt_codec::Packet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 
 use super::queue;
+use super::revoke::{EndReason, Kick};
 use tracing::{error, warn};
 
 use super::telemetry::PendingAck;
@@ -41,7 +41,7 @@ pub struct Queues {
 
 /// Runs until both queues are closed and every queued acknowledgement is settled, or the network
 /// fails.
-pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kick: Arc<Notify>) {
+pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kick: Arc<Kick>) {
     let Queues {
         mut packets,
         mut acks,
@@ -66,7 +66,7 @@ pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kic
                 let mut ready = Some((a, result));
                 while let Some((a, result)) = ready.take() {
                     if !acknowledge(&hub, &a, result, &mut buf) {
-                        kick.notify_one();
+                        kick.end(EndReason::Storage);
                         acks_open = false;
                         drop_queued(&hub, &mut acks);
                         break;

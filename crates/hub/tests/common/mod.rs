@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
+use hub::model::{AuthType, Authentication, Device, X509Thumbprint};
+use hub::registry::IfMatch;
 use hub::time::{FixedClock, SharedClock};
 use hub::{Hub, Listeners};
 use mqtt_codec::{Connect, Packet};
@@ -77,6 +79,7 @@ pub fn server_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 pub fn config(dir: &Path, cert: PathBuf, key: PathBuf, root: PathBuf) -> HubConfig {
     HubConfig {
         hostname: HOST.into(),
+        hostname_aliases: Vec::new(),
         listen: Listen::default(),
         tls: Tls {
             cert,
@@ -313,10 +316,7 @@ pub fn sas_device(t: &TestHub, id: &str, status: hub::model::Status) {
         },
         ..Default::default()
     };
-    t.hub
-        .registry
-        .put_device(id, d, &hub::registry::IfMatch::Absent)
-        .unwrap();
+    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
 }
 
 /// CONNECT for `client_id` with the standard username, a clean session and `password`.
@@ -407,5 +407,75 @@ impl Drop for SmallDisk {
             .arg("-l")
             .arg(&self.0)
             .status();
+    }
+}
+
+/// Registers an X.509 device `id` of `kind` with `thumbs` (none for certificateAuthority).
+pub fn x509_device(t: &TestHub, id: &str, kind: AuthType, thumbs: Vec<String>) {
+    let d = Device {
+        device_id: id.into(),
+        authentication: Authentication {
+            kind: Some(kind),
+            symmetric_key: None,
+            x509_thumbprint: Some(X509Thumbprint {
+                primary_thumbprint: thumbs.first().cloned(),
+                secondary_thumbprint: thumbs.get(1).cloned(),
+            }),
+        },
+        ..Default::default()
+    };
+    t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
+}
+
+/// How often authentication failed for `reason` (`ferrohub_auth_failures_total`).
+pub fn reason_count(t: &TestHub, reason: &str) -> u64 {
+    t.hub
+        .metrics
+        .auth_failures
+        .lock()
+        .unwrap()
+        .get(reason)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A device CA (a root) issuing device client certificates.
+pub struct Pki {
+    pub root: Certificate,
+    pub root_key: PrivateKey,
+}
+
+impl Pki {
+    pub fn new(cn: &str) -> Self {
+        let root_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+        let root = pki::issue(
+            &CertRequest::new(Profile::RootCa, cn, now() - time::Duration::days(10)),
+            &root_key,
+            None,
+        )
+        .unwrap();
+        Self { root, root_key }
+    }
+
+    /// A certificate for `cn` valid `days` from `not_before`, presented with the root.
+    pub fn device(&self, cn: &str, not_before: OffsetDateTime, days: u32) -> ClientCert {
+        let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+        let mut req = CertRequest::new(Profile::DeviceClient, cn, not_before);
+        req.days = days;
+        let cert = pki::issue(
+            &req,
+            &key,
+            Some(Signer {
+                cert: &self.root,
+                key: &self.root_key,
+            }),
+        )
+        .unwrap();
+        ClientCert::new(&[&cert, &self.root], &key)
+    }
+
+    /// A certificate for `cn` valid now.
+    pub fn valid(&self, cn: &str) -> ClientCert {
+        self.device(cn, now() - time::Duration::days(1), 30)
     }
 }
