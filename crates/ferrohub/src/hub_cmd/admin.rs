@@ -332,7 +332,6 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
     }
 }
 
-/// The deviceScope of an edge device (what its children carry).
 /// Tells the operator (on stderr, so `--json` output stays parseable) that an id the hub accepted
 /// cannot be used over MQTT: it holds a topic wildcard.
 pub(crate) fn warn_if_mqtt_unusable(id: &str) {
@@ -341,6 +340,7 @@ pub(crate) fn warn_if_mqtt_unusable(id: &str) {
     }
 }
 
+/// The deviceScope of an edge device (what its children carry).
 async fn parent_scope(client: &ServiceClient, parent: &str) -> Result<Value> {
     let scope = call(
         client,

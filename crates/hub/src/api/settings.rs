@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 
-use super::{admit, json, json_body};
+use super::{Target, admit, json, json_body};
 use crate::Hub;
 use crate::auth_switch::AuthPatch;
 use crate::config::Right;
@@ -20,7 +20,7 @@ pub async fn get_auth(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admit(&hub, &uri, &headers, Right::RegistryRead)?;
+    admit(&hub, &uri, &headers, Right::RegistryRead, Target::Hub)?;
     Ok(json(StatusCode::OK, &hub.auth.state()))
 }
 
@@ -33,7 +33,7 @@ pub async fn put_auth(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    admit(&hub, &uri, &headers, Right::RegistryWrite)?;
+    admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
     let patch: AuthPatch = json_body(&body)?;
     Ok(json(StatusCode::OK, &hub.auth.set(patch)?))
 }
