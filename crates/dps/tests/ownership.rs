@@ -147,6 +147,11 @@ async fn a_group_registration_does_not_take_over_existing_hub_devices() {
         metrics.contains("ferrohub_dps_registrations_not_managed_total 4"),
         "{metrics}"
     );
+    println!(
+        "RELIABILITY|security: DPS registering the id of a hub device it did not create|{} operator devices at the hub (SAS, X.509 CA, IoT Edge)|{} symmetric-key group registrations with their ids, 1 individual enrollment of an existing id|each refused (409201, counted), every device byte-for-byte unchanged (keys, type, capabilities, etag), the real key still connects, the group's derived key does not|0",
+        before.len(),
+        before.len()
+    );
 }
 
 #[tokio::test]

@@ -92,4 +92,7 @@ async fn the_gateway_listens_only_where_configured() {
     .unwrap();
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.json());
     let _ = g.stop.send(true);
+    println!(
+        "RELIABILITY|security: listeners nobody configured|a gateway with one child, the process's listening sockets read from /proc before and after|default config; local_api_listen set|by default only the children's port is added; the local API only where configured, answering 401 to the hub's owner credential|0"
+    );
 }

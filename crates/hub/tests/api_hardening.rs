@@ -71,6 +71,7 @@ async fn a_device_scoped_policy_token_grants_that_device_only() {
         (Method::GET, "/certificates", None),
         (Method::GET, "/metrics", None),
     ];
+    let refused_calls = refused.len();
     for (method, path, body) in refused {
         let r = c.send(method, path, body, &[]).await.unwrap();
         assert_unauthorized(&r, path);
@@ -101,6 +102,9 @@ async fn a_device_scoped_policy_token_grants_that_device_only() {
         let r = t.client().send(Method::GET, path, None, &[]).await.unwrap();
         assert_eq!(r.status, StatusCode::OK, "{path}");
     }
+    println!(
+        "RELIABILITY|security: a device-scoped policy token on the service API|2 devices; a policy token with sr=HOST/devices/d1 and one with sr=HOST/devices/d1/modules/m1|{refused_calls} calls on another device or on hub-wide routes (list, query, statistics, certificates, metrics) with the device token; 3 on the module's device with the module token|all 401 (counted, logged), the other device intact; each token's own device, twin and modules served; the hub-wide token of the same policy reaches everything|0"
+    );
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the status and the body.
@@ -178,6 +182,9 @@ async fn metrics_need_a_service_connect_token_or_the_loopback_listener() {
     );
     cfg.listen.metrics = Some("[::1]:9600".parse().unwrap());
     cfg.check().unwrap();
+    println!(
+        "RELIABILITY|security: /metrics without credentials|a hub with a RegistryRead policy and a loopback metrics listener|GET /metrics over HTTPS with no token and with a RegistryRead token; a non-loopback listen.metrics|401 twice (counted), served with a ServiceConnect token and on the loopback listener only (404 for anything else there), the off-loopback address refused at load naming the setting|0"
+    );
 }
 
 #[tokio::test]
@@ -257,6 +264,9 @@ async fn ids_follow_iot_hub_rules_and_mqtt_wildcards_are_flagged() {
         .await
         .unwrap();
     assert_eq!(dot.status, StatusCode::BAD_REQUEST);
+    println!(
+        "RELIABILITY|security: device and module ids outside IoT Hub's rules|a hub|6 device ids (., .., a slash, a space, non-ASCII, 129 characters), a module id ..; ids with # and +|every bad id 400 naming the allowed characters, nothing stored; every IoT Hub character accepted, # and + with a warning header that they cannot be used over MQTT|0"
+    );
 }
 
 #[tokio::test]
@@ -306,6 +316,9 @@ async fn a_full_registry_disk_answers_507_naming_it_and_service_resumes() {
     assert!(t.hub.registry.get_device("full").is_ok());
     let _ = t.stop().await;
     drop(disk);
+    println!(
+        "RELIABILITY|security: registry on a full disk|a hub whose registry sits on a 1 MiB tmpfs|the tmpfs filled, a device created; the filler removed|507 InsufficientStorage naming the file and the fix (not a bare 500), reads served while full, writes again without a restart|0"
+    );
 }
 
 #[tokio::test]
@@ -353,4 +366,7 @@ async fn bodies_nested_past_the_limit_are_refused_before_parsing() {
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    println!(
+        "RELIABILITY|security: JSON bodies nested past the depth limit|a hub|an unknown field nested {limit} levels deep in a device body; a 100,000-level body on the query route|both 400 before parsing, naming the limit, nothing stored, the hub serving; a twin patch at the twin depth limit still accepted|0"
+    );
 }

@@ -456,6 +456,11 @@ async fn the_username_must_name_this_hub_or_one_of_its_aliases() {
         .await
         .1;
     assert_eq!(got, Accepted, "a token whose audience is the alias");
+    println!(
+        "RELIABILITY|security: MQTT username naming another hub|a hub with one alias|{} CONNECTs whose username names the hub, its alias in other case, another host name, an address; a token for the alias|another host and the address refused with CONNACK 4 (wrong_host counted {}), the hub's names accepted ignoring case|0",
+        cases.len(),
+        reason_count(&t, "wrong_host")
+    );
 }
 
 #[tokio::test]
@@ -494,6 +499,11 @@ async fn a_will_may_only_be_the_identitys_own_telemetry() {
         assert_eq!(got, code, "will topic {topic}");
     }
     assert_eq!(reason_count(&t, "will_topic"), 5);
+    println!(
+        "RELIABILITY|security: MQTT will on another topic|2 devices|{} CONNECTs of one device with a will on its own telemetry, another device's, a module's, C2D, twin and arbitrary topics|{} refused with CONNACK 5 (will_topic counted), the own telemetry topics accepted|0",
+        cases.len(),
+        reason_count(&t, "will_topic")
+    );
 }
 
 #[tokio::test]
@@ -527,5 +537,8 @@ async fn a_connect_with_its_reserved_flag_set_is_closed_without_an_answer() {
     assert_eq!(
         attempt(&t, "dev1", Some(device_token("dev1", KEY, expiry())), None).await,
         Accepted
+    );
+    println!(
+        "RELIABILITY|security: CONNECT with its reserved flag set|a device|a valid CONNECT with bit 0 of its connect flags set|closed without a CONNACK (MQTT 3.1.1 3.1.2-3), counted as a protocol error; the same device connects normally afterwards|0"
     );
 }
