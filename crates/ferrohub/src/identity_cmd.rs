@@ -118,9 +118,9 @@ async fn run_all(root: RootArg) -> Result<()> {
     }
     let k = {
         let rx = rx.clone();
-        tokio::spawn(async move {
-            identity::keyd::serve_on(keyd_daemon, &keyd, &keyd_also, rx).await
-        })
+        tokio::spawn(
+            async move { identity::keyd::serve_on(keyd_daemon, &keyd, &keyd_also, rx).await },
+        )
     };
     let c = tokio::spawn(identity::certd::serve_on(
         certd,

@@ -54,7 +54,11 @@ fn the_guides_curl_calls_answer_on_the_aziot_sockets() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("aziot paths on"), "{stdout}");
     let aziot_dropins = root.join("etc/aziot/identityd/config.d");
     assert!(aziot_dropins.is_dir(), "{stdout}");
@@ -70,7 +74,11 @@ fn the_guides_curl_calls_answer_on_the_aziot_sockets() {
     let mut run = ferrohub(&["identity", "run"], &root);
     run.stderr(std::fs::File::create(&log).unwrap());
     let _daemon = Running(run.spawn().unwrap());
-    let sock = |d: &str| root.join(format!("run/aziot/{d}.sock")).display().to_string();
+    let sock = |d: &str| {
+        root.join(format!("run/aziot/{d}.sock"))
+            .display()
+            .to_string()
+    };
     let get_identity = [
         "--unix-socket".to_owned(),
         sock("identityd"),

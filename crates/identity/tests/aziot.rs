@@ -56,7 +56,10 @@ fn aziot_principal_files_are_read_in_each_shape_and_location() {
     let paths = apply_under(root.path(), &super_config(Path::new("/nowhere/bundle.pem")));
     let r = root.path();
     for d in apply::DAEMONS {
-        assert!(aziot::config_dir(r, d).is_dir(), "apply creates {d}'s aziot config.d");
+        assert!(
+            aziot::config_dir(r, d).is_dir(),
+            "apply creates {d}'s aziot config.d"
+        );
     }
     // aziot's installer shape: one principal as bare keys, in /etc/aziot/identityd/config.d.
     write(
@@ -102,9 +105,11 @@ fn aziot_principal_files_are_read_in_each_shape_and_location() {
     assert_eq!(keyd.principals[0].keys, ["agent-*"]);
     let certd: CertdConfig = load(&paths, "certd").unwrap();
     assert_eq!(certd.principals[0].certs, ["agent-server"]);
-    let (_, found): (IdentitydConfig, AziotPaths) =
-        load_daemon_aziot(&paths.daemon_config("identityd"), &paths.dropin_dir("identityd"))
-            .unwrap();
+    let (_, found): (IdentitydConfig, AziotPaths) = load_daemon_aziot(
+        &paths.daemon_config("identityd"),
+        &paths.dropin_dir("identityd"),
+    )
+    .unwrap();
     assert_eq!(found.socket, Some(aziot::socket(r, "identityd")));
 
     // Only principals belong in aziot's directories; anything else is named with its file.
@@ -135,7 +140,12 @@ async fn serve(paths: &Paths, hub: &TestHub) -> tokio::sync::watch::Sender<bool>
     let (k, c, i) = (also(k), also(c), also(i));
     let krx = rx.clone();
     tokio::spawn(async move { identity::keyd::serve_on(keyd_daemon, &keyd, &k, krx).await });
-    tokio::spawn(identity::certd::serve_on(certd, store.clone(), c, rx.clone()));
+    tokio::spawn(identity::certd::serve_on(
+        certd,
+        store.clone(),
+        c,
+        rx.clone(),
+    ));
     wait_for(&paths.socket("certd")).await;
     let options = identity::identityd::Options {
         store: Some(store),
@@ -162,11 +172,18 @@ async fn wait_for(socket: &Path) {
 /// Runs curl with `args` (the seed's own arguments) and parses its output as JSON.
 async fn curl(args: Vec<String>) -> Value {
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("curl").args(&args).output().unwrap()
+        std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -180,7 +197,11 @@ fn base64_encode(b: &[u8]) -> String {
 async fn an_agents_curl_calls_answer_on_the_aziot_sockets() {
     let hub = TestHub::start_with(|c| c.hostname = "hub1".into()).await;
     let device = json!({"deviceId": "dev1", "authentication": {"symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}}});
-    let r = hub.client().send(Method::PUT, "/devices/dev1", Some(&device), &[]).await.unwrap();
+    let r = hub
+        .client()
+        .send(Method::PUT, "/devices/dev1", Some(&device), &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::OK);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
@@ -235,7 +256,9 @@ async fn an_agents_curl_calls_answer_on_the_aziot_sockets() {
     );
     let mut mqtt = Mqtt::tls(&hub, None).await;
     let username = "hub1/dev1/fleet-agent/?api-version=2021-04-12";
-    let (_, code) = mqtt.connect_as("dev1/fleet-agent", username, Some(token), true).await;
+    let (_, code) = mqtt
+        .connect_as("dev1/fleet-agent", username, Some(token), true)
+        .await;
     assert_eq!(code, ConnectReturnCode::Accepted);
     // certd answers on its aziot socket too.
     let bundle = curl(vec![
@@ -244,6 +267,12 @@ async fn an_agents_curl_calls_answer_on_the_aziot_sockets() {
         "http://certd.sock/certificates/trust-bundle?api-version=2020-09-01".into(),
     ])
     .await;
-    assert!(bundle["pem"].as_str().unwrap_or_default().contains("BEGIN CERTIFICATE"), "{bundle}");
+    assert!(
+        bundle["pem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("BEGIN CERTIFICATE"),
+        "{bundle}"
+    );
     let _ = stop.send(true);
 }

@@ -86,7 +86,11 @@ pub fn resolve(table: &mut toml::Table, file: &Path) -> Result<AziotPaths, Confi
     Ok(paths)
 }
 
-fn take_path(table: &mut toml::Table, key: &str, file: &Path) -> Result<Option<PathBuf>, ConfigError> {
+fn take_path(
+    table: &mut toml::Table,
+    key: &str,
+    file: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
     match table.remove(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(s.into())),
@@ -151,10 +155,16 @@ mod tests {
             "[[principal]]\nuid = 1\nname = \"a\"\nidtype = [\"local\"]\n\
              localid = { type = \"x509\", attributes = \"server\" }\n",
         );
-        assert_eq!(resolve(&mut t, file).map_err(|e| e.to_string()), Ok(AziotPaths::default()));
+        assert_eq!(
+            resolve(&mut t, file).map_err(|e| e.to_string()),
+            Ok(AziotPaths::default())
+        );
         assert!(t["principal"][0].get("localid").is_none());
         let mut bad = table("[[principal]]\nuid = 1\nname = \"a\"\nlocalid = { type = \"tpm\" }\n");
-        let err = resolve(&mut bad, file).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = resolve(&mut bad, file)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("principal[0].localid"), "{err}");
     }
 }
