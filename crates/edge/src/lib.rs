@@ -24,6 +24,7 @@ pub mod upstream;
 pub mod identity_source;
 mod keyd_signer;
 pub mod server_cert;
+mod sni;
 mod tls;
 
 use std::net::SocketAddr;
@@ -197,6 +198,8 @@ pub struct GatewayStats {
     pub refused: AtomicU64,
     /// The store is over its limit (set by the maintenance pass).
     pub full: std::sync::atomic::AtomicBool,
+    /// Children whose TLS SNI names no name of the gateway's server certificate.
+    pub sni_mismatches: Arc<AtomicU64>,
 }
 
 impl Gateway {

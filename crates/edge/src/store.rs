@@ -113,7 +113,7 @@ pub fn render(g: &Gateway) -> String {
     let s = &g.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let d = &g.dropped;
-    let rows: [(&str, &str, &str, f64); 15] = [
+    let rows: [(&str, &str, &str, f64); 16] = [
         (
             "gateway_store_backlog_messages",
             "gauge",
@@ -203,6 +203,12 @@ pub fn render(g: &Gateway) -> String {
             "counter",
             "Twin, method and C2D messages relayed (down and up)",
             (load(&r.relayed_down) + load(&r.relayed_up) + load(&r.c2d_queued)) as f64,
+        ),
+        (
+            "gateway_tls_sni_mismatch_total",
+            "counter",
+            "Child connections whose TLS SNI the gateway's server certificate does not name",
+            load(&s.sni_mismatches) as f64,
         ),
     ];
     for (name, kind, help, value) in rows {

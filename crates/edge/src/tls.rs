@@ -48,6 +48,9 @@ pub(crate) async fn serve_local(
             )
         }
     };
+    let mismatches = g.stats.sni_mismatches.clone();
+    let mqtt_tls = crate::sni::checked(mqtt_tls, mismatches.clone());
+    let api_tls = crate::sni::checked(api_tls, mismatches);
     drop(g);
     info!(mqtt = ?mqtt.local_addr().ok(), local_api = ?api.as_ref().and_then(|l| l.local_addr().ok()),
           "Gateway serving children");

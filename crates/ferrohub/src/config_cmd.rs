@@ -40,6 +40,11 @@ pub struct ApplyArgs {
     /// Prefix for every default path (configs, sockets, state, secrets), for trials without root.
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Also serve aziot's sockets (/run/aziot/{keyd,certd,identityd}.sock) and read principal
+    /// files from /etc/aziot/{keyd,certd,identityd}/config.d (below --root when given); the same
+    /// as `aziot_paths = true` in the super-config.
+    #[arg(long)]
+    aziot_paths: bool,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +90,12 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
     };
     crate::hints::require_config(&file, crate::hints::ConfigKind::SuperConfig)?;
     let config = SuperConfig::load(&file)?;
+    let paths = if args.aziot_paths || config.aziot_paths {
+        let root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        paths.with_aziot(&root)
+    } else {
+        paths
+    };
     let applied = apply::plan(&config, &paths).with_context(|| format!("{}", file.display()))?;
     let written =
         apply::write(&applied, &paths).context("nothing was applied; the old files are kept")?;
@@ -94,6 +105,14 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
     }
     warn_missing_files(&applied);
     let loads = check_loads(&paths);
+    if let Some((socket, dir)) = paths.aziot("identityd") {
+        println!(
+            "aziot paths on: the daemons also listen in {}; agents' principal files go in {} \
+             (and keyd's, certd's next to it)",
+            socket.parent().unwrap_or(&socket).display(),
+            dir.display()
+        );
+    }
     let reloaded = reload_identityd(&paths.socket("identityd"))?;
     Ok(loads && reloaded)
 }
@@ -306,6 +325,7 @@ mod tests {
         let args = ApplyArgs {
             config: None,
             root: Some(root.path().into()),
+            aziot_paths: false,
         };
         assert!(
             run_apply(&args).unwrap(),

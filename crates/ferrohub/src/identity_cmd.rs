@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon};
+use identity::config::aziot::AziotPaths;
+use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon_aziot};
 
 /// Where the daemon configs are: `{root}/etc/ferrohub/{svc}/config.toml` and `config.d/`.
 #[derive(Debug, Args, Clone)]
@@ -22,10 +23,19 @@ impl RootArg {
     }
 
     fn load<T: serde::de::DeserializeOwned>(&self, svc: &str) -> Result<T> {
+        self.load_with_aziot(svc).map(|(config, _)| config)
+    }
+
+    /// The daemon config and the aziot socket and principal directory `config apply` gave it.
+    fn load_with_aziot<T: serde::de::DeserializeOwned>(
+        &self,
+        svc: &str,
+    ) -> Result<(T, Vec<PathBuf>)> {
         let (file, dropins) = self.config_files(svc);
         crate::hints::require_daemon_config(&file, &dropins, &self.root)?;
-        load_daemon(&file, &dropins)
-            .map_err(|e| anyhow::anyhow!("{e} (run `ferrohub config apply` first)"))
+        let (config, AziotPaths { socket, .. }) = load_daemon_aziot(&file, &dropins)
+            .map_err(|e| anyhow::anyhow!("{e} (run `ferrohub config apply` first)"))?;
+        Ok((config, socket.into_iter().collect()))
     }
 }
 
@@ -63,13 +73,16 @@ pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
                 crate::hub_cmd::wait_for_signal().await;
                 let _ = tx.send(true);
             });
-            let keyd: KeydConfig = root.load("keyd")?;
+            let (keyd, keyd_also): (KeydConfig, _) = root.load_with_aziot("keyd")?;
             let keyd_daemon =
                 identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
             match daemon {
-                Daemon::Keyd => identity::keyd::serve(keyd, rx).await?,
+                Daemon::Keyd => {
+                    identity::keyd::serve_on(keyd_daemon, &keyd, &keyd_also, rx).await?
+                }
                 Daemon::Certd => {
-                    identity::certd::serve(root.load("certd")?, keyd_daemon.store(), rx).await?
+                    let (certd, also) = root.load_with_aziot("certd")?;
+                    identity::certd::serve_on(certd, keyd_daemon.store(), also, rx).await?
                 }
                 Daemon::Identityd => {
                     let options = identity::identityd::Options {
@@ -77,7 +90,8 @@ pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
                         config_paths: Some(root.config_files("identityd")),
                         ..Default::default()
                     };
-                    identity::identityd::serve(root.load("identityd")?, options, rx).await?;
+                    let (config, also) = root.load_with_aziot("identityd")?;
+                    identity::identityd::serve_on(config, options, also, rx).await?;
                 }
             }
             anyhow::Ok(())
@@ -86,9 +100,9 @@ pub fn run_daemon(daemon: Daemon, root: &RootArg) -> Result<bool> {
 }
 
 async fn run_all(root: RootArg) -> Result<()> {
-    let keyd: KeydConfig = root.load("keyd")?;
-    let certd: CertdConfig = root.load("certd")?;
-    let identityd: IdentitydConfig = root.load("identityd")?;
+    let (keyd, keyd_also): (KeydConfig, _) = root.load_with_aziot("keyd")?;
+    let (certd, certd_also): (CertdConfig, _) = root.load_with_aziot("certd")?;
+    let (identityd, identityd_also): (IdentitydConfig, _) = root.load_with_aziot("identityd")?;
     let keyd_daemon =
         identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
     let store = keyd_daemon.store();
@@ -99,11 +113,21 @@ async fn run_all(root: RootArg) -> Result<()> {
         certd.socket.display(),
         identityd.socket.display()
     );
+    for also in keyd_also.iter().chain(&certd_also).chain(&identityd_also) {
+        eprintln!("  also {}", also.display());
+    }
     let k = {
         let rx = rx.clone();
-        tokio::spawn(async move { identity::keyd::serve_with(keyd_daemon, &keyd, rx).await })
+        tokio::spawn(
+            async move { identity::keyd::serve_on(keyd_daemon, &keyd, &keyd_also, rx).await },
+        )
     };
-    let c = tokio::spawn(identity::certd::serve(certd, store.clone(), rx.clone()));
+    let c = tokio::spawn(identity::certd::serve_on(
+        certd,
+        store.clone(),
+        certd_also,
+        rx.clone(),
+    ));
     // identityd provisions at start and calls keyd and certd: give their sockets a moment.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let options = identity::identityd::Options {
@@ -112,7 +136,12 @@ async fn run_all(root: RootArg) -> Result<()> {
         config_paths: Some(root.config_files("identityd")),
         ..Default::default()
     };
-    let i = tokio::spawn(identity::identityd::serve(identityd, options, rx));
+    let i = tokio::spawn(identity::identityd::serve_on(
+        identityd,
+        options,
+        identityd_also,
+        rx,
+    ));
     crate::hub_cmd::wait_for_signal().await;
     tracing::info!("Shutting down");
     let _ = tx.send(true);

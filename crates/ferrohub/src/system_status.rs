@@ -225,22 +225,6 @@ struct Finding {
     next: String,
 }
 
-/// Whether `name` (`DNS:x`, `IP:y` as [`pki::CertInfo`] lists them) covers `host`.
-fn san_covers(name: &str, host: &str) -> bool {
-    if let Some(ip) = name.strip_prefix("IP:") {
-        return matches!((ip.parse::<std::net::IpAddr>(), host.parse::<std::net::IpAddr>()), (Ok(a), Ok(b)) if a == b);
-    }
-    let Some(dns) = name.strip_prefix("DNS:") else {
-        return false;
-    };
-    match dns.strip_prefix("*.") {
-        Some(parent) => host
-            .split_once('.')
-            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
-        None => dns.eq_ignore_ascii_case(host),
-    }
-}
-
 /// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix.
 fn gateway_findings(
     chain: &[pki::Certificate],
@@ -252,7 +236,7 @@ fn gateway_findings(
         return Vec::new();
     };
     let names = leaf.info().subject_alt_names;
-    let named = names.iter().any(|n| san_covers(n, hostname));
+    let named = names.iter().any(|n| pki::names::san_covers(n, hostname));
     let names_text = if names.is_empty() {
         "no name".to_owned()
     } else {
@@ -434,10 +418,16 @@ mod tests {
 
     #[test]
     fn wildcard_and_ip_names() {
-        assert!(san_covers("DNS:*.example.com", "gw.example.com"));
-        assert!(!san_covers("DNS:*.example.com", "a.gw.example.com"));
-        assert!(san_covers("IP:127.0.0.4", "127.0.0.4"));
-        assert!(!san_covers("IP:127.0.0.4", "127.0.0.5"));
-        assert!(!san_covers("URI:x", "x"));
+        assert!(pki::names::san_covers(
+            "DNS:*.example.com",
+            "gw.example.com"
+        ));
+        assert!(!pki::names::san_covers(
+            "DNS:*.example.com",
+            "a.gw.example.com"
+        ));
+        assert!(pki::names::san_covers("IP:127.0.0.4", "127.0.0.4"));
+        assert!(!pki::names::san_covers("IP:127.0.0.4", "127.0.0.5"));
+        assert!(!pki::names::san_covers("URI:x", "x"));
     }
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{Instrument as _, debug, info, warn};
 
@@ -45,6 +45,14 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)
+}
+
+/// [`bind`] for `primary` and each of `also` (extra sockets of the same daemon).
+pub fn bind_all(primary: &Path, also: &[std::path::PathBuf]) -> std::io::Result<Vec<UnixListener>> {
+    std::iter::once(primary)
+        .chain(also.iter().map(std::path::PathBuf::as_path))
+        .map(bind)
+        .collect()
 }
 
 /// Creates `dir` and its missing parents 0755 whatever the umask (the servers run with 0o077):
@@ -170,82 +178,133 @@ pub async fn serve(
     app: Router,
     max_requests: usize,
     name: &'static str,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_many(vec![listener], app, max_requests, name, shutdown).await;
+}
+
+/// [`serve`] on several sockets at once (e.g. `/run/ferrohub/x.sock` and `/run/aziot/x.sock`):
+/// one daemon, so the per-uid connection limit and the metrics are shared.
+pub async fn serve_many(
+    listeners: Vec<UnixListener>,
+    app: Router,
+    max_requests: usize,
+    name: &'static str,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let counts = Arc::new(Counts::default());
     let metrics = Arc::new(SocketMetrics::default());
-    let render = metrics.clone();
-    let counting = metrics.clone();
-    let app = app
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let m = render.clone();
-                async move { m.render(name) }
-            }),
-        )
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let m = counting.clone();
-                async move {
-                    let resp = next.run(req).await;
-                    m.count(resp.status());
-                    resp
-                }
-            },
-        ));
+    let app = with_metrics(app, &metrics, name);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept_loop(listener, tx.clone(), name));
+    }
+    drop(tx);
     loop {
         let stream = tokio::select! {
             _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(error = %e, daemon = name, "Accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
+            accepted = rx.recv() => match accepted {
+                Some(s) => s,
+                None => break,
             },
         };
-        let caller = match stream.peer_cred() {
-            Ok(c) => Caller {
-                uid: c.uid(),
-                pid: c.pid(),
-            },
-            Err(e) => {
-                warn!(error = %e, daemon = name, "Closing connection: no peer credentials");
-                continue;
-            }
-        };
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        if !counts.enter(caller.uid, max_requests) {
-            metrics.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                daemon = name,
-                uid = caller.uid,
-                limit = max_requests,
-                "Max simultaneous connections reached for user {}",
-                caller.uid
-            );
-            continue;
-        }
-        let app = app.clone().layer(axum::Extension(caller));
-        let counts = counts.clone();
-        tokio::spawn(
-            async move {
-                let service = TowerToHyperService::new(app);
-                if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                    .http1_only()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(error = %e, "Connection ended with an error");
-                }
-                counts.leave(caller.uid);
-            }
-            .instrument(tracing::info_span!("uds", daemon = name, uid = caller.uid)),
-        );
+        connection(stream, &app, &counts, &metrics, max_requests, name);
     }
+    accepting.abort_all();
     info!(daemon = name, "Socket listener stopped");
+}
+
+/// `GET /metrics` and the per-status counting.
+fn with_metrics(app: Router, metrics: &Arc<SocketMetrics>, name: &'static str) -> Router {
+    let render = metrics.clone();
+    let counting = metrics.clone();
+    app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = render.clone();
+            async move { m.render(name) }
+        }),
+    )
+    .layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let m = counting.clone();
+            async move {
+                let resp = next.run(req).await;
+                m.count(resp.status());
+                resp
+            }
+        },
+    ))
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    tx: tokio::sync::mpsc::Sender<UnixStream>,
+    name: &'static str,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                if tx.send(s).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, daemon = name, "Accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One accepted connection: the caller from its peer credentials, the per-uid limit, then HTTP.
+fn connection(
+    stream: UnixStream,
+    app: &Router,
+    counts: &Arc<Counts>,
+    metrics: &SocketMetrics,
+    max_requests: usize,
+    name: &'static str,
+) {
+    let caller = match stream.peer_cred() {
+        Ok(c) => Caller {
+            uid: c.uid(),
+            pid: c.pid(),
+        },
+        Err(e) => {
+            warn!(error = %e, daemon = name, "Closing connection: no peer credentials");
+            return;
+        }
+    };
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    if !counts.enter(caller.uid, max_requests) {
+        metrics.refused.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            daemon = name,
+            uid = caller.uid,
+            limit = max_requests,
+            "Max simultaneous connections reached for user {}",
+            caller.uid
+        );
+        return;
+    }
+    let app = app.clone().layer(axum::Extension(caller));
+    let counts = counts.clone();
+    tokio::spawn(
+        async move {
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .http1_only()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "Connection ended with an error");
+            }
+            counts.leave(caller.uid);
+        }
+        .instrument(tracing::info_span!("uds", daemon = name, uid = caller.uid)),
+    );
 }
 
 #[cfg(test)]

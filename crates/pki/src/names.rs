@@ -122,6 +122,22 @@ pub fn check_dns_name(name: &str) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// Whether `name` (`DNS:x`, `IP:y` as [`crate::CertInfo`] lists them) covers `host`.
+pub fn san_covers(name: &str, host: &str) -> bool {
+    if let Some(ip) = name.strip_prefix("IP:") {
+        return matches!((ip.parse::<std::net::IpAddr>(), host.parse::<std::net::IpAddr>()), (Ok(a), Ok(b)) if a == b);
+    }
+    let Some(dns) = name.strip_prefix("DNS:") else {
+        return false;
+    };
+    match dns.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(parent)),
+        None => dns.eq_ignore_ascii_case(host),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,11 +197,21 @@ pub async fn serve(
     keys: Arc<dyn KeyStore>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    serve_on(config, keys, Vec::new(), shutdown).await
+}
+
+/// [`serve`], also listening on the sockets in `also` (e.g. `/run/aziot/certd.sock`).
+pub async fn serve_on(
+    config: CertdConfig,
+    keys: Arc<dyn KeyStore>,
+    also: Vec<PathBuf>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let certd = Certd::open(&config, keys).map_err(std::io::Error::other)?;
-    let listener = crate::uds::bind(&config.socket)?;
-    info!(socket = %config.socket.display(), "certd listening");
-    crate::uds::serve(
-        listener,
+    let listeners = crate::uds::bind_all(&config.socket, &also)?;
+    info!(socket = %config.socket.display(), also = ?also, "certd listening");
+    crate::uds::serve_many(
+        listeners,
         router(certd),
         config.max_requests,
         "certd",

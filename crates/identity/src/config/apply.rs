@@ -21,7 +21,7 @@ use super::superconfig::{
     Attestation, CertAndKey, EdgeCa, ManualAuthentication, Problem, Provisioning, SuperConfig,
     SymmetricKey, check, fail, not_supported,
 };
-use super::{CONFIG_ROOT, SECRETS_DIR, SOCKET_DIR, STATE_ROOT};
+use super::{CONFIG_ROOT, SECRETS_DIR, SOCKET_DIR, STATE_ROOT, aziot};
 
 /// The device identity's key (keyd) and certificate (certd).
 pub const DEVICE_ID: &str = "device-id";
@@ -50,6 +50,8 @@ pub struct Paths {
     pub socket_dir: PathBuf,
     pub state_root: PathBuf,
     pub secrets_dir: PathBuf,
+    /// With aziot's paths: the prefix of `/etc/aziot` and `/run/aziot` (`/`, or `--root`).
+    pub aziot_root: Option<PathBuf>,
 }
 
 impl Default for Paths {
@@ -59,6 +61,7 @@ impl Default for Paths {
             socket_dir: SOCKET_DIR.into(),
             state_root: STATE_ROOT.into(),
             secrets_dir: SECRETS_DIR.into(),
+            aziot_root: None,
         }
     }
 }
@@ -72,7 +75,20 @@ impl Paths {
             socket_dir: join(SOCKET_DIR),
             state_root: join(STATE_ROOT),
             secrets_dir: join(SECRETS_DIR),
+            aziot_root: None,
         }
+    }
+
+    /// Also use aziot's paths (below the same root as the other paths).
+    pub fn with_aziot(mut self, root: &Path) -> Self {
+        self.aziot_root = Some(root.into());
+        self
+    }
+
+    /// The aziot socket and principal directory of `daemon`, when aziot's paths are on.
+    pub fn aziot(&self, daemon: &str) -> Option<(PathBuf, PathBuf)> {
+        let root = self.aziot_root.as_deref()?;
+        Some((aziot::socket(root, daemon), aziot::config_dir(root, daemon)))
     }
 
     /// `{config_root}/{daemon}/config.toml`, the daemon's own file.
@@ -380,6 +396,23 @@ pub fn render<T: Serialize>(daemon: &'static str, config: &T) -> Result<String, 
     Ok(format!("{HEADER}\n{body}"))
 }
 
+/// [`render`], with the daemon's aziot socket and principal directory when `paths` has them.
+fn render_for<T: Serialize>(
+    daemon: &'static str,
+    config: &T,
+    paths: &Paths,
+) -> Result<String, ApplyError> {
+    let Some((socket, dir)) = paths.aziot(daemon) else {
+        return render(daemon, config);
+    };
+    let serialize = |source| ApplyError::Serialize { daemon, source };
+    let mut table = toml::Table::try_from(config).map_err(serialize)?;
+    let path = |p: PathBuf| toml::Value::String(p.to_string_lossy().into_owned());
+    table.insert(aziot::SOCKET_KEY.into(), path(socket));
+    table.insert(aziot::DIR_KEY.into(), path(dir));
+    render(daemon, &table)
+}
+
 fn outputs(applied: &Applied, paths: &Paths) -> Result<Vec<Output>, ApplyError> {
     let config = |daemon: &'static str, text: String| Output {
         path: paths.dropin(daemon),
@@ -387,9 +420,12 @@ fn outputs(applied: &Applied, paths: &Paths) -> Result<Vec<Output>, ApplyError> 
         dir_mode: 0o755,
     };
     let mut out = vec![
-        config("keyd", render("keyd", &applied.keyd)?),
-        config("certd", render("certd", &applied.certd)?),
-        config("identityd", render("identityd", &applied.identityd)?),
+        config("keyd", render_for("keyd", &applied.keyd, paths)?),
+        config("certd", render_for("certd", &applied.certd, paths)?),
+        config(
+            "identityd",
+            render_for("identityd", &applied.identityd, paths)?,
+        ),
     ];
     if let Some(key) = &applied.device_key {
         out.push(Output {
@@ -403,6 +439,7 @@ fn outputs(applied: &Applied, paths: &Paths) -> Result<Vec<Output>, ApplyError> 
 
 /// Writes the planned files (mode 0600), each to a temporary file first and renamed into place
 /// only when all are written; on failure the temporary files and new directories are removed.
+/// With aziot's paths it then creates `/etc/aziot/{keyd,certd,identityd}/config.d`.
 /// Returns the paths written.
 pub fn write(applied: &Applied, paths: &Paths) -> Result<Vec<PathBuf>, ApplyError> {
     let outputs = outputs(applied, paths)?;
@@ -426,6 +463,10 @@ pub fn write(applied: &Applied, paths: &Paths) -> Result<Vec<PathBuf>, ApplyErro
         }
     }
     result?;
+    for (_, dir) in DAEMONS.iter().filter_map(|d| paths.aziot(d)) {
+        // Where agents' installers drop their principal files (aziot's layout).
+        create_dirs(&dir, 0o755, &mut Vec::new())?;
+    }
     for out in &outputs {
         if let Some(dir) = out.path.parent()
             && let Ok(d) = fs::File::open(dir)

@@ -3,6 +3,7 @@
 //! turns into those files.
 
 pub mod apply;
+pub mod aziot;
 pub mod daemons;
 pub mod superconfig;
 
@@ -49,22 +50,29 @@ pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
 }
 
 /// Reads `file` (missing = empty table) and merges every `*.toml` directly in `dropins`, sorted
-/// by name: tables merge recursively, arrays concatenate, other values are replaced.
+/// by name: tables merge recursively, arrays concatenate, other values are replaced. A drop-in
+/// may hold one principal in aziot's shapes (see [`aziot::normalize`]).
 pub fn load_merged(file: &Path, dropins: &Path) -> Result<toml::Table, ConfigError> {
     let mut base = read_table(file, true)?;
-    if let Ok(entries) = std::fs::read_dir(dropins) {
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let t = read_table(&f, false)?;
-            merge(&mut base, t);
-        }
+    for f in toml_files(dropins) {
+        let t = aziot::normalize(read_table(&f, false)?);
+        merge(&mut base, t);
     }
     Ok(base)
+}
+
+/// The `*.toml` files directly in `dir`, sorted by name (none when `dir` is missing).
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
 }
 
 fn read_table(path: &Path, missing_ok: bool) -> Result<toml::Table, ConfigError> {
@@ -99,16 +107,36 @@ pub fn merge(base: &mut toml::Table, patch: toml::Table) {
     }
 }
 
-/// Loads a daemon config of type `T` from its file and drop-ins.
+/// Loads a daemon config of type `T` from its file and drop-ins (and the aziot principal files
+/// when `config apply` enabled them).
 pub fn load_daemon<T: serde::de::DeserializeOwned>(
     file: &Path,
     dropins: &Path,
 ) -> Result<T, ConfigError> {
-    let table = load_merged(file, dropins)?;
-    T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
+    load_daemon_aziot(file, dropins).map(|(config, _)| config)
+}
+
+/// [`load_daemon`], also returning the aziot socket and principal directory it was given.
+pub fn load_daemon_aziot<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    dropins: &Path,
+) -> Result<(T, aziot::AziotPaths), ConfigError> {
+    let mut table = load_merged(file, dropins)?;
+    let paths = aziot::resolve(&mut table, file)?;
+    let config = T::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Invalid {
         path: file.into(),
-        message: e.message().trim().replace('\n', " "),
-    })
+        message: format!(
+            "{} (with the drop-ins in {}{})",
+            e.message().trim().replace('\n', " "),
+            dropins.display(),
+            paths
+                .config_dir
+                .as_ref()
+                .map(|d| format!(" and {}", d.display()))
+                .unwrap_or_default()
+        ),
+    })?;
+    Ok((config, paths))
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct SuperConfig {
     pub local_ca: Option<CertAndKey>,
     pub edge_ca: Option<EdgeCa>,
     pub principals: Vec<Principal>,
+    /// `aziot_paths = true`: the daemons also listen on `/run/aziot/*.sock` and read principal
+    /// files from `/etc/aziot/{keyd,certd,identityd}/config.d` (ferrohub's own key).
+    pub aziot_paths: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -322,6 +325,8 @@ struct Raw {
     edge_ca: Option<RawEdgeCa>,
     #[serde(default)]
     principal: Vec<Principal>,
+    #[serde(default)]
+    aziot_paths: bool,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -414,6 +419,7 @@ fn convert(raw: Raw) -> Result<SuperConfig, Problem> {
         local_ca,
         edge_ca: raw.edge_ca.map(edge_ca).transpose()?,
         principals: raw.principal,
+        aziot_paths: raw.aziot_paths,
     };
     config.validate()?;
     Ok(config)

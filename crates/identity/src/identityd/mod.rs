@@ -221,7 +221,17 @@ pub async fn serve(
     options: Options,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = crate::uds::bind(&config.socket)?;
+    serve_on(config, options, Vec::new(), shutdown).await
+}
+
+/// [`serve`], also listening on the sockets in `also` (e.g. `/run/aziot/identityd.sock`).
+pub async fn serve_on(
+    config: IdentitydConfig,
+    options: Options,
+    also: Vec<PathBuf>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listeners = crate::uds::bind_all(&config.socket, &also)?;
     let max = config.max_requests;
     let idd = Identityd::new(config, options);
     match idd.reprovision(Trigger::Startup).await {
@@ -233,6 +243,6 @@ pub async fn serve(
             warn!(error = %e, "Provisioning failed; device and module APIs answer with errors until POST /identities/device/reprovision succeeds")
         }
     }
-    crate::uds::serve(listener, router(idd), max, "identityd", shutdown).await;
+    crate::uds::serve_many(listeners, router(idd), max, "identityd", shutdown).await;
     Ok(())
 }

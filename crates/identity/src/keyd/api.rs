@@ -77,10 +77,20 @@ pub async fn serve_with(
     config: &KeydConfig,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = uds::bind(&config.socket)?;
-    tracing::info!(socket = %config.socket.display(), "keyd listening");
-    uds::serve(
-        listener,
+    serve_on(keyd, config, &[], shutdown).await
+}
+
+/// [`serve_with`], also listening on the sockets in `also` (e.g. `/run/aziot/keyd.sock`).
+pub async fn serve_on(
+    keyd: Arc<Keyd>,
+    config: &KeydConfig,
+    also: &[std::path::PathBuf],
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listeners = uds::bind_all(&config.socket, also)?;
+    tracing::info!(socket = %config.socket.display(), also = ?also, "keyd listening");
+    uds::serve_many(
+        listeners,
         router(keyd),
         config.max_requests,
         "keyd",

@@ -20,7 +20,7 @@ mod service;
 mod store;
 
 pub use acl::{Acl, glob_match};
-pub use api::{API_VERSIONS, router, serve, serve_with};
+pub use api::{API_VERSIONS, router, serve, serve_on, serve_with};
 pub use crypto::{Parameter, ParameterValue, choose_algorithm};
 pub use handle::{HANDLE_VALIDATION_KEY, HandleKey, KeyRef};
 pub use service::{Keyd, SignMechanism};
