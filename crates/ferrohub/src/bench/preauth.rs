@@ -115,7 +115,10 @@ pub async fn run(args: PreauthArgs) -> Result<bool> {
     let mut worst: f64 = 0.0;
     let mut all_served = true;
     for state in &args.states {
-        eprintln!("ferrohub: {n} half-open connections, state {} ...", state.key());
+        eprintln!(
+            "ferrohub: {n} half-open connections, state {} ...",
+            state.key()
+        );
         let t = Target::ferrohub_with(&fx, args.server_cpus.clone(), false, limits.clone()).await?;
         let r = hold(&t, &fx, &args, *state).await;
         t.stop().await?;
@@ -210,7 +213,8 @@ async fn open(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, state: State) ->
     match state {
         State::Tcp | State::HttpsTcp => Ok(Held::Tcp(tcp)),
         State::Hello | State::HttpsHello => {
-            let mut client = rustls::ClientConnection::new(cfg, ServerName::try_from("localhost")?)?;
+            let mut client =
+                rustls::ClientConnection::new(cfg, ServerName::try_from("localhost")?)?;
             let mut hello = Vec::new();
             client.write_tls(&mut hello)?;
             tcp.write_all(&hello).await?;

@@ -76,7 +76,9 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
     let total = hub.metrics.limit_reached(limit);
     if hub.metrics.limit_log_due(limit) {
         let what = match limit {
-            "connect_timeout_secs" => "Closing connection: TLS and CONNECT not done in time",
+            "connect_timeout_secs" => {
+                "Closing connection: TLS and CONNECT (HTTPS: the first request) not done in time"
+            }
             _ => "Refusing connection",
         };
         warn!(
@@ -119,8 +121,9 @@ async fn handshake(
     conn::admit(&hub, tls, chain, deadline).await
 }
 
-/// A client did not finish TLS and CONNECT within `limits.connect_timeout_secs`.
-pub(super) fn connect_timed_out(hub: &Hub) {
+/// A client did not finish TLS and CONNECT (on HTTPS: its first request) within
+/// `limits.connect_timeout_secs`.
+pub(crate) fn connect_timed_out(hub: &Hub) {
     refused_early(
         hub,
         "connect_timeout_secs",
@@ -185,19 +188,25 @@ async fn serve_with(
             async move {
                 let _slots = (permit, ip_slot);
                 let deadline = tokio::time::Instant::now() + handshake_timeout;
-                // TLS, CONNECT and authentication run in their own allocation, freed once the
-                // device is in: an idle connection keeps only its session's state.
+                // Until the client sends its first bytes it holds only its socket and this small
+                // task. Then TLS, CONNECT and authentication run in their own allocation, freed
+                // once the device is in, and the session gets its own: an unauthenticated
+                // connection never holds the session's state, an idle device only that.
+                if !crate::net::first_bytes(&tcp, deadline).await {
+                    connect_timed_out(&hub);
+                    return;
+                }
                 match acceptor {
                     Some(acceptor) => {
                         let admitted = Box::pin(handshake(hub.clone(), acceptor, tcp, deadline));
                         if let Some(admitted) = admitted.await {
-                            session(hub, admitted).await;
+                            Box::pin(session(hub, admitted)).await;
                         }
                     }
                     None => {
                         let admitted = Box::pin(conn::admit(&hub, tcp, Vec::new(), deadline));
                         if let Some(admitted) = admitted.await {
-                            session(hub, admitted).await;
+                            Box::pin(session(hub, admitted)).await;
                         }
                     }
                 }
