@@ -92,11 +92,19 @@ pub async fn serve(
         tokio::spawn(
             async move {
                 let _permit = permit;
-                let Some(tls) = hub::net::handshake(&acceptor, tcp, CONNECT_TIMEOUT).await else {
+                let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+                // Nothing but the socket is held until the client sends its first bytes; then
+                // the handshake and the session each get their own allocation in turn.
+                if !hub::net::first_bytes(&tcp, deadline).await {
+                    debug!("Closing: nothing sent before the connect timeout");
+                    return;
+                }
+                let Some(tls) = Box::pin(hub::net::handshake(&acceptor, tcp, deadline)).await
+                else {
                     return;
                 };
                 let chain = hub::net::peer_chain(&tls);
-                connection(dps, tls, chain).await;
+                Box::pin(connection(dps, tls, chain)).await;
             }
             .instrument(tracing::info_span!("dps-mqtt", %peer)),
         );

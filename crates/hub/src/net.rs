@@ -31,23 +31,41 @@ pub async fn accept_next(
     }
 }
 
-/// The TLS handshake within `limit`; failures are logged and give `None`.
+/// Waits, by `deadline`, until the client has sent its first bytes (or closed); `false` when the
+/// deadline passed first. Until then a connection holds only its socket and a small task: no TLS
+/// state, buffer or boxed handshake, so an unauthenticated peer that sends nothing costs little.
+pub async fn first_bytes(tcp: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    // A readiness error is left to the handshake, which reports it.
+    tokio::time::timeout_at(deadline, tcp.readable())
+        .await
+        .is_ok()
+}
+
+/// What a listener does when a client missed its deadline, besides closing the connection (the
+/// hub counts it under `limits.connect_timeout_secs` and logs the limit).
+pub type OnTimeout = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+/// The TLS handshake by `deadline`; failures are logged and give `None`.
 pub async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
-    limit: Duration,
+    deadline: tokio::time::Instant,
 ) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             info!(error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
-            info!(timeout_secs = limit.as_secs(), "TLS handshake timed out");
+            handshake_timed_out();
             None
         }
     }
+}
+
+fn handshake_timed_out() {
+    info!("Closing connection: TLS handshake not done in time");
 }
 
 /// The TLS client certificate chain of a connection (empty when none was sent), for handlers.
@@ -64,12 +82,14 @@ pub fn peer_chain<IO>(tls: &TlsStream<IO>) -> Vec<rustls::pki_types::Certificate
 }
 
 /// Serves `app` over HTTPS (HTTP/1.1 and h2) until `shutdown` changes; each connection's
-/// [`PeerChain`] is available to handlers as an `axum::Extension`.
+/// [`PeerChain`] is available to handlers as an `axum::Extension`. A client must complete TLS and
+/// send its first request within `handshake_timeout` of the TCP connection being accepted, else it
+/// is closed and `on_timeout` runs.
 pub async fn serve_https(
     listener: TcpListener,
     tls: std::sync::Arc<rustls::ServerConfig>,
     app: axum::Router,
-    handshake_timeout: Duration,
+    (handshake_timeout, on_timeout): (Duration, OnTimeout),
     name: &'static str,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -79,24 +99,28 @@ pub async fn serve_https(
         // Streamed responses (the events follow stream, method results) are small writes; without
         // this, Nagle's algorithm holds them until the previous segment is acknowledged.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, on_timeout) = (acceptor.clone(), app.clone(), on_timeout.clone());
         tokio::spawn(
             async move {
-                let Some(tls) = handshake(&acceptor, tcp, handshake_timeout).await else {
+                let deadline = tokio::time::Instant::now() + handshake_timeout;
+                if !first_bytes(&tcp, deadline).await {
+                    handshake_timed_out();
+                    on_timeout();
                     return;
+                }
+                // Each stage in its own allocation, taken when the previous one is done: the
+                // task itself stays small while a client has not sent anything.
+                let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+                let tls = match Box::pin(handshake).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return info!(error = %e, "TLS handshake failed"),
+                    Err(_) => {
+                        handshake_timed_out();
+                        return on_timeout();
+                    }
                 };
-                let chain = PeerChain(std::sync::Arc::new(peer_chain(&tls)));
-                let service = hyper_util::service::TowerToHyperService::new(
-                    app.layer(axum::Extension(chain)),
-                );
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                if let Err(e) = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "HTTPS connection ended with an error");
+                if !Box::pin(serve_connection(tls, app, deadline)).await {
+                    on_timeout();
                 }
             }
             .instrument(tracing::info_span!("https", listener = name, %peer)),
@@ -140,4 +164,45 @@ where
     {
         warn!(error = %e, "The metrics endpoint stopped");
     }
+}
+
+/// Serves HTTP on an established TLS connection; closes it when no request has begun by
+/// `deadline`, and then returns `false`.
+async fn serve_connection(
+    tls: TlsStream<TcpStream>,
+    app: axum::Router,
+    deadline: tokio::time::Instant,
+) -> bool {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let chain = PeerChain(Arc::new(peer_chain(&tls)));
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = requested.clone();
+    // The chain goes into each request's extensions (rather than a layer on a per-connection copy
+    // of the router, which would wrap every route again for each connection).
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(chain.clone());
+            req
+        },
+    );
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let result = match tokio::time::timeout_at(deadline, conn.as_mut()).await {
+        Ok(result) => result,
+        Err(_) if requested.load(Ordering::Relaxed) => conn.await,
+        Err(_) => {
+            info!("Closing connection: no request by the TLS and first-request deadline");
+            return false;
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTPS connection ended with an error");
+    }
+    true
 }

@@ -471,3 +471,59 @@ async fn too_many_unacknowledged_publishes_pause_reading_and_lose_nothing() {
         ),
     );
 }
+
+/// One HTTP/1.1 request on `s`, and the status line of the answer (its headers read in full).
+async fn http_status<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) -> String {
+    s.write_all(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "the hub closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    // The body, announced by its length, so the next answer starts clean.
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn https_clients_without_a_request_are_closed_by_connect_timeout_secs() {
+    let t = hub_with(|l| l.connect_timeout_secs = 2).await;
+    // A client that asks in time keeps its connection past the deadline (keep-alive).
+    let mut asking = Mqtt::tls_to(t.https, &t.root, None).await;
+    assert!(
+        http_status(&mut asking.stream)
+            .await
+            .starts_with("HTTP/1.1 ")
+    );
+    // Half-open: TCP and nothing; TLS done and no request.
+    let mut silent = tcp_from("127.0.0.1", t.https).await;
+    let mut quiet = Mqtt::tls_to(t.https, &t.root, None).await;
+    assert!(closed_by_hub(&mut silent).await, "a silent peer is closed");
+    assert!(
+        closed_by_hub(&mut quiet.stream).await,
+        "TLS without a request is closed"
+    );
+    reached(&t, "connect_timeout_secs", 2).await;
+    named(&t, "connect_timeout_secs", 2);
+    let again = http_status(&mut asking.stream).await;
+    assert!(again.starts_with("HTTP/1.1 "), "{again}");
+    row(
+        "half-open HTTPS",
+        "a silent TCP peer and a TLS connection that sends no request on the service API, next to a client with a request answered before",
+        "limits.connect_timeout_secs = 2 (TLS and the first request together)",
+        "both half-open connections closed by the hub, counted (limit=\"connect_timeout_secs\") and logged; the client that asked in time keeps its connection and is answered again after the deadline",
+    );
+}

@@ -199,6 +199,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let timeout = std::time::Duration::from_secs(30);
-    hub::net::serve_https(listener, tls, router(dps), timeout, "dps-https", shutdown).await;
+    // TLS and the first request within 30 s; the net module logs a client that misses it.
+    let deadline: (_, hub::net::OnTimeout) = (std::time::Duration::from_secs(30), Arc::new(|| {}));
+    hub::net::serve_https(listener, tls, router(dps), deadline, "dps-https", shutdown).await;
 }

@@ -11,6 +11,7 @@ mod keyd;
 mod mosquitto;
 mod mqtt;
 mod plot;
+mod preauth;
 mod process;
 mod provision;
 mod report;
@@ -54,6 +55,14 @@ pub enum BenchCmd {
         ferrohub bench idle --connections 100 --peer none --json"
     )]
     Idle(idle::IdleArgs),
+    /// N connections held open before authentication (TCP only, ClientHello sent, TLS done
+    /// without CONNECT or request), on the MQTT and HTTPS listeners: the server's RSS growth per
+    /// connection, and a device still served meanwhile.
+    #[command(
+        after_help = "Examples:\n  ferrohub bench preauth --connections 2000\n  \
+        ferrohub bench preauth --connections 50 --states tcp,hello,tls --json"
+    )]
+    Preauth(preauth::PreauthArgs),
     /// Appends to a durable-log with group commit and fdatasync: appends/s, each one durable.
     #[command(
         after_help = "Examples:\n  ferrohub bench durable-log --writers 512 --seconds 10\n  \
@@ -94,6 +103,7 @@ pub fn run(cmd: BenchCmd) -> Result<bool> {
         BenchCmd::Telemetry(args) => return rt.block_on(telemetry::run(args)),
         BenchCmd::Connect(args) => return rt.block_on(connect::run(args)),
         BenchCmd::Idle(args) => return rt.block_on(idle::run(args)),
+        BenchCmd::Preauth(args) => return rt.block_on(preauth::run(args)),
         BenchCmd::DurableLog(args) => return rt.block_on(durable::run(args)),
         BenchCmd::Report(args) => report::run(&args),
         BenchCmd::Methods(args) => rt.block_on(interactive::methods(args)),

@@ -24,14 +24,19 @@ pub fn client_config(
     roots: Arc<rustls::RootCertStore>,
 ) -> Result<Arc<rustls::ClientConfig>> {
     let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes()).context("device key")?;
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(creds.chain.clone(), key)?;
     cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
+}
+
+/// The bench clients' crypto: aws-lc-rs with X25519 as the only key exchange.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    Arc::new(provider)
 }
 
 /// What a connection negotiated, for the record.

@@ -78,6 +78,23 @@ pub fn rows(scenario: &str) -> &'static [(&'static str, &'static str)] {
             ),
             ("failed", "failed"),
         ],
+        "preauth" => &[
+            (
+                "MQTT, TCP only: server RSS per connection, KiB",
+                "tcp.kib_per_connection",
+            ),
+            ("MQTT, ClientHello sent: KiB", "hello.kib_per_connection"),
+            ("MQTT, TLS done, no CONNECT: KiB", "tls.kib_per_connection"),
+            ("HTTPS, TCP only: KiB", "https_tcp.kib_per_connection"),
+            (
+                "HTTPS, ClientHello sent: KiB",
+                "https_hello.kib_per_connection",
+            ),
+            (
+                "HTTPS, TLS done, no request: KiB",
+                "https_tls.kib_per_connection",
+            ),
+        ],
         "durable-log" => &[
             ("acknowledged (durable) appends/s", "appends_per_sec"),
             ("records per fdatasync", "records_per_commit"),

@@ -143,11 +143,22 @@ impl Target {
     /// registered (CA-authenticated) before it starts; with `plain`, also on a plain MQTT listener
     /// (devices sign in there with a token of the `device` policy, [`Target::plain_password`]).
     pub async fn ferrohub(fx: &Fixture, cpus: Option<String>, plain: bool) -> Result<Self> {
+        Self::ferrohub_with(fx, cpus, plain, Limits::default()).await
+    }
+
+    /// [`Target::ferrohub`] with these `[limits]`.
+    pub async fn ferrohub_with(
+        fx: &Fixture,
+        cpus: Option<String>,
+        plain: bool,
+        limits: Limits,
+    ) -> Result<Self> {
         let dir = fx.dir.path().join("ferrohub");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let (mqtt, https) = (free_port()?, free_port()?);
         let mut cfg = hub_config(&dir, fx, mqtt, https);
+        cfg.limits = limits;
         let plain_addr = if plain {
             Some(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
         } else {

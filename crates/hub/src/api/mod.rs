@@ -269,7 +269,11 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
-    crate::net::serve_https(listener, tls, router(hub), timeout, "https", shutdown).await;
+    let counted = hub.clone();
+    let on_timeout: crate::net::OnTimeout =
+        Arc::new(move || crate::mqtt::connect_timed_out(&counted));
+    let deadline = (timeout, on_timeout);
+    crate::net::serve_https(listener, tls, router(hub), deadline, "https", shutdown).await;
 }
 
 #[cfg(test)]

@@ -77,7 +77,9 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
     let total = hub.metrics.limit_reached(limit);
     if hub.metrics.limit_log_due(limit) {
         let what = match limit {
-            "connect_timeout_secs" => "Closing connection: TLS and CONNECT not done in time",
+            "connect_timeout_secs" => {
+                "Closing connection: TLS and CONNECT (HTTPS: the first request) not done in time"
+            }
             _ => "Refusing connection",
         };
         warn!(
@@ -87,15 +89,25 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
     }
 }
 
-/// Runs an admitted connection's session, counted for a clean shutdown.
-async fn session<S>(hub: Arc<Hub>, admitted: conn::Admitted<S>)
+/// A connection's places in `limits.max_connections` and `limits.max_connections_per_ip`.
+type Slots = (tokio::sync::OwnedSemaphorePermit, IpSlot);
+
+/// Runs an admitted connection's session in a task of its own (counted for a clean shutdown),
+/// sized for the session alone: the task that accepted the connection and its handshake end here.
+fn spawn_session<S>(hub: Arc<Hub>, admitted: conn::Admitted<S>, slots: Slots)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
     use std::sync::atomic::Ordering::SeqCst;
     hub.connections.tasks.fetch_add(1, SeqCst);
-    conn::run(hub.clone(), admitted).await;
-    hub.connections.tasks.fetch_sub(1, SeqCst);
+    tokio::spawn(
+        async move {
+            let _slots = slots;
+            conn::run(hub.clone(), admitted).await;
+            hub.connections.tasks.fetch_sub(1, SeqCst);
+        }
+        .instrument(tracing::Span::current()),
+    );
 }
 
 /// TLS, then CONNECT and authentication, within `deadline`.
@@ -120,8 +132,9 @@ async fn handshake(
     conn::admit(&hub, tls, chain, deadline).await
 }
 
-/// A client did not finish TLS and CONNECT within `limits.connect_timeout_secs`.
-pub(super) fn connect_timed_out(hub: &Hub) {
+/// A client did not finish TLS and CONNECT (on HTTPS: its first request) within
+/// `limits.connect_timeout_secs`.
+pub(crate) fn connect_timed_out(hub: &Hub) {
     refused_early(
         hub,
         "connect_timeout_secs",
@@ -184,21 +197,27 @@ async fn serve_with(
         let (hub, acceptor) = (hub.clone(), acceptor.clone());
         tokio::spawn(
             async move {
-                let _slots = (permit, ip_slot);
+                let slots = (permit, ip_slot);
                 let deadline = tokio::time::Instant::now() + handshake_timeout;
-                // TLS, CONNECT and authentication run in their own allocation, freed once the
-                // device is in: an idle connection keeps only its session's state.
+                // Until the client sends its first bytes it holds only its socket and this small
+                // task. Then TLS, CONNECT and authentication run in their own allocation, and an
+                // admitted device gets a task of its own for its session: an unauthenticated
+                // connection never holds the session's state, an idle device only that.
+                if !crate::net::first_bytes(&tcp, deadline).await {
+                    connect_timed_out(&hub);
+                    return;
+                }
                 match acceptor {
                     Some(acceptor) => {
                         let admitted = Box::pin(handshake(hub.clone(), acceptor, tcp, deadline));
                         if let Some(admitted) = admitted.await {
-                            session(hub, admitted).await;
+                            spawn_session(hub, admitted, slots);
                         }
                     }
                     None => {
                         let admitted = Box::pin(conn::admit(&hub, tcp, Vec::new(), deadline));
                         if let Some(admitted) = admitted.await {
-                            session(hub, admitted).await;
+                            spawn_session(hub, admitted, slots);
                         }
                     }
                 }
