@@ -206,3 +206,34 @@ async fn serve_connection(
     }
     true
 }
+
+/// Wraps `app` so each request path ending in one `/` (`/devices/`, `/devices/d1/modules/`) is
+/// routed as the path without it, as IoT Hub and the provisioning service accept it: the Node
+/// service SDK lists devices with `GET /devices/`. One mechanism for every route: the slash is
+/// stripped before `app` routes the request, so no route is declared twice.
+pub fn accept_trailing_slash(app: axum::Router) -> axum::Router {
+    axum::Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::map_request(strip_trailing_slash))
+}
+
+async fn strip_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    let path = uri.path();
+    if path.len() > 1 && path.ends_with('/') {
+        let stripped = &path[..path.len() - 1];
+        let path_and_query = match uri.query() {
+            Some(q) => format!("{stripped}?{q}"),
+            None => stripped.to_owned(),
+        };
+        let mut parts = uri.clone().into_parts();
+        // A path cut at an ASCII `/` stays a valid path, the query is copied as received.
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(new) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = new;
+            }
+        }
+    }
+    req
+}

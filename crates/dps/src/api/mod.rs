@@ -25,7 +25,7 @@ use crate::error::ApiError;
 pub use hub::net::PeerChain;
 
 pub fn router(dps: Arc<Dps>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/enrollments/query", post(service::query_enrollments))
         .route(
             "/enrollments/{id}",
@@ -90,7 +90,9 @@ pub fn router(dps: Arc<Dps>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(1024 * 1024))
-        .with_state(dps)
+        .with_state(dps);
+    // The SDKs' trailing-slash forms, as the hub accepts them.
+    hub::net::accept_trailing_slash(routes)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -33,7 +33,7 @@ pub use auth::{API_VERSIONS, Target};
 /// The router of every service API path.
 pub fn router(hub: Arc<Hub>) -> Router {
     let limit = hub.config.limits.max_request_bytes;
-    Router::new()
+    let routes = Router::new()
         .route(
             "/devices",
             get(devices::list).post(devices::bulk_unsupported),
@@ -107,7 +107,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(hub)
+        .with_state(hub);
+    crate::net::accept_trailing_slash(routes)
 }
 
 /// The right `GET /metrics` on the HTTPS port needs (with a hub-wide token; no `api-version`):
