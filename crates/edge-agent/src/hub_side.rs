@@ -1,6 +1,6 @@
-//! What `ferrohub hub edge set-modules` does at the hub: writes a validated manifest into the
-//! module twins of an edge device, `$edgeHub` first and `$edgeAgent` last, so the agent, which
-//! acts on `$edgeAgent` changes, finds the routes of the same deployment in place.
+//! What `ferrohub hub edge set-modules` asks of the hub: a validated manifest applied to an edge
+//! device (the hub's `applyConfigurationContent` writes its module twins), and single module
+//! twins' desired properties.
 
 use hub::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
@@ -39,39 +39,41 @@ pub async fn write_desired(
         .map(drop)
 }
 
-/// Writes `manifest` to edge device `edge_id`: `$edgeHub`, then the twins of the deployment's
-/// modules (creating their identities, `managedBy: iotEdge`, when missing), then `$edgeAgent`.
+/// Writes `manifest` to edge device `edge_id` with the hub's `POST
+/// /devices/{id}/applyConfigurationContent` (as `az iot edge set-modules`): the hub writes
+/// `$edgeHub`, then the twins of the deployment's modules (creating their identities,
+/// `managedBy: iotEdge`, when missing), then `$edgeAgent`.
 pub async fn set_modules(
     client: &ServiceClient,
     edge_id: &str,
     manifest: &Manifest,
 ) -> Result<(), SetModulesError> {
-    let device = client
+    let mut modules = serde_json::Map::new();
+    let system = [
+        ("$edgeAgent", &manifest.edge_agent),
+        ("$edgeHub", &manifest.edge_hub),
+    ];
+    for (name, desired) in system
+        .into_iter()
+        .chain(manifest.modules.iter().map(|(n, d)| (n.as_str(), d)))
+    {
+        modules.insert(name.to_owned(), json!({"properties.desired": desired}));
+    }
+    let r = client
         .send(
-            Method::GET,
-            &format!("/devices/{}", enc(edge_id)),
-            None,
+            Method::POST,
+            &format!("/devices/{}/applyConfigurationContent", enc(edge_id)),
+            Some(&json!({"modulesContent": modules})),
             &[],
         )
-        .await?
-        .ok()?
-        .json();
-    if device["capabilities"]["iotEdge"] != true {
+        .await?;
+    let not_edge = r.status == StatusCode::BAD_REQUEST
+        && r.json()["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("capabilities.iotEdge"));
+    if not_edge {
         return Err(SetModulesError::NotEdge(edge_id.to_owned()));
     }
-    write_desired(client, edge_id, "$edgeHub", &manifest.edge_hub).await?;
-    for (module, desired) in &manifest.modules {
-        let path = format!("/devices/{}/modules/{}", enc(edge_id), enc(module));
-        let r = client.send(Method::GET, &path, None, &[]).await?;
-        if r.status == StatusCode::NOT_FOUND {
-            let body = json!({"moduleId": module, "deviceId": edge_id, "managedBy": "iotEdge"});
-            client
-                .send(Method::PUT, &path, Some(&body), &[])
-                .await?
-                .ok()?;
-        }
-        write_desired(client, edge_id, module, desired).await?;
-    }
-    write_desired(client, edge_id, "$edgeAgent", &manifest.edge_agent).await?;
+    r.ok().map(drop)?;
     Ok(())
 }

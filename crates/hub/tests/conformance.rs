@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::TestHub;
+use common::{HOST, KEY, TestHub, base64_decode};
+use hub::client::ServiceClient;
+use hub::config::{Policy, Right};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
@@ -16,26 +18,140 @@ async fn every_route_accepts_one_trailing_slash() {
     let t = TestHub::start().await;
     let c = t.client();
     let body = json!({"deviceId": "d1"});
-    let r = c.send(Method::PUT, "/devices/d1/", Some(&body), &[]).await.unwrap();
+    let r = c
+        .send(Method::PUT, "/devices/d1/", Some(&body), &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::OK, "PUT /devices/d1/: {:?}", r.json());
     let m = json!({"deviceId": "d1", "moduleId": "m1"});
-    let r = c.send(Method::PUT, "/devices/d1/modules/m1/", Some(&m), &[]).await.unwrap();
+    let r = c
+        .send(Method::PUT, "/devices/d1/modules/m1/", Some(&m), &[])
+        .await
+        .unwrap();
     assert!(r.status.is_success(), "PUT module: {:?}", r.json());
     let r = c.send(Method::GET, "/devices/", None, &[]).await.unwrap();
     assert_eq!(r.status, StatusCode::OK, "GET /devices/: {:?}", r.json());
     assert_eq!(r.json()[0]["deviceId"], "d1");
-    let r = c.send(Method::GET, "/devices/d1/modules/", None, &[]).await.unwrap();
+    let r = c
+        .send(Method::GET, "/devices/d1/modules/", None, &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()[0]["moduleId"], "m1");
     let r = c.send(Method::GET, "/twins/d1/", None, &[]).await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["deviceId"], "d1");
-    let r = c.send(Method::GET, "/twins/d1/modules/m1/", None, &[]).await.unwrap();
+    let r = c
+        .send(Method::GET, "/twins/d1/modules/m1/", None, &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["moduleId"], "m1");
     // Stripping stops at one slash and never makes up a route.
     let r = c.send(Method::GET, "/devices//", None, &[]).await.unwrap();
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = c.send(Method::GET, "/devices/nope/", None, &[]).await.unwrap();
+    let r = c
+        .send(Method::GET, "/devices/nope/", None, &[])
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+/// `POST /devices/{id}/applyConfigurationContent` (`az iot edge set-modules`, the service SDKs'
+/// apply-on-edge-device) writes the module twins as `ferrohub hub edge set-modules` does.
+#[tokio::test]
+async fn apply_configuration_content_writes_the_module_twins() {
+    let t = TestHub::start_with(|cfg| {
+        cfg.policies.push(Policy {
+            name: "registryRead".into(),
+            primary_key: KEY.into(),
+            secondary_key: KEY.into(),
+            rights: vec![Right::RegistryRead],
+        });
+    })
+    .await;
+    let c = t.client();
+    let edge = json!({"deviceId": "gw", "capabilities": {"iotEdge": true}});
+    let r = c
+        .send(Method::PUT, "/devices/gw", Some(&edge), &[])
+        .await
+        .unwrap();
+    assert!(r.status.is_success(), "{:?}", r.json());
+    let leaf = json!({"deviceId": "leaf"});
+    c.send(Method::PUT, "/devices/leaf", Some(&leaf), &[])
+        .await
+        .unwrap();
+    let content = json!({"modulesContent": {
+        "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {"sensor": {}}}},
+        "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {"up": "FROM /messages/* INTO $upstream"}}},
+        "sensor": {"properties": {"desired": {"interval": 5}}},
+    }});
+    let path = "/devices/gw/applyConfigurationContent";
+    let r = c
+        .send(Method::POST, path, Some(&content), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.json());
+    let twin = |m: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .send(Method::GET, &format!("/twins/gw/modules/{m}"), None, &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{m}: {:?}", r.json());
+            r.json()["properties"]["desired"].clone()
+        }
+    };
+    assert_eq!(twin("$edgeAgent").await["modules"]["sensor"], json!({}));
+    assert_eq!(
+        twin("$edgeHub").await["routes"]["up"],
+        "FROM /messages/* INTO $upstream"
+    );
+    assert_eq!(twin("sensor").await["interval"], 5);
+    let r = c
+        .send(Method::GET, "/devices/gw/modules/sensor", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(r.json()["managedBy"], "iotEdge");
+
+    let bad = |body: serde_json::Value, want: StatusCode, dev: &'static str| {
+        let c = c.clone();
+        async move {
+            let p = format!("/devices/{dev}/applyConfigurationContent");
+            let r = c.send(Method::POST, &p, Some(&body), &[]).await.unwrap();
+            assert_eq!(r.status, want, "{body}: {:?}", r.json());
+        }
+    };
+    bad(json!([1]), StatusCode::BAD_REQUEST, "gw").await;
+    bad(json!({"modulesContent": 3}), StatusCode::BAD_REQUEST, "gw").await;
+    bad(
+        json!({"modulesContent": {"$edgeAgent": {}}}),
+        StatusCode::BAD_REQUEST,
+        "gw",
+    )
+    .await;
+    bad(
+        json!({"deviceContent": {"properties.desired.x": 1}}),
+        StatusCode::BAD_REQUEST,
+        "gw",
+    )
+    .await;
+    bad(content.clone(), StatusCode::NOT_FOUND, "nope").await;
+    bad(content.clone(), StatusCode::BAD_REQUEST, "leaf").await;
+    let empty_extras = json!({"modulesContent": content["modulesContent"], "deviceContent": null, "moduleContent": {}});
+    bad(empty_extras, StatusCode::NO_CONTENT, "gw").await;
+    let reader = ServiceClient::new(
+        t.https.to_string(),
+        HOST.into(),
+        "registryRead".into(),
+        base64_decode(KEY),
+        hub::tls::client_config(&t.root).unwrap(),
+    )
+    .with_token_time(u64::try_from(common::now().unix_timestamp()).unwrap());
+    let r = reader
+        .send(Method::POST, path, Some(&content), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "RegistryRead only");
 }

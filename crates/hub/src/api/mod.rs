@@ -6,6 +6,7 @@
 mod auth;
 mod certificates;
 mod devices;
+mod edge;
 mod events;
 mod scope;
 mod settings;
@@ -45,6 +46,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
                 .put(devices::put_device)
                 .delete(devices::delete_device),
         )
+        .route("/devices/{id}/applyConfigurationContent", post(edge::apply))
         .route(
             "/devices/{id}/messages/deviceBound",
             post(devices::send_c2d),
