@@ -164,6 +164,10 @@ pub struct Device {
     /// absent value keeps the stored one and `""` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// The IoT Plug and Play model (DTMI) the device or module announced with `model-id=` in its
+    /// MQTT user name; recorded by the hub, never taken from a service request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
 }
 
 /// A module identity on a device.
@@ -189,6 +193,10 @@ pub struct Module {
     pub cloud_to_device_message_count: u64,
     #[serde(default)]
     pub authentication: Authentication,
+    /// The IoT Plug and Play model (DTMI) the device or module announced with `model-id=` in its
+    /// MQTT user name; recorded by the hub, never taken from a service request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
 }
 
 impl Default for Module {
@@ -206,6 +214,7 @@ impl Default for Module {
             last_activity_time: never(),
             cloud_to_device_message_count: 0,
             authentication: Authentication::default(),
+            model_id: None,
         }
     }
 }

@@ -285,6 +285,7 @@ impl RegistryService {
             device_scope,
             parent_scopes,
             managed_by: input.managed_by.filter(|m| !m.is_empty()),
+            model_id: None,
         }
     }
 
@@ -345,6 +346,38 @@ impl RegistryService {
         };
         self.presence
             .record(device_id, module_id, state, self.now());
+    }
+
+    /// Records the Plug and Play model a device or module announced at its MQTT CONNECT
+    /// (`model-id=` in the user name), shown as `modelId` in its identity and twin. Written only
+    /// when it changed; an identity deleted meanwhile is skipped.
+    pub fn set_model_id(
+        &self,
+        device_id: &str,
+        module_id: Option<&str>,
+        model_id: &str,
+    ) -> Result<(), ApiError> {
+        let _guard = self.lock();
+        let model = Some(model_id.to_owned());
+        match module_id {
+            None => {
+                if let Some(mut d) = self.store.get_device(device_id)?
+                    && d.model_id != model
+                {
+                    d.model_id = model;
+                    self.store.put_device(&d)?;
+                }
+            }
+            Some(m) => {
+                if let Some(mut md) = self.store.get_module(device_id, m)?
+                    && md.model_id != model
+                {
+                    md.model_id = model;
+                    self.store.put_module(&md)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the recorded connection changes in one transaction; returns how many were written.

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{HOST, KEY, TestHub, base64_decode};
+use common::{HOST, KEY, Mqtt, TestHub, base64_decode, device_token, expiry};
 use hub::client::ServiceClient;
 use hub::config::{Policy, Right};
 use hyper::{Method, StatusCode};
+use mqtt_codec::ConnectReturnCode;
 use serde_json::json;
 
 /// The Node service SDK's `Registry.list()` asks for `GET /devices/`; the other routes take
@@ -154,4 +155,60 @@ async fn apply_configuration_content_writes_the_module_twins() {
         .await
         .unwrap();
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "RegistryRead only");
+}
+
+/// A device or module that connects with `model-id=` in its MQTT user name (IoT Plug and Play)
+/// shows `modelId` in its twin and identity; a service write neither sets nor clears it.
+#[tokio::test]
+async fn plug_and_play_model_id_is_recorded_at_connect() {
+    let t = TestHub::start().await;
+    common::sas_device(&t, "pnp", hub::model::Status::Enabled);
+    let c = t.client();
+    let model = "dtmi:com:example:Thermostat;1";
+    let mut mqtt = Mqtt::tls(&t, None).await;
+    let user = format!("{HOST}/pnp/?api-version=2021-04-12&model-id={model}");
+    let token = device_token("pnp", KEY, expiry());
+    let (_, code) = mqtt.connect_as("pnp", &user, Some(token), true).await;
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    let get = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c.send(Method::GET, path, None, &[]).await.unwrap();
+            assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.json());
+            r.json()
+        }
+    };
+    assert_eq!(get("/twins/pnp").await["modelId"], model);
+    assert_eq!(get("/devices/pnp").await["modelId"], model);
+    // A replace by the service keeps it, and a model id in its body is not taken.
+    let body = json!({"deviceId": "pnp", "modelId": "dtmi:other;1", "status": "enabled"});
+    let r = c
+        .send(
+            Method::PUT,
+            "/devices/pnp",
+            Some(&body),
+            &[("if-match", "*")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
+    assert_eq!(get("/twins/pnp").await["modelId"], model);
+    // A device that never announced one has an empty model id in its twin, as at IoT Hub.
+    common::sas_device(&t, "plain", hub::model::Status::Enabled);
+    assert_eq!(get("/twins/plain").await["modelId"], "");
+
+    let m = json!({"deviceId": "pnp", "moduleId": "m1",
+        "authentication": {"type": "sas", "symmetricKey": {"primaryKey": KEY, "secondaryKey": KEY}}});
+    let r = c
+        .send(Method::PUT, "/devices/pnp/modules/m1", Some(&m), &[])
+        .await
+        .unwrap();
+    assert!(r.status.is_success(), "{:?}", r.json());
+    let mut module = Mqtt::tls(&t, None).await;
+    let user = format!("{HOST}/pnp/m1/?api-version=2021-04-12&model-id={model}");
+    let token = device_token("pnp/modules/m1", KEY, expiry());
+    let (_, code) = module.connect_as("pnp/m1", &user, Some(token), true).await;
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    assert_eq!(get("/twins/pnp/modules/m1").await["modelId"], model);
+    assert_eq!(get("/devices/pnp/modules/m1").await["modelId"], model);
 }

@@ -21,6 +21,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub fn device_document(d: &Device, t: &TwinState) -> Value {
     json!({
         "deviceId": d.device_id,
+        "modelId": d.model_id.as_deref().unwrap_or_default(),
         "etag": t.etag,
         "deviceEtag": d.etag,
         "status": d.status,
@@ -45,6 +46,7 @@ pub fn module_document(m: &Module, t: &TwinState) -> Value {
     json!({
         "deviceId": m.device_id,
         "moduleId": m.module_id,
+        "modelId": m.model_id.as_deref().unwrap_or_default(),
         "etag": t.etag,
         "deviceEtag": m.etag,
         "connectionState": m.connection_state,

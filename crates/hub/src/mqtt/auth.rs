@@ -263,6 +263,25 @@ pub fn authenticate(
     })
 }
 
+/// Records the Plug and Play model id (`model-id=` in the user name) of an accepted connection
+/// in its identity, so its twin and registry entry show `modelId`. A failed write is logged: the
+/// connection is not refused for it.
+pub fn record_model_id(hub: &Hub, identity: &Identity, username: Option<&str>) {
+    let model_id = username
+        .and_then(|u| iot_auth::username::parse_mqtt_username(u).ok())
+        .and_then(|u| u.model_id)
+        .filter(|m| !m.is_empty());
+    if let Some(model_id) = model_id {
+        let module_id = identity.module_id.as_deref();
+        if let Err(e) = hub
+            .registry
+            .set_model_id(&identity.device_id, module_id, &model_id)
+        {
+            tracing::warn!(error = %e, %model_id, "Could not record the device's Plug and Play model id; it is recorded at its next connect");
+        }
+    }
+}
+
 /// Authenticates `connect` again when a registry or CA change may have revoked what it used since
 /// `since` (a [`super::session::Connections::revocations`] read before it was authenticated): a
 /// change made while it authenticated looked for sessions to end before this one was registered.

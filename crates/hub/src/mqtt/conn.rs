@@ -215,6 +215,7 @@ where
     drop(peer_chain);
     hub.registry
         .set_connection(&identity.device_id, identity.module_id.as_deref(), true);
+    auth::record_model_id(&hub, &identity, connect.username.as_deref());
     let ack = Packet::ConnAck(ConnAck {
         session_present,
         code: ConnectReturnCode::Accepted,
