@@ -1,5 +1,6 @@
 //! The provisioning service API's hardening: `/metrics` behind a token or on a loopback listener,
-//! the registration id alphabet, 507 on a full disk, and the request-body depth limit.
+//! the registration id alphabet, 507 on a full disk, the request-body depth limit, and paths
+//! with a trailing slash.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
@@ -139,4 +140,16 @@ async fn a_full_disk_answers_507_naming_it_and_service_resumes() {
     );
     drop(t);
     drop(disk);
+}
+
+/// The service SDKs' trailing-slash forms route as the paths without it, as at the hub.
+#[tokio::test]
+async fn paths_with_one_trailing_slash_are_routed() {
+    let t = TestDps::start_with(1, |_| {}).await;
+    let body = json!({"registrationId": "e1", "attestation": {"type": "symmetricKey"}});
+    assert_eq!(t.put("/enrollments/e1/", body).await.0, StatusCode::OK);
+    let (status, e) = t.get("/enrollments/e1/").await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    assert_eq!(e["registrationId"], "e1");
+    assert_eq!(t.get("/enrollments/e1//").await.0, StatusCode::NOT_FOUND);
 }
