@@ -60,6 +60,7 @@ function registry(op, arg) {
     if (op === 'create') r.create(arg, done);
     else if (op === 'get') r.get(arg, done);
     else if (op === 'delete') r.delete(arg, done);
+    else if (op === 'list') r.list(done);
   `;
   const out = execFileSync(process.execPath, ['-e', script], {
     cwd: __dirname, encoding: 'utf8',
@@ -170,6 +171,14 @@ test('Registry.create without keys gets generated keys; 404 is DeviceNotFound', 
   assert.notStrictEqual(d.authentication.symmetricKey.primaryKey, d.authentication.symmetricKey.secondaryKey);
   const missing = registry('get', uid('node-missing'));
   assert.strictEqual(missing.error, 'DeviceNotFoundError', JSON.stringify(missing));
+});
+
+test('Registry.list (GET /devices/ with its trailing slash) lists the devices created', () => {
+  const id = uid('node-listed');
+  registry('create', { deviceId: id });
+  const listed = registry('list');
+  assert.ok(Array.isArray(listed), JSON.stringify(listed));
+  assert.ok(listed.some((d) => d.deviceId === id), JSON.stringify(listed));
 });
 
 test('a SAS device sends 100 messages over MQTT', async () => {
