@@ -38,14 +38,16 @@ impl Enrollment {
 }
 
 /// The credential the device will use at the hub: the same it proved here.
+///
+/// An X.509 device (individual or group enrollment) gets the thumbprint of the leaf it presented,
+/// as Azure DPS does: the hub then needs no copy of the enrollment's CA, and a renewed leaf
+/// registering again replaces the thumbprint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubAuth {
     /// SAS with these keys (individual: the enrollment's keys; group: derived keys).
     Keys { primary: String, secondary: String },
-    /// The leaf's thumbprint (individual X.509 enrollment).
+    /// The SHA-1 thumbprint of the leaf the device registered with.
     Thumbprint(String),
-    /// Any certificate chaining to a verified CA (group X.509 enrollment).
-    CertificateAuthority,
 }
 
 impl HubAuth {
@@ -60,7 +62,6 @@ impl HubAuth {
                 "type": "selfSigned",
                 "x509Thumbprint": {"primaryThumbprint": t, "secondaryThumbprint": t}
             }),
-            Self::CertificateAuthority => json!({"type": "certificateAuthority"}),
         }
     }
 }
@@ -324,7 +325,7 @@ fn by_x509(
                 });
                 return Ok(Attested {
                     enrollment: Enrollment::Group(Box::new(g)),
-                    auth: HubAuth::CertificateAuthority,
+                    auth: HubAuth::Thumbprint(leaf.thumbprint_sha1()),
                     x509: Some(x509),
                     symmetric_key: None,
                 });
