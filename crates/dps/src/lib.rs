@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use config::DpsConfig;
 use hub::time::SharedClock;
@@ -103,6 +103,9 @@ impl Dps {
     }
 }
 
+/// How long the start-up probe of the linked hubs waits for each.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sockets the service listens on (bound by the caller, so tests can use port 0).
 pub struct Listeners {
     pub mqtt: TcpListener,
@@ -134,6 +137,12 @@ pub async fn run(
     let https_tls =
         hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[b"http/1.1"])?;
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), id_scope = %dps.config.id_scope, "Provisioning service serving");
+    let probed = dps.clone();
+    tokio::spawn(async move {
+        for problem in probed.hubs.probe(PROBE_WAIT).await {
+            warn!("{problem}");
+        }
+    });
     let mqtt = tokio::spawn(mqtt::serve(
         dps.clone(),
         listeners.mqtt,
