@@ -109,6 +109,12 @@ pub enum Refusal {
     UnverifiedCa(String),
     #[error("the certificate does not chain to an enrolled CA")]
     UnknownCa,
+    #[error(
+        "incomplete certificate chain: the issuer {0:?} of the device's certificate was not sent \
+         and is not an enrolled CA; the device must send its full chain (its certificate, then \
+         the intermediate CAs)"
+    )]
+    IncompleteChain(String),
     #[error("certificate chain refused: {0}")]
     ChainInvalid(String),
     #[error("storage unavailable")]
@@ -132,6 +138,7 @@ impl Refusal {
             Self::WrongThumbprint(_) => "wrong_thumbprint",
             Self::UnverifiedCa(_) => "unverified_ca",
             Self::UnknownCa => "unknown_ca",
+            Self::IncompleteChain(_) => "incomplete_chain",
             Self::ChainInvalid(_) => "chain_invalid",
             Self::Unavailable => "unavailable",
         }
@@ -335,6 +342,11 @@ fn by_x509(
                 _ => refusal = Refusal::ChainInvalid(e.to_string()),
             },
         }
+    }
+    if refusal == Refusal::UnknownCa
+        && let Some(issuer) = leaf.missing_issuer(&rest)
+    {
+        refusal = Refusal::IncompleteChain(issuer);
     }
     Err(refusal)
 }
