@@ -38,14 +38,16 @@ impl Enrollment {
 }
 
 /// The credential the device will use at the hub: the same it proved here.
+///
+/// An X.509 device (individual or group enrollment) gets the thumbprint of the leaf it presented,
+/// as Azure DPS does: the hub then needs no copy of the enrollment's CA, and a renewed leaf
+/// registering again replaces the thumbprint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubAuth {
     /// SAS with these keys (individual: the enrollment's keys; group: derived keys).
     Keys { primary: String, secondary: String },
-    /// The leaf's thumbprint (individual X.509 enrollment).
+    /// The SHA-1 thumbprint of the leaf the device registered with.
     Thumbprint(String),
-    /// Any certificate chaining to a verified CA (group X.509 enrollment).
-    CertificateAuthority,
 }
 
 impl HubAuth {
@@ -60,7 +62,6 @@ impl HubAuth {
                 "type": "selfSigned",
                 "x509Thumbprint": {"primaryThumbprint": t, "secondaryThumbprint": t}
             }),
-            Self::CertificateAuthority => json!({"type": "certificateAuthority"}),
         }
     }
 }
@@ -108,6 +109,12 @@ pub enum Refusal {
     UnverifiedCa(String),
     #[error("the certificate does not chain to an enrolled CA")]
     UnknownCa,
+    #[error(
+        "incomplete certificate chain: the issuer {0:?} of the device's certificate was not sent \
+         and is not an enrolled CA; the device must send its full chain (its certificate, then \
+         the intermediate CAs)"
+    )]
+    IncompleteChain(String),
     #[error("certificate chain refused: {0}")]
     ChainInvalid(String),
     #[error("storage unavailable")]
@@ -131,6 +138,7 @@ impl Refusal {
             Self::WrongThumbprint(_) => "wrong_thumbprint",
             Self::UnverifiedCa(_) => "unverified_ca",
             Self::UnknownCa => "unknown_ca",
+            Self::IncompleteChain(_) => "incomplete_chain",
             Self::ChainInvalid(_) => "chain_invalid",
             Self::Unavailable => "unavailable",
         }
@@ -324,7 +332,7 @@ fn by_x509(
                 });
                 return Ok(Attested {
                     enrollment: Enrollment::Group(Box::new(g)),
-                    auth: HubAuth::CertificateAuthority,
+                    auth: HubAuth::Thumbprint(leaf.thumbprint_sha1()),
                     x509: Some(x509),
                     symmetric_key: None,
                 });
@@ -334,6 +342,11 @@ fn by_x509(
                 _ => refusal = Refusal::ChainInvalid(e.to_string()),
             },
         }
+    }
+    if refusal == Refusal::UnknownCa
+        && let Some(issuer) = leaf.missing_issuer(&rest)
+    {
+        refusal = Refusal::IncompleteChain(issuer);
     }
     Err(refusal)
 }

@@ -1,5 +1,9 @@
 //! Clients of the linked hubs' service APIs: DPS creates, updates, moves and deletes devices there
-//! exactly as any service application would.
+//! exactly as any service application would. A start-up probe tells the operator about a hub
+//! whose TLS certificate is not trusted or whose key is refused before any device registers.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use hub::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
@@ -13,6 +17,10 @@ pub struct LinkedHubClient {
     pub hostname: String,
     pub weight: u32,
     client: ServiceClient,
+    /// Where the service dials it.
+    addr: String,
+    /// The CA file its TLS certificate must chain to.
+    ca: PathBuf,
 }
 
 /// A hub call that failed: the hub's answer, or no answer.
@@ -65,13 +73,41 @@ impl LinkedHubs {
                 .clone()
                 .unwrap_or_else(|| format!("{hostname}:443"));
             hubs.push(LinkedHubClient {
-                client: ServiceClient::new(addr, hostname.clone(), policy.to_owned(), key, tls)
-                    .with_clock(clock.clone()),
+                client: ServiceClient::new(
+                    addr.clone(),
+                    hostname.clone(),
+                    policy.to_owned(),
+                    key,
+                    tls,
+                )
+                .with_clock(clock.clone()),
                 hostname,
                 weight: linked.allocation_weight,
+                addr,
+                ca: ca.clone(),
             });
         }
         Ok(Self { hubs })
+    }
+
+    /// Calls every linked hub once (a read of a device that need not exist) and returns what is
+    /// wrong with each that does not answer as it should within `wait`.
+    pub async fn probe(&self, wait: Duration) -> Vec<HubProblem> {
+        let mut problems = Vec::new();
+        for h in &self.hubs {
+            let call = self.get_device(&h.hostname, "ferrohub-dps-probe");
+            let problem = match tokio::time::timeout(wait, call).await {
+                Err(_) => Some(HubProblem::Unreachable {
+                    hub: h.hostname.clone(),
+                    addr: h.addr.clone(),
+                    reason: format!("no answer within {} s", wait.as_secs()),
+                }),
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => HubProblem::of(h, e),
+            };
+            problems.extend(problem);
+        }
+        problems
     }
 
     pub fn hostnames(&self) -> Vec<String> {
@@ -182,6 +218,79 @@ impl LinkedHubs {
             (StatusCode::OK, _) => Ok(()),
             (status, v) => Err(status_error(hostname, status, &v)),
         }
+    }
+}
+
+/// What the start-up probe found wrong with a linked hub (each message is one line).
+#[derive(Debug, thiserror::Error)]
+pub enum HubProblem {
+    #[error(
+        "linked hub {hub} ({addr}): its TLS certificate is not trusted ({reason}); the service \
+         trusts only {ca}: give it the CA that issued the hub's certificate (e.g. the hub's \
+         certs/root-ca.cert.pem) with `ferrohub dps init --hub-ca FILE`, or set ca = \"FILE\" \
+         in that [[linked_hub]] of the config"
+    )]
+    Untrusted {
+        hub: String,
+        addr: String,
+        ca: String,
+        reason: String,
+    },
+    #[error(
+        "linked hub {hub} ({addr}) refused the key of its connection string ({status}); copy the \
+         hub's `ferrohub hub connection-string` into connection_string of that [[linked_hub]]"
+    )]
+    KeyRefused {
+        hub: String,
+        addr: String,
+        status: StatusCode,
+    },
+    #[error(
+        "linked hub {hub} ({addr}) is not reachable now ({reason}); devices assigned to it fail \
+         to register until it is (check that it runs, and its address in that [[linked_hub]])"
+    )]
+    Unreachable {
+        hub: String,
+        addr: String,
+        reason: String,
+    },
+}
+
+impl HubProblem {
+    fn of(h: &LinkedHubClient, e: HubCallError) -> Option<Self> {
+        let (hub, addr) = (h.hostname.clone(), h.addr.clone());
+        match e {
+            HubCallError::Status { status, .. }
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
+            {
+                Some(Self::KeyRefused { hub, addr, status })
+            }
+            HubCallError::Status { .. } | HubCallError::NotLinked(_) => None,
+            HubCallError::Unreachable { source, .. } => Some(match untrusted(&source) {
+                Some(reason) => Self::Untrusted {
+                    hub,
+                    addr,
+                    ca: h.ca.display().to_string(),
+                    reason,
+                },
+                None => Self::Unreachable {
+                    hub,
+                    addr,
+                    reason: source.to_string(),
+                },
+            }),
+        }
+    }
+}
+
+/// The certificate error of a TLS handshake that failed on the hub's certificate.
+fn untrusted(e: &ClientError) -> Option<String> {
+    let ClientError::Tls { source, .. } = e else {
+        return None;
+    };
+    match source.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(c) => Some(format!("{c:?}")),
+        _ => None,
     }
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use config::DpsConfig;
 use hub::time::SharedClock;
@@ -108,6 +108,9 @@ impl Dps {
     }
 }
 
+/// How long the start-up probe of the linked hubs waits for each.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The sockets the service listens on (bound by the caller, so tests can use port 0).
 pub struct Listeners {
     pub mqtt: TcpListener,
@@ -147,6 +150,12 @@ pub async fn run(
         let render = move || render_metrics(&d);
         tokio::spawn(hub::net::serve_metrics(listener, render, shutdown.clone()));
     }
+    let probed = dps.clone();
+    tokio::spawn(async move {
+        for problem in probed.hubs.probe(PROBE_WAIT).await {
+            warn!("{problem}");
+        }
+    });
     let mqtt = tokio::spawn(mqtt::serve(
         dps.clone(),
         listeners.mqtt,

@@ -71,16 +71,20 @@ pub fn judge(
 }
 
 /// Same authentication (type, keys, thumbprints) and the same `iotEdge` capability.
-fn same_identity(a: &Value, b: &Value) -> bool {
+///
+/// A `certificateAuthority` device (what this service wrote for X.509 groups before it wrote
+/// thumbprints) counts as the same identity as the thumbprint of a leaf the group accepted: the
+/// write narrows it to that one certificate and gives nothing new.
+fn same_identity(current: &Value, wanted: &Value) -> bool {
+    use hub::model::AuthType;
     let parse = |v: &Value| serde_json::from_value::<hub::model::Device>(v.clone()).ok();
-    let (Some(a), Some(b)) = (parse(a), parse(b)) else {
+    let (Some(a), Some(b)) = (parse(current), parse(wanted)) else {
         return false;
     };
     let (x, y) = (&a.authentication, &b.authentication);
-    x.kind() == y.kind()
-        && x.keys() == y.keys()
-        && x.thumbprints() == y.thumbprints()
-        && a.capabilities == b.capabilities
+    let narrowed = x.kind() == AuthType::CertificateAuthority && y.kind() == AuthType::SelfSigned;
+    let same = x.kind() == y.kind() && x.keys() == y.keys() && x.thumbprints() == y.thumbprints();
+    (same || narrowed) && a.capabilities == b.capabilities
 }
 
 /// Creates `device` at `hub` or replaces the one there if this service may; returns whether it
@@ -229,6 +233,29 @@ mod tests {
                 Verdict::NotManaged(None)
             );
         }
+    }
+
+    #[test]
+    fn unmarked_certificate_authority_devices_of_our_records_narrow_to_the_thumbprint() {
+        let ca = json!({"deviceId": "d", "etag": "E1",
+            "authentication": {"type": "certificateAuthority"}, "capabilities": {"iotEdge": true}});
+        let mut wanted = json!({"deviceId": "d", "authentication": {"type": "selfSigned",
+            "x509Thumbprint": {"primaryThumbprint": "AB", "secondaryThumbprint": "AB"}},
+            "capabilities": {"iotEdge": true}});
+        assert_eq!(
+            judge(MARK, Some(&ca), &wanted, true, false),
+            Verdict::Replace("E1".into())
+        );
+        assert_eq!(
+            judge(MARK, Some(&ca), &wanted, false, false),
+            Verdict::NotManaged(None),
+            "no record of ours"
+        );
+        wanted["capabilities"]["iotEdge"] = json!(false);
+        assert_eq!(
+            judge(MARK, Some(&ca), &wanted, true, false),
+            Verdict::NotManaged(None)
+        );
     }
 
     #[test]

@@ -7,42 +7,11 @@
 mod common;
 
 use common::hubtest::KEY;
-use common::{ClientCert, TestDps, dps_token, register};
+use common::{ClientCert, TestDps, ca, device_cert, dps_token, register, start_2020};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode;
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use serde_json::{Value, json};
-
-fn start_2020() -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap()
-}
-
-fn ca(cn: &str) -> (Certificate, PrivateKey) {
-    let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-    let mut req = CertRequest::new(Profile::RootCa, cn, start_2020());
-    req.days = 20_000;
-    (pki::issue(&req, &key, None).unwrap(), key)
-}
-
-fn device_cert(
-    cn: &str,
-    issuer: &(Certificate, PrivateKey),
-    days: u32,
-) -> (Certificate, PrivateKey) {
-    let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
-    let mut req = CertRequest::new(Profile::DeviceClient, cn, start_2020());
-    req.days = days;
-    let cert = pki::issue(
-        &req,
-        &key,
-        Some(Signer {
-            cert: &issuer.0,
-            key: &issuer.1,
-        }),
-    )
-    .unwrap();
-    (cert, key)
-}
 
 async fn hub_device(t: &TestDps, hub: &str, id: &str) -> Option<Value> {
     t.hub_device(hub, id).await
@@ -293,7 +262,8 @@ async fn x509_group_needs_a_verified_ca_and_the_cn_as_registration_id() {
         dev.0.thumbprint_sha1()
     );
     let device = hub_device(&t, "hub1", "edge-7").await.unwrap();
-    assert_eq!(device["authentication"]["type"], "certificateAuthority");
+    // The hub knows the leaf's thumbprint (as Azure DPS does), not the DPS's CA.
+    assert_eq!(device["authentication"]["type"], "selfSigned");
 }
 
 #[tokio::test]

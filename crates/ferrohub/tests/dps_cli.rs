@@ -323,8 +323,8 @@ impl Env {
     }
 }
 
-/// A hub and a DPS linked to it, both on loopback high ports.
-fn hub_and_dps(root: &Path, children: &mut Children) -> Env {
+/// A running hub on loopback high ports: its directory, connection string and HTTPS port.
+fn live_hub(root: &Path, children: &mut Children) -> (PathBuf, String, u16) {
     let hub_dir = root.join("hub");
     let (hub_mqtt, hub_https) = (free_port(), free_port());
     ok(bin()
@@ -341,6 +341,13 @@ fn hub_and_dps(root: &Path, children: &mut Children) -> Env {
         .arg(&hub_config)
         .output()
         .unwrap());
+    start(children, &["hub"], &hub_config, hub_https);
+    (hub_dir, hub_cs.trim().to_owned(), hub_https)
+}
+
+/// A hub and a DPS linked to it, both on loopback high ports.
+fn hub_and_dps(root: &Path, children: &mut Children) -> Env {
+    let (hub_dir, hub_cs, hub_https) = live_hub(root, children);
     let dps_dir = root.join("dps");
     let (mqtt, https) = (free_port(), free_port());
     ok(bin()
@@ -349,13 +356,12 @@ fn hub_and_dps(root: &Path, children: &mut Children) -> Env {
         .args(["--hostname", "localhost", "--hostname", "127.0.0.1"])
         .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
         .args(["--https", &format!("127.0.0.1:{https}")])
-        .args(["--link-hub", hub_cs.trim()])
+        .args(["--link-hub", &hub_cs])
         .args(["--hub-address", &format!("127.0.0.1:{hub_https}")])
         .arg("--ca-dir")
         .arg(hub_dir.join("certs"))
         .output()
         .unwrap());
-    start(children, &["hub"], &hub_config, hub_https);
     let dps_config = dps_dir.join("dps.toml");
     start(children, &["dps"], &dps_config, https);
     Env { dps_config }
@@ -450,4 +456,58 @@ fn enrollments_opt_in_to_adopting_existing_hub_devices() {
         "--allow-overwrite",
     ]));
     assert!(dev.contains("allowOverwrite:   true"), "{dev}");
+}
+
+/// A linked hub whose TLS certificate the service does not trust (its own new root, no
+/// `--hub-ca`) is named with the fix at `dps init` and again when the service starts, before any
+/// device registers.
+#[test]
+fn an_untrusted_hub_certificate_is_named_at_init_and_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut children = Children(Vec::new());
+    let (_, hub_cs, hub_https) = live_hub(tmp.path(), &mut children);
+    let dir = tmp.path().join("dps");
+    let hub_address = format!("127.0.0.1:{hub_https}");
+    let init = bin()
+        .args(["dps", "init", "--dir"])
+        .arg(&dir)
+        .args(["--hostname", "localhost"])
+        .args(["--mqtt", &format!("127.0.0.1:{}", free_port())])
+        .args(["--https", &format!("127.0.0.1:{}", free_port())])
+        .args(["--link-hub", &hub_cs, "--hub-address", &hub_address])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let says_it = |out: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.contains("its TLS certificate is not trusted"))
+            .unwrap_or_else(|| panic!("no untrusted-hub line in:\n{out}"));
+        assert!(line.contains("linked hub localhost"), "{line}");
+        assert!(line.contains(&hub_address), "{line}");
+        assert!(line.contains("--hub-ca FILE"), "{line}");
+        assert!(line.contains("[[linked_hub]]"), "{line}");
+        assert!(line.contains("root-ca.cert.pem"), "{line}");
+    };
+    says_it(&String::from_utf8_lossy(&init.stderr));
+
+    let log = tmp.path().join("dps.log");
+    let child = bin()
+        .args(["dps", "--config"])
+        .arg(dir.join("dps.toml"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    children.0.push(child);
+    for _ in 0..200 {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        if out.contains("not trusted") {
+            return says_it(&out);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "the service did not name the untrusted hub within 10 s:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }

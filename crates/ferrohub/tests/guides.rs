@@ -189,7 +189,7 @@ fn guide_002_provisioning_x509() {
     has(&text, "enrollmentGroup:  edge-fleet");
     has(
         &text,
-        "deviceId:        edge-01\nstatus:          enabled\nauthentication:  certificateAuthority",
+        "deviceId:        edge-01\nstatus:          enabled\nauthentication:  selfSigned",
     );
     has(&text, "iotEdge:         true");
     has(&text, "$edgeAgent\tsas");
@@ -198,7 +198,7 @@ fn guide_002_provisioning_x509() {
     let ev = events(&text);
     assert_eq!(ev.len(), 1, "{text}");
     assert_eq!(ev[0]["deviceId"], "edge-01");
-    assert!(prop(&ev[0], "iothub-connection-auth-method").contains("x509CA"));
+    assert!(prop(&ev[0], "iothub-connection-auth-method").contains("x509Certificate"));
     // edge-02 came in through its individual enrollment, not the group.
     let record = &text[text.rfind("registrationId:   edge-02").unwrap()..];
     let record = &record[..record.find("lastUpdated").unwrap()];

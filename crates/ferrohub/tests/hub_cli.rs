@@ -262,6 +262,44 @@ fn a_broken_config_is_named_at_start() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// A second hub on the same configuration (the same data directory) stops at once and names the
+/// pid of the hub that holds the directory; the first keeps serving, and once it stops the
+/// directory is free again.
+#[test]
+fn a_second_hub_on_the_same_data_directory_names_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hub");
+    let (mqtt, https) = (free_port(), free_port());
+    ok(bin()
+        .args(["hub", "init", "--dir"])
+        .arg(&dir)
+        .args(["--hostname", "localhost"])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .args(["--https", &format!("127.0.0.1:{https}")])
+        .output()
+        .unwrap());
+    let config = dir.join("hub.toml");
+    let first = start(&config, https);
+    let second = bin()
+        .args(["hub", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr).to_string();
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "in use by another ferrohub process (pid {},",
+            first.id()
+        )),
+        "{err}"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", https)).is_ok());
+    stop(first);
+    let again = start(&config, https);
+    stop(again);
+}
+
 #[test]
 fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() {
     let tmp = tempfile::tempdir().unwrap();

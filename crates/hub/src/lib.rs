@@ -20,6 +20,7 @@ pub mod c2d;
 pub mod cas;
 pub mod client;
 pub mod config;
+pub mod datalock;
 pub mod error;
 pub mod events;
 pub use durable_log::fsperm;

@@ -107,6 +107,16 @@ impl Certificate {
         self.parsed().issuer().to_string()
     }
 
+    /// The issuer's name when this certificate is not self-issued and none of `others` (DER, the
+    /// rest of the chain a peer sent) is its issuer: the chain stops short at this certificate.
+    pub fn missing_issuer(&self, others: &[&[u8]]) -> Option<String> {
+        let issuer = self.issuer();
+        let sent = |der: &&[u8]| {
+            X509Certificate::from_der(der).is_ok_and(|(_, c)| c.subject().to_string() == issuer)
+        };
+        (issuer != self.subject() && !others.iter().any(sent)).then_some(issuer)
+    }
+
     /// The first common name of the subject, if any.
     pub fn common_name(&self) -> Option<String> {
         let cert = self.parsed();

@@ -1,7 +1,9 @@
 """The real Python provisioning client (azure-iot-device 2.14) against a ferrohub provisioning
 service, then the device client against the hub it was assigned to."""
 
+import hashlib
 import json
+import ssl
 
 import pytest
 from azure.iot.device import IoTHubDeviceClient, Message, ProvisioningDeviceClient, X509
@@ -17,6 +19,12 @@ DPS_HOST = "127.0.0.2"
 def group_key(dps, group_id):
     out = dps.cli("enrollment-group", "show", group_id, "--json").stdout
     return json.loads(out)["attestation"]["symmetricKey"]["primaryKey"]
+
+
+def leaf_thumbprint(pki, device_id):
+    """The SHA-1 thumbprint of a device's own certificate, as the hub shows it."""
+    pem = (pki / f"iot-device-{device_id}.cert.pem").read_text()
+    return hashlib.sha1(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
 
 
 def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
@@ -39,7 +47,9 @@ def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
     assert state.sub_status == "initialAssignment"
     device = registry(hub).get_device(device_id)
     assert device.capabilities.iot_edge is True
-    assert device.authentication.type == "certificateAuthority"
+    # The hub knows the leaf's thumbprint (as Azure DPS writes it), not the CA.
+    assert device.authentication.type == "selfSigned"
+    assert device.authentication.x509_thumbprint.primary_thumbprint == leaf_thumbprint(pki, device_id)
     d = IoTHubDeviceClient.create_from_x509_certificate(
         x509, hostname=state.assigned_hub, device_id=state.device_id, server_verification_cert=hub.root_pem())
     d.connect()
@@ -49,6 +59,38 @@ def test_x509_group_registers_and_the_device_sends_to_its_hub(hub, dps, pki):
     assert bodies == ["provisioned"]
     record = json.loads(dps.cli("registration", "show", device_id, "--json").stdout)
     assert record["assignedHub"] == "localhost"
+
+
+def test_x509_group_device_reaches_a_hub_that_does_not_know_its_ca(hub, dps, tmp_path):
+    """Seed 002 as written: the CA is given to the provisioning service only. The device's chain
+    (root → intermediate → device) is unknown to the hub, which still accepts the device because
+    the service registered the thumbprint of the certificate it provisioned with."""
+    run("certs", "root-ca", "--dir", str(tmp_path), "--cn", "DPS-only Root")
+    run("certs", "intermediate-ca", "--dir", str(tmp_path), "--cn", "DPS-only Intermediate")
+    group = unique("py-dpsonly")
+    dps.cli("enrollment-group", "create", group, "--signing-cert", str(tmp_path / "intermediate-ca.cert.pem"),
+            "--hub", "localhost")
+    device_id = unique("py-dpsonly-dev")
+    run("certs", "device", device_id, "--dir", str(tmp_path), "--issuer", "intermediate-ca")
+    x509 = X509(cert_file=str(tmp_path / f"iot-device-{device_id}-full-chain.cert.pem"),
+                key_file=str(tmp_path / f"iot-device-{device_id}.key.pem"))
+    hub_cas = hub.cli("hub", "ca", "list").stdout
+    assert "DPS-only" not in hub_cas, hub_cas
+    client = ProvisioningDeviceClient.create_from_x509_certificate(
+        provisioning_host=DPS_HOST, registration_id=device_id, id_scope=dps.id_scope, x509=x509,
+        server_verification_cert=hub.root_pem())
+    result = client.register()
+    assert result.status == "assigned", result
+    device = registry(hub).get_device(device_id)
+    assert device.authentication.type == "selfSigned"
+    assert device.authentication.x509_thumbprint.primary_thumbprint == leaf_thumbprint(tmp_path, device_id)
+    d = IoTHubDeviceClient.create_from_x509_certificate(
+        x509, hostname=result.registration_state.assigned_hub, device_id=device_id,
+        server_verification_cert=hub.root_pem())
+    d.connect()
+    d.send_message(Message("no CA at the hub"))
+    d.shutdown()
+    assert [e["body"] for e in hub.events(device_id)] == ["no CA at the hub"]
 
 
 def test_symmetric_key_group_with_payload_and_initial_twin(hub, dps):

@@ -17,6 +17,7 @@ use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS, Subscribe};
 use serde_json::{Value, json};
 
 pub use hubtest::{ClientCert, base64_decode, now};
+use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 
 pub const SCOPE: &str = "0ne00000A11";
 
@@ -233,4 +234,37 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
         assert_eq!(status, 202, "{op}");
     }
     panic!("still assigning: {op}")
+}
+
+/// 2020-01-01, the start of every test certificate's validity.
+pub fn start_2020() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap()
+}
+
+/// A certificate of `profile` for `cn`, signed by `issuer` (self-signed without one).
+pub fn issue(
+    profile: Profile,
+    cn: &str,
+    issuer: Option<&(Certificate, PrivateKey)>,
+    days: u32,
+) -> (Certificate, PrivateKey) {
+    let key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
+    let mut req = CertRequest::new(profile, cn, start_2020());
+    req.days = days;
+    let signer = issuer.map(|(cert, key)| Signer { cert, key });
+    (pki::issue(&req, &key, signer).unwrap(), key)
+}
+
+/// A self-signed root CA.
+pub fn ca(cn: &str) -> (Certificate, PrivateKey) {
+    issue(Profile::RootCa, cn, None, 20_000)
+}
+
+/// A device client certificate for `cn`, valid `days` from 2020-01-01.
+pub fn device_cert(
+    cn: &str,
+    issuer: &(Certificate, PrivateKey),
+    days: u32,
+) -> (Certificate, PrivateKey) {
+    issue(Profile::DeviceClient, cn, Some(issuer), days)
 }

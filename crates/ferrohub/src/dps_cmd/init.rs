@@ -137,6 +137,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     // Check it loads exactly as the service will load it.
     let loaded = super::load(&config_path)?;
     print_summary(args, &config_path, &loaded);
+    warn_about_hubs(&loaded);
     Ok(())
 }
 
@@ -279,6 +280,23 @@ fn policies() -> Result<Vec<Policy>> {
             })
         })
         .collect()
+}
+
+/// Says on stderr which linked hubs that answer now would refuse the service (an untrusted TLS
+/// certificate, a refused key); a hub that is not running yet is checked again at start.
+fn warn_about_hubs(cfg: &DpsConfig) {
+    let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+    let Ok(hubs) = dps::hubs::LinkedHubs::new(cfg, &clock) else {
+        return;
+    };
+    let Ok(rt) = crate::hub_cmd::runtime() else {
+        return;
+    };
+    for problem in rt.block_on(hubs.probe(std::time::Duration::from_secs(2))) {
+        if !matches!(problem, dps::hubs::HubProblem::Unreachable { .. }) {
+            eprintln!("warning: {problem}");
+        }
+    }
 }
 
 fn print_summary(args: &InitArgs, config_path: &Path, cfg: &DpsConfig) {

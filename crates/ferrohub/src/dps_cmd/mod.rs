@@ -150,6 +150,7 @@ pub fn policy_names(cfg: &dps::config::DpsConfig) -> String {
 fn serve(config: &Path) -> Result<bool> {
     crate::server_umask();
     let cfg = load(config)?;
+    let _lock = crate::lock_data_dir(&cfg.storage.database)?;
     crate::hub_cmd::runtime()?.block_on(async move {
         let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
         let dps = dps::Dps::open(cfg, clock)?;

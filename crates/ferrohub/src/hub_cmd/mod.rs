@@ -194,6 +194,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 fn serve(config: &std::path::Path) -> Result<bool> {
     crate::server_umask();
     let cfg = load(config)?;
+    let _lock = crate::lock_data_dir(&cfg.storage.registry)?;
     runtime()?.block_on(async move {
         let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
         let hub = hub::Hub::open(cfg, clock)?;

@@ -127,6 +127,12 @@ pub enum Refusal {
     UnverifiedCa,
     #[error("the certificate does not chain to a registered CA")]
     UnknownCa,
+    #[error(
+        "incomplete certificate chain: the issuer {0:?} of the device's certificate was not sent \
+         and is not a registered CA; the device must send its full chain (its certificate, then \
+         the intermediate CAs)"
+    )]
+    IncompleteChain(String),
     #[error("certificate CN {cn:?} is not the identity {identity:?}")]
     CnMismatch { cn: String, identity: String },
     #[error("certificate chain refused: {0}")]
@@ -161,6 +167,7 @@ impl Refusal {
             Self::CertNotYetValid => "cert_not_yet_valid",
             Self::UnverifiedCa => "unverified_ca",
             Self::UnknownCa => "unknown_ca",
+            Self::IncompleteChain(_) => "incomplete_chain",
             Self::CnMismatch { .. } => "cn_mismatch",
             Self::OutOfScope(_) => "out_of_scope",
             Self::ChainInvalid(_) => "chain_invalid",
@@ -467,6 +474,8 @@ pub(crate) fn check_x509(
                     .any(|issuer| hub.cas.is_unverified_issuer(&issuer).unwrap_or(false));
                 if unverified {
                     Refusal::UnverifiedCa
+                } else if let Some(issuer) = leaf.missing_issuer(&rest) {
+                    Refusal::IncompleteChain(issuer)
                 } else {
                     Refusal::UnknownCa
                 }
