@@ -251,6 +251,7 @@ async fn init(a: InitArgs) -> Result<()> {
 fn serve(path: &std::path::Path) -> Result<bool> {
     crate::server_umask();
     let config = edge::EdgeConfig::load(path)?;
+    let _lock = hub::datalock::DataLock::acquire(&config.data_dir)?;
     crate::hub_cmd::runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -103,6 +103,13 @@ async fn run_all(root: RootArg) -> Result<()> {
     let (keyd, keyd_also): (KeydConfig, _) = root.load_with_aziot("keyd")?;
     let (certd, certd_also): (CertdConfig, _) = root.load_with_aziot("certd")?;
     let (identityd, identityd_also): (IdentitydConfig, _) = root.load_with_aziot("identityd")?;
+    // One process per home: a second `identity run` (or a daemon of its own) stops here.
+    let homes: std::collections::BTreeSet<_> =
+        [&keyd.homedir, &certd.homedir, &identityd.homedir].into();
+    let _locks = homes
+        .into_iter()
+        .map(|home| hub::datalock::DataLock::acquire(home))
+        .collect::<Result<Vec<_>, _>>()?;
     let keyd_daemon =
         identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;
     let store = keyd_daemon.store();

@@ -113,4 +113,13 @@ fn the_guides_curl_calls_answer_on_the_aziot_sockets() {
     .unwrap_or_else(|| panic!("keyd did not answer: {}", log_text()));
     let signature = signed["signature"].as_str().unwrap_or_default();
     assert_eq!(signature.len(), 44, "a base64 HMAC-SHA256: {signed}");
+
+    // A second identity service on the same root stops at once, naming the first one's pid.
+    let second = ferrohub(&["identity", "run"], &root).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", _daemon.0.id())),
+        "the holder's pid named: {err}"
+    );
 }
