@@ -6,7 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
@@ -262,6 +262,20 @@ fn a_broken_config_is_named_at_start() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// `hub init` in `dir` on two free loopback ports: the config's path and the HTTPS port.
+fn init_hub(dir: &Path) -> (PathBuf, u16) {
+    let (mqtt, https) = (free_port(), free_port());
+    ok(bin()
+        .args(["hub", "init", "--dir"])
+        .arg(dir)
+        .args(["--hostname", "localhost"])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .args(["--https", &format!("127.0.0.1:{https}")])
+        .output()
+        .unwrap());
+    (dir.join("hub.toml"), https)
+}
+
 /// A second hub on the same configuration (the same data directory) stops at once and names the
 /// pid of the hub that holds the directory; the first keeps serving, and once it stops the
 /// directory is free again.
@@ -269,16 +283,7 @@ fn a_broken_config_is_named_at_start() {
 fn a_second_hub_on_the_same_data_directory_names_the_first() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hub");
-    let (mqtt, https) = (free_port(), free_port());
-    ok(bin()
-        .args(["hub", "init", "--dir"])
-        .arg(&dir)
-        .args(["--hostname", "localhost"])
-        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
-        .args(["--https", &format!("127.0.0.1:{https}")])
-        .output()
-        .unwrap());
-    let config = dir.join("hub.toml");
+    let (config, https) = init_hub(&dir);
     let first = start(&config, https);
     let second = bin()
         .args(["hub", "--config"])
@@ -304,16 +309,7 @@ fn a_second_hub_on_the_same_data_directory_names_the_first() {
 fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("hub");
-    let (mqtt, https) = (free_port(), free_port());
-    ok(bin()
-        .args(["hub", "init", "--dir"])
-        .arg(&dir)
-        .args(["--hostname", "localhost"])
-        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
-        .args(["--https", &format!("127.0.0.1:{https}")])
-        .output()
-        .unwrap());
-    let config = dir.join("hub.toml");
+    let (config, https) = init_hub(&dir);
     // Stopped even when an assertion fails first.
     let _hub = KillOnDrop(start(&config, https));
     let wild = hub(&config, &["device", "create", "a#b", "--json"]);
