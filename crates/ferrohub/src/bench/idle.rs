@@ -7,12 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use super::process::open_file_limit;
 use super::stats::{Goal, Machine, Report, lookup, ratio};
 use super::target::{self, Fixture, Peer, ServerArgs, Target};
 
@@ -37,17 +36,7 @@ pub struct IdleArgs {
 
 pub async fn run(args: IdleArgs) -> Result<bool> {
     let n = args.connections;
-    if n == 0 || n > 19_000 {
-        bail!("--connections must be 1..=19000");
-    }
-    if let Some(limit) = open_file_limit()
-        && limit < n as u64 + 256
-    {
-        bail!(
-            "the open-file limit is {limit}; {n} connections need {} (ulimit -n)",
-            n + 256
-        );
-    }
+    super::process::check_connection_count(n)?;
     let machine = Machine::now();
     let peer_version = args.server.peer_version()?;
     let fx = Fixture::new(n)?;

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::process::{ensure_loopback, open_file_limit};
+use super::process::ensure_loopback;
 use super::stats::{Goal, Machine, Report, lookup};
 use super::target::{Fixture, Target};
 
@@ -92,17 +92,7 @@ pub struct PreauthArgs {
 
 pub async fn run(args: PreauthArgs) -> Result<bool> {
     let n = args.connections;
-    if n == 0 || n > 19_000 {
-        bail!("--connections must be 1..=19000");
-    }
-    if let Some(limit) = open_file_limit()
-        && limit < n as u64 + 256
-    {
-        bail!(
-            "the open-file limit is {limit}; {n} connections need {} (ulimit -n)",
-            n + 256
-        );
-    }
+    super::process::check_connection_count(n)?;
     let machine = Machine::now();
     let fx = Fixture::new(1)?;
     let limits = hub::config::Limits {

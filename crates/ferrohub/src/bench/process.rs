@@ -211,6 +211,23 @@ pub fn ensure_loopback(addr: SocketAddr) -> Result<()> {
 }
 
 /// The soft limit on open files of this process (`/proc/self/limits`).
+/// Refuses a connection count outside 1..=19000 or beyond the open-file limit (with room for
+/// the process's other descriptors), naming `ulimit -n`.
+pub fn check_connection_count(n: usize) -> Result<()> {
+    if n == 0 || n > 19_000 {
+        bail!("--connections must be 1..=19000");
+    }
+    if let Some(limit) = open_file_limit()
+        && limit < n as u64 + 256
+    {
+        bail!(
+            "the open-file limit is {limit}; {n} connections need {} (ulimit -n)",
+            n + 256
+        );
+    }
+    Ok(())
+}
+
 pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
