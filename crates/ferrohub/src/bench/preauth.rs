@@ -160,14 +160,7 @@ async fn hold(target: &Target, fx: &Fixture, args: &PreauthArgs, state: State) -
             anyhow::Ok(held)
         }));
     }
-    let (mut held, mut errors) = (Vec::with_capacity(n), Vec::new());
-    for t in tasks {
-        match t.await.context("a connect task panicked")? {
-            Ok(c) => held.push(c),
-            Err(e) if errors.len() < 3 => errors.push(format!("{e:#}")),
-            Err(_) => {}
-        }
-    }
+    let (held, errors) = super::process::gather(tasks).await?;
     pb.finish_and_clear();
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let after = target.process.rss_kib()?;

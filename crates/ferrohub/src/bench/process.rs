@@ -228,6 +228,21 @@ pub fn check_connection_count(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Awaits connect tasks: what they opened, and the first three failures (for the report).
+pub async fn gather<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T>>>,
+) -> Result<(Vec<T>, Vec<String>)> {
+    let (mut held, mut errors) = (Vec::with_capacity(tasks.len()), Vec::new());
+    for t in tasks {
+        match t.await.context("a connect task panicked")? {
+            Ok(c) => held.push(c),
+            Err(e) if errors.len() < 3 => errors.push(format!("{e:#}")),
+            Err(_) => {}
+        }
+    }
+    Ok((held, errors))
+}
+
 pub fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
