@@ -105,6 +105,9 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
     }
     warn_missing_files(&applied);
     let loads = check_loads(&paths);
+    if args.root.is_none() && paths.aziot("identityd").is_some() {
+        aziot_accounts();
+    }
     if let Some((socket, dir)) = paths.aziot("identityd") {
         println!(
             "aziot paths on: the daemons also listen in {}; agents' principal files go in {} \
@@ -115,6 +118,28 @@ fn run_apply(args: &ApplyArgs) -> Result<bool> {
     }
     let reloaded = reload_identityd(&paths.socket("identityd"))?;
     Ok(loads && reloaded)
+}
+
+/// With aziot's paths on the machine itself: the `aziotid`/`aziotcs`/`aziotks` accounts agents'
+/// installers expect (created as root; otherwise a note says how).
+fn aziot_accounts() {
+    if !rustix::process::geteuid().is_root() {
+        println!(
+            "note: aziot's groups aziotid, aziotcs and aziotks are created only when this runs as root \
+             (`sudo ferrohub config apply --aziot-paths`)"
+        );
+        return;
+    }
+    match crate::aziot_users::ensure() {
+        Ok(created) if !created.is_empty() => println!(
+            "created aziot's system accounts {} (agents' installers add their users to them)",
+            created.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: aziot's accounts aziotid, aziotcs, aziotks are missing and could not be created: {e}"
+        ),
+    }
 }
 
 /// Preloaded files that do not exist yet: the daemons will fail on them.

@@ -7,6 +7,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent_cmd;
+mod aziot_users;
 mod bench;
 mod certs;
 mod clock;

@@ -56,6 +56,13 @@ pub fn authorize(who: &AuthId, op: &Operation) -> bool {
     }
 }
 
+/// root registered as a module principal (aziot's walkthrough does that to call the API as root)
+/// reads that module's identity but stays the machine's administrator: it may still reload and
+/// reprovision (`config apply`, `system reprovision`), whatever principal its uid maps to.
+pub fn root_administers(uid: u32, op: &Operation) -> bool {
+    uid == 0 && *op == Operation::ReprovisionDevice
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +104,13 @@ mod tests {
         assert!(authorize(&unknown, &Operation::GetTrustBundle));
         let device = authenticate(1003, &[principal(1003, "dev", Some(&["device"]))]);
         assert!(authorize(&device, &Operation::GetDevice));
+        // root mapped to a module principal keeps reload/reprovision, nothing more; others don't.
+        assert!(!authorize(
+            &authenticate(0, &ps),
+            &Operation::ReprovisionDevice
+        ));
+        assert!(root_administers(0, &Operation::ReprovisionDevice));
+        assert!(!root_administers(0, &Operation::CreateModule));
+        assert!(!root_administers(1001, &Operation::ReprovisionDevice));
     }
 }
