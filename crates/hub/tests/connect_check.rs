@@ -60,7 +60,11 @@ async fn refused(t: &TestHub, client: &hub::client::ServiceClient, path: &str, r
 }
 
 async fn mqtt_x509(t: &TestHub, id: &str, cert: ClientCert) -> mqtt_codec::ConnectReturnCode {
-    Mqtt::tls(t, Some(cert)).await.connect(id, None, true).await.1
+    Mqtt::tls(t, Some(cert))
+        .await
+        .connect(id, None, true)
+        .await
+        .1
 }
 
 #[tokio::test]
@@ -73,12 +77,21 @@ async fn a_ca_device_is_told_unknown_then_unverified_then_accepted() {
     let path = "/devices/cadev/connectCheck";
 
     refused(&t, &client, path, "unknown_ca").await;
-    assert_eq!(mqtt_x509(&t, "cadev", pki.valid("cadev")).await, NotAuthorized);
+    assert_eq!(
+        mqtt_x509(&t, "cadev", pki.valid("cadev")).await,
+        NotAuthorized
+    );
 
     let pem = pki.root.to_pem();
-    t.hub.cas.upload("root", &pem, false, &IfMatch::Any).unwrap();
+    t.hub
+        .cas
+        .upload("root", &pem, false, &IfMatch::Any)
+        .unwrap();
     refused(&t, &client, path, "unverified_ca").await;
-    assert_eq!(mqtt_x509(&t, "cadev", pki.valid("cadev")).await, NotAuthorized);
+    assert_eq!(
+        mqtt_x509(&t, "cadev", pki.valid("cadev")).await,
+        NotAuthorized
+    );
 
     t.hub.cas.upload("root", &pem, true, &IfMatch::Any).unwrap();
     let (status, body) = check(&client, path).await;
@@ -100,14 +113,15 @@ async fn a_ca_device_is_told_unknown_then_unverified_then_accepted() {
 async fn a_self_signed_device_with_another_certificate_is_a_wrong_thumbprint() {
     let t = TestHub::start().await;
     let pki = Pki::new("Thumb Root");
-    common::x509_device(
-        &t,
-        "thumb",
-        AuthType::SelfSigned,
-        vec!["00".repeat(20)],
-    );
+    common::x509_device(&t, "thumb", AuthType::SelfSigned, vec!["00".repeat(20)]);
     let client = device_client(&t, Some(&pki.valid("thumb")), None);
-    refused(&t, &client, "/devices/thumb/connectCheck", "wrong_thumbprint").await;
+    refused(
+        &t,
+        &client,
+        "/devices/thumb/connectCheck",
+        "wrong_thumbprint",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -121,9 +135,21 @@ async fn sas_devices_and_modules_get_the_connect_decision() {
     assert_eq!(body["authType"], "sas", "{body}");
 
     let expired = device_token("sasdev", KEY, expiry() - 7200);
-    refused(&t, &device_client(&t, None, Some(expired)), path, "expired_token").await;
+    refused(
+        &t,
+        &device_client(&t, None, Some(expired)),
+        path,
+        "expired_token",
+    )
+    .await;
     let wrong_key = device_token("sasdev", &KEY.replace('M', "N"), expiry());
-    refused(&t, &device_client(&t, None, Some(wrong_key)), path, "bad_signature").await;
+    refused(
+        &t,
+        &device_client(&t, None, Some(wrong_key)),
+        path,
+        "bad_signature",
+    )
+    .await;
     // A SAS device that offers no token offered X.509, which it does not use.
     refused(&t, &device_client(&t, None, None), path, "wrong_auth_type").await;
     refused(
@@ -171,7 +197,13 @@ async fn sas_devices_and_modules_get_the_connect_decision() {
         .registry
         .set_status("sasdev", Status::Disabled, None)
         .unwrap();
-    refused(&t, &device_client(&t, None, Some(token.clone())), path, "disabled").await;
+    refused(
+        &t,
+        &device_client(&t, None, Some(token.clone())),
+        path,
+        "disabled",
+    )
+    .await;
     let mut mqtt = Mqtt::tls(&t, None).await;
     assert_eq!(
         mqtt.connect("sasdev", Some(token), true).await.1,
