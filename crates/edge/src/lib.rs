@@ -22,7 +22,7 @@ pub mod store;
 pub mod upstream;
 // Identity mode (`ferrohub edge -c config.toml`) and the renewable server certificate.
 pub mod identity_source;
-mod keyd_signer;
+pub mod keyd_signer;
 pub mod server_cert;
 mod sni;
 mod tls;

@@ -14,6 +14,21 @@ use tokio_rustls::client::TlsStream;
 
 type Stream = TlsStream<TcpStream>;
 
+/// The server answered CONNECT with a refusal (find it with `anyhow::Error::downcast_ref`).
+#[derive(Debug)]
+pub struct Refused {
+    pub client_id: String,
+    pub code: ConnectReturnCode,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} was refused: {:?}", self.client_id, self.code)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// A connected, authenticated device.
 pub struct DeviceConn {
     pub rd: ReadHalf<Stream>,
@@ -105,7 +120,9 @@ impl DeviceConn {
         .await
     }
 
-    async fn connect_with(
+    /// TLS to `addr` verifying `host` with `cfg` (its client certificate, if any), then CONNECT;
+    /// a CONNACK other than accepted is a [`Refused`] error.
+    pub async fn connect_with(
         addr: SocketAddr,
         host: &str,
         cfg: rustls::ClientConfig,
@@ -141,7 +158,12 @@ impl DeviceConn {
         .await?;
         match conn.recv().await? {
             Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(conn),
-            other => bail!("{client_id} was refused: {other:?}"),
+            Packet::ConnAck(a) => Err(Refused {
+                client_id: client_id.to_owned(),
+                code: a.code,
+            }
+            .into()),
+            other => bail!("{client_id}: expected CONNACK, got {other:?}"),
         }
     }
 

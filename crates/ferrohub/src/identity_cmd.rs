@@ -1,4 +1,4 @@
-//! `ferrohub identity run`, `ferrohub keyd|certd|identityd`, `ferrohub system status|check|logs`:
+//! `ferrohub identity run`, `ferrohub keyd|certd|identityd`, `ferrohub system status|check|reprovision|logs`:
 //! the on-device identity service and its diagnostics.
 
 use std::path::PathBuf;
@@ -165,19 +165,57 @@ pub enum SystemCmd {
     /// The daemons, the provisioned device and certificate expiry dates.
     #[command(after_help = "Example:\n  sudo ferrohub system status")]
     Status(RootArg),
-    /// Checks with next steps: configuration, daemons, trust bundle, hub reachable over TLS.
-    #[command(after_help = "Example:\n  sudo ferrohub system check")]
-    Check(RootArg),
+    /// Checks with next steps: configuration, daemons, trust bundle, hub reachable over TLS,
+    /// the device accepted by its hub at MQTT CONNECT (and if not, why and the fix).
+    #[command(after_help = "Example:\n  sudo ferrohub system check\n  \
+        sudo ferrohub system check --hub-mqtt 10.0.0.5:8883 --hub-https 10.0.0.5:443")]
+    Check(CheckArgs),
+    /// Register the device again (DPS) or re-read its manual identity, through identityd, and
+    /// print the new assignment: hub and device id.
+    #[command(after_help = "Example:\n  sudo ferrohub system reprovision\n  \
+        sudo ferrohub system reprovision --json   # {\"reprovisioned\":true,\"hubName\":…,\"deviceId\":…}")]
+    Reprovision(ReprovisionArgs),
     /// Where the identity service logs go, and the last lines when systemd runs it.
     #[command(after_help = "Example:\n  sudo ferrohub system logs")]
     Logs,
+}
+
+/// `system check`: where the daemons are, and where to reach the hub when not at its name.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    root: RootArg,
+    /// The hub's (or gateway's) MQTT address [default: GATEWAY_HOST:8883, from identityd].
+    #[arg(long, value_name = "HOST:PORT")]
+    hub_mqtt: Option<String>,
+    /// The hub's HTTPS address [default: HUB:443, from identityd].
+    #[arg(long, value_name = "HOST:PORT")]
+    hub_https: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReprovisionArgs {
+    #[command(flatten)]
+    root: RootArg,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn system(cmd: SystemCmd) -> Result<bool> {
     let rt = crate::hub_cmd::runtime()?;
     match cmd {
         SystemCmd::Status(root) => rt.block_on(crate::system_status::status(&root)),
-        SystemCmd::Check(root) => rt.block_on(crate::system_status::check(&root)),
+        SystemCmd::Check(a) => {
+            let addrs = crate::connect_check::HubAddrs {
+                mqtt: a.hub_mqtt,
+                https: a.hub_https,
+            };
+            rt.block_on(crate::system_status::check(&a.root, &addrs))
+        }
+        SystemCmd::Reprovision(a) => {
+            rt.block_on(crate::system_status::reprovision(&a.root, a.json))
+        }
         SystemCmd::Logs => crate::system_status::logs(),
     }
 }

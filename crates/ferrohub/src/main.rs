@@ -13,6 +13,8 @@ mod certs;
 mod clock;
 mod config_cmd;
 mod config_template;
+mod connect_check;
+mod connect_fix;
 mod device_client;
 mod dps_cmd;
 mod edge_cmd;

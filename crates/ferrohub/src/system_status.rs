@@ -6,6 +6,7 @@ use hyper::Method;
 use identity::client::UdsClient;
 use serde_json::{Value, json};
 
+use crate::connect_check::{HubAddrs, Outcome};
 use crate::identity_cmd::RootArg;
 
 const API: &str = "api-version=2021-12-01";
@@ -20,7 +21,7 @@ async fn device(idd: &UdsClient) -> Result<Value, String> {
     .map_err(|e| e.to_string())
 }
 
-async fn cert(certd: &UdsClient, id: &str) -> Option<Vec<pki::Certificate>> {
+pub(crate) async fn cert(certd: &UdsClient, id: &str) -> Option<Vec<pki::Certificate>> {
     let path = format!(
         "/certificates/{}?api-version=2020-09-01",
         iot_auth::percent_encode(id)
@@ -121,7 +122,7 @@ impl Checks {
     }
 }
 
-pub async fn check(root: &RootArg) -> Result<bool> {
+pub async fn check(root: &RootArg, addrs: &HubAddrs) -> Result<bool> {
     let mut c = Checks { failed: 0 };
     println!("Configuration");
     let (k, ce, i) = (root.load_keyd(), root.load_certd(), root.load_identityd());
@@ -170,23 +171,43 @@ pub async fn check(root: &RootArg) -> Result<bool> {
         "no certificate expires within 7 days",
         "renew the certificate named in `ferrohub system status`",
     );
-    let dev = device(&UdsClient::new(&i.socket)).await;
+    let idd = UdsClient::new(&i.socket);
+    let dev = device(&idd).await;
     c.report(
         dev.is_ok(),
         "the device is provisioned",
-        "see the service's log; `POST /identities/device/reprovision` retries",
+        "see the service's log (`ferrohub system logs`); `sudo ferrohub system reprovision` \
+         registers again",
     );
     if let Ok(d) = dev {
         let host = d["spec"]["gatewayHost"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let reachable = crate::tls_probe::reachable(&host, 443, &bundle).await;
+        let (addr, label) = match &addrs.https {
+            Some(a) => (a.clone(), format!("{host} at {a}")),
+            None => (format!("{host}:443"), format!("{host}:443")),
+        };
+        let reachable = crate::tls_probe::reachable(&host, &addr, &bundle).await;
         c.report(
             reachable.is_ok(),
-            &format!("hub {host}:443 reachable over TLS with the trust bundle"),
+            &format!("hub {label} reachable over TLS with the trust bundle"),
             &reachable.err().unwrap_or_default(),
         );
+        let dps = idd
+            .call(
+                Method::GET,
+                &format!("/identities/provisioning?{API}"),
+                None,
+            )
+            .await
+            .is_ok_and(|p| p["source"] == "dps");
+        let keyd = UdsClient::new(&k.socket);
+        let daemons = (&keyd, &certd);
+        match crate::connect_check::check(&d, dps, daemons, &bundle, addrs).await {
+            Outcome::Checked(f) => c.report(f.ok, &f.what, &f.next),
+            Outcome::Skipped(why) => println!("  · the device's connection was not tested: {why}"),
+        }
     }
     gateway(&mut c, &certd, &i.hostname, &bundle, now).await;
     println!("{} check(s) failed", c.failed);
@@ -219,10 +240,10 @@ async fn gateway(
 
 /// One check's outcome: what was checked (or found wrong) and the fix.
 #[derive(Debug)]
-struct Finding {
-    ok: bool,
-    what: String,
-    next: String,
+pub(crate) struct Finding {
+    pub(crate) ok: bool,
+    pub(crate) what: String,
+    pub(crate) next: String,
 }
 
 /// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix.
@@ -300,6 +321,55 @@ fn gateway_findings(
         },
     };
     vec![name_check, chain_check]
+}
+
+/// `ferrohub system reprovision`: identityd registers afresh (DPS) or re-reads its manual
+/// identity, then the new assignment is printed; a failure is printed with what to do next.
+pub async fn reprovision(root: &RootArg, json_out: bool) -> Result<bool> {
+    let i = root.load_identityd()?;
+    let idd = UdsClient::new(&i.socket);
+    let asked = idd
+        .call(
+            Method::POST,
+            &format!("/identities/device/reprovision?{API}"),
+            None,
+        )
+        .await;
+    let assigned = match asked {
+        Ok(_) => device(&idd).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let answer = match &assigned {
+        Ok(d) => json!({
+            "reprovisioned": true,
+            "hubName": d["spec"]["hubName"],
+            "deviceId": d["spec"]["deviceId"],
+            "gatewayHost": d["spec"]["gatewayHost"],
+        }),
+        Err(e) => json!({"reprovisioned": false, "error": e}),
+    };
+    if json_out {
+        println!("{answer}");
+        return Ok(assigned.is_ok());
+    }
+    match &assigned {
+        Ok(_) => println!(
+            "reprovisioned: device {} on hub {} (gateway host {})",
+            answer["deviceId"].as_str().unwrap_or("?"),
+            answer["hubName"].as_str().unwrap_or("?"),
+            answer["gatewayHost"].as_str().unwrap_or("?"),
+        ),
+        Err(e) if e.contains("cannot connect") => println!(
+            "reprovisioning failed: {e}\n  → start the identity service: ferrohub identity run"
+        ),
+        Err(e) => println!(
+            "reprovisioning failed: {e}\n  → `ferrohub system check` names what is wrong; the \
+             service's log has the details (`ferrohub system logs`); for DPS, `ferrohub dps \
+             enrollment list` and `ferrohub dps registration show ID` on the provisioning \
+             service side"
+        ),
+    }
+    Ok(assigned.is_ok())
 }
 
 pub fn logs() -> Result<bool> {

@@ -5,6 +5,7 @@
 
 mod auth;
 mod certificates;
+mod connect_check;
 mod devices;
 mod edge;
 mod events;
@@ -55,12 +56,17 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/devices/{id}/commands",
             axum::routing::delete(devices::purge_c2d),
         )
+        .route("/devices/{id}/connectCheck", get(connect_check::device))
         .route("/devices/{id}/modules", get(devices::list_modules))
         .route(
             "/devices/{id}/modules/{mid}",
             get(devices::get_module)
                 .put(devices::put_module)
                 .delete(devices::delete_module),
+        )
+        .route(
+            "/devices/{id}/modules/{mid}/connectCheck",
+            get(connect_check::module),
         )
         .route(
             "/twins/{id}",
