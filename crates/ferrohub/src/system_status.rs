@@ -219,14 +219,15 @@ async fn gateway(
 
 /// One check's outcome: what was checked (or found wrong) and the fix.
 #[derive(Debug)]
-struct Finding {
-    ok: bool,
-    what: String,
-    next: String,
+pub(crate) struct Finding {
+    pub(crate) ok: bool,
+    pub(crate) what: String,
+    pub(crate) next: String,
 }
 
-/// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix.
-fn gateway_findings(
+/// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix. The
+/// name check comes first, then the chain's (`ferrohub edge check` relies on that order).
+pub(crate) fn gateway_findings(
     chain: &[pki::Certificate],
     hostname: &str,
     bundle: &[pki::Certificate],

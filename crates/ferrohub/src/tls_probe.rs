@@ -85,6 +85,18 @@ pub fn handshake(chain: &Path, key: &Path, root: &Path, server_name: &str) -> Re
 /// Whether `host:port` completes a TLS handshake trusting exactly `roots` (`system check`);
 /// the error says what failed.
 pub async fn reachable(host: &str, port: u16, roots: &[pki::Certificate]) -> Result<(), String> {
+    connect(&format!("{host}:{port}"), host, roots)
+        .await
+        .map(drop)
+}
+
+/// A TLS connection to `addr` (`host:port`) verifying the server as `name` against exactly
+/// `roots`; the error says what failed and what to look at.
+pub async fn connect(
+    addr: &str,
+    name: &str,
+    roots: &[pki::Certificate],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut store = rustls::RootCertStore::empty();
     for c in roots {
         store.add(c.to_rustls()).map_err(|e| e.to_string())?;
@@ -92,23 +104,18 @@ pub async fn reachable(host: &str, port: u16, roots: &[pki::Certificate]) -> Res
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(store)
         .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    let server = ServerName::try_from(name.to_owned()).map_err(|e| format!("{name}: {e}"))?;
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host, port)),
+        tokio::net::TcpStream::connect(addr),
     )
     .await
-    .map_err(|_| {
-        format!("connecting to {host}:{port} timed out: check the network and the hub address")
-    })?
-    .map_err(|e| {
-        format!("cannot connect to {host}:{port}: {e}: is the hub running and reachable?")
-    })?;
+    .map_err(|_| format!("connecting to {addr} timed out: check the network and the hub address"))?
+    .map_err(|e| format!("cannot connect to {addr}: {e}: is the hub running and reachable?"))?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+        .connect(server, tcp)
         .await
-        .map(drop)
         .map_err(|e| {
-            format!("TLS with {host}:{port} failed: {e}: does the trust bundle hold the hub's CA?")
+            format!("TLS with {addr} failed: {e}: does the trust bundle hold the hub's CA?")
         })
 }
