@@ -97,7 +97,7 @@ async fn wait_restarted(client: &Client, before: u64) -> Result<(), String> {
 pub fn logs(module: &str, opts: &TailOpts, args: &TargetArgs) -> Result<bool> {
     let target = Target::resolve(args)?;
     let path = target.log_path(module)?;
-    if edge_agent::logs::files(&path).is_empty() && !opts.follow {
+    if edge::logs::files(&path).is_empty() && !opts.follow {
         let dir = path.parent().unwrap_or(Path::new("."));
         let known: Vec<String> = std::fs::read_dir(dir)
             .map(|d| {
@@ -128,14 +128,14 @@ pub fn logs(module: &str, opts: &TailOpts, args: &TargetArgs) -> Result<bool> {
 /// Prints the last lines of `path` (and its rotated files), then follows it with `-f`.
 pub fn print_log(path: &Path, o: &TailOpts) -> Result<bool> {
     let mut out = std::io::stdout().lock();
-    for line in edge_agent::logs::tail(path, o.tail)? {
+    for line in edge::logs::tail(path, o.tail)? {
         writeln!(out, "{line}")?;
     }
     out.flush()?;
     if !o.follow {
         return Ok(true);
     }
-    let mut follower = edge_agent::logs::Follower::at_end(path);
+    let mut follower = edge::logs::Follower::at_end(path);
     loop {
         let bytes = follower.poll()?;
         if !bytes.is_empty() {
