@@ -15,13 +15,13 @@ use crate::config::{AGENT_LOG, AgentConfig, Credentials};
 use crate::deployment::{self, Deployment, DeploymentError, ModuleSpec, SystemModule};
 use crate::identities::{Identities, ModuleIdentity};
 use crate::launch;
-use crate::logs::RotatingLog;
 use crate::plan::{Action, plan};
 use crate::reported::{self, DesiredStatus};
 use crate::supervisor::{self, Desired, Launch, ModuleState, RuntimeStatus, Shared, Supervisor};
+use edge::logs::RotatingLog;
 
 /// The gateway's name as a module.
-pub const EDGE_HUB: &str = "edgeHub";
+pub const EDGE_HUB: &str = edge::control::EDGE_HUB;
 /// How often the agent retries modules that could not be set up and probes an external gateway.
 const TICK: Duration = Duration::from_secs(30);
 
@@ -51,18 +51,7 @@ struct Applied {
     swept: bool,
 }
 
-/// One line of `edge list`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ListEntry {
-    pub name: String,
-    pub status: String,
-    pub description: String,
-    pub config: String,
-    #[serde(default)]
-    pub pid: Option<u32>,
-    #[serde(default)]
-    pub restart_count: u32,
-}
+pub use edge::control::ListEntry;
 
 pub struct Agent {
     pub config: AgentConfig,

@@ -1,12 +1,12 @@
 //! The agent's local control socket (`{data_dir}/agent.sock`, mode 0600: root and the agent's
-//! user), HTTP/1.1 as the identity daemons speak it, and its client for `ferrohub edge
-//! list|restart` and `ferrohub edge agent status`.
+//! user) for `ferrohub edge list|restart` and `ferrohub edge agent status`. The protocol, its
+//! client and `edge list`'s lines are shared with a gateway run without an agent
+//! ([`edge::control`]); this is the agent's server.
 //!
 //! - `GET /modules` → `[{"name", "status", "description", "config", "pid", "restart_count"}]`
 //! - `POST /modules/{name}/restart` → 200, or 404 for an unknown module
 //! - `GET /status` → `{"edgeId", "lastDesiredVersion", "lastDesiredStatus", "reported"}`
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,23 +14,15 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
-use hyper::Method;
-use identity::client::{UdsClient, UdsError};
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use crate::agent::{Agent, ListEntry};
+use crate::agent::Agent;
 use crate::supervisor::{ModuleState, RuntimeStatus};
 
-/// Binds the control socket, readable and writable by its owner only.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let l = identity::uds::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
+pub use edge::control::{Client, ListEntry, bind, since};
 
 /// Serves the control API until `shutdown`.
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: watch::Receiver<bool>) {
@@ -70,47 +62,6 @@ async fn status(State(agent): State<Arc<Agent>>) -> Response {
     .into_response()
 }
 
-/// Talks to a running agent.
-pub struct Client(UdsClient);
-
-impl Client {
-    pub fn new(socket: &Path) -> Self {
-        Self(UdsClient::new(socket))
-    }
-
-    pub async fn list(&self) -> Result<Vec<ListEntry>, UdsError> {
-        let v = self.0.call(Method::GET, "/modules", None).await?;
-        Ok(serde_json::from_value(v).unwrap_or_default())
-    }
-
-    pub async fn restart(&self, module: &str) -> Result<(), UdsError> {
-        self.0
-            .call(
-                Method::POST,
-                &format!("/modules/{}/restart", iot_auth::percent_encode(module)),
-                None,
-            )
-            .await
-            .map(drop)
-    }
-
-    pub async fn status(&self) -> Result<Value, UdsError> {
-        self.0.call(Method::GET, "/status", None).await
-    }
-}
-
-/// How long ago `start` was, as `docker ps` says it: `5 seconds`, `3 minutes`, `2 hours`, `4 days`.
-pub fn since(start: OffsetDateTime, now: OffsetDateTime) -> String {
-    let secs = (now - start).whole_seconds().max(0);
-    let (n, unit) = match secs {
-        0..60 => (secs, "second"),
-        60..3600 => (secs / 60, "minute"),
-        3600..86400 => (secs / 3600, "hour"),
-        _ => (secs / 86400, "day"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
-}
-
 /// A line of `edge list` for a supervised module.
 pub fn entry(name: &str, s: &ModuleState, config: String, now: OffsetDateTime) -> ListEntry {
     let description = match s.runtime_status {
@@ -144,18 +95,6 @@ fn capitalized(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn since_reads_like_docker_ps() {
-        let t = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let at = |s: i64| since(t, t + time::Duration::seconds(s));
-        assert_eq!(at(0), "0 seconds");
-        assert_eq!(at(1), "1 second");
-        assert_eq!(at(125), "2 minutes");
-        assert_eq!(at(3600), "1 hour");
-        assert_eq!(at(3 * 86400), "3 days");
-        assert_eq!(at(-5), "0 seconds");
-    }
 
     #[test]
     fn entries_describe_the_state() {

@@ -25,7 +25,6 @@ pub mod deployment;
 pub mod hub_side;
 pub mod identities;
 pub mod launch;
-pub mod logs;
 pub mod plan;
 pub mod reported;
 pub mod supervisor;
@@ -34,6 +33,9 @@ pub mod workload;
 
 pub use agent::{Agent, AgentError, EDGE_HUB, ListEntry};
 pub use config::AgentConfig;
+/// Module logs and their rotation: one implementation, shared with the gateway (which writes
+/// its own log file when it runs without an agent).
+pub use edge::logs;
 
 /// Runs an agent with `config` until `shutdown` turns true.
 pub async fn run(

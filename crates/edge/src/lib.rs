@@ -14,7 +14,9 @@
 //! registry that holds only this gateway's children (synced from the hub, kept for offline use).
 #![forbid(unsafe_code)]
 
+pub mod control;
 mod forward;
+pub mod logs;
 mod pipeline;
 pub mod relay;
 mod scope;
@@ -163,7 +165,7 @@ pub struct Gateway {
     /// Upstream sessions (one per identity behind the gateway).
     pub relay: Arc<relay::Relay>,
     token: relay::TokenFn,
-    clock: hub::time::SharedClock,
+    pub(crate) clock: hub::time::SharedClock,
     /// Messages delivered upstream since start.
     pub forwarded: AtomicU64,
     pub stats: GatewayStats,

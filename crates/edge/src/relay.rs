@@ -21,7 +21,7 @@
 //! reconnect), the gateway is told at once, to check that identity at the hub.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,8 @@ pub struct RelayStats {
     pub relayed_down: AtomicU64,
     pub relayed_up: AtomicU64,
     pub c2d_queued: AtomicU64,
+    /// Whether the gateway's own `$edgeHub` session is connected to the hub (`edge list`).
+    pub edge_hub_online: AtomicBool,
 }
 
 pub struct Relay {
@@ -392,7 +394,11 @@ async fn session(
         backoff = BACKOFF_FIRST;
         relay.stats.connects.fetch_add(1, Ordering::Relaxed);
         info!("Upstream session open");
-        match online(
+        let own = role == Role::EdgeHub;
+        if own {
+            relay.stats.edge_hub_online.store(true, Ordering::Relaxed);
+        }
+        let ended = online(
             &relay,
             &client_id,
             id,
@@ -402,8 +408,11 @@ async fn session(
             reader,
             writer,
         )
-        .await
-        {
+        .await;
+        if own {
+            relay.stats.edge_hub_online.store(false, Ordering::Relaxed);
+        }
+        match ended {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "Upstream session lost; reconnecting"),
         }

@@ -1,7 +1,7 @@
-//! `ferrohub edge agent|list|logs|restart`: the edge agent (IoT Edge's edgeAgent) and the
-//! commands that look at it, as `iotedge list|logs|restart` do.
+//! `ferrohub edge agent|list|logs|restart|check`: the edge agent (IoT Edge's edgeAgent), and the
+//! commands that look at a gateway as `iotedge list|logs|restart|check` do (with or without the
+//! agent: [`crate::edge_ops`], [`crate::edge_check`]).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,21 +17,40 @@ pub enum AgentCmd {
     /// The edge agent: applies the deployments the hub holds for this edge device, runs their
     /// modules and the gateway, reports what runs (`agent init` writes its configuration).
     Agent(AgentArgs),
-    /// The modules the agent runs, with the agent and the gateway (like `iotedge list`).
-    #[command(after_help = "Example:\n  ferrohub edge list --config edge/agent.toml")]
-    List(ConfigArg),
-    /// A module's logs: standard output and error, from its rotated log files (like
-    /// `iotedge logs`); `edgeAgent` is the agent's own log.
+    /// What runs: the agent, the gateway and the modules under an agent; the gateway alone
+    /// (up since, hub connection, clients, store backlog) without one (like `iotedge list`).
+    #[command(
+        after_help = "Examples:\n  ferrohub edge list --config edge/agent.toml\n  \
+        ferrohub edge list --config edge/edge.toml      # a gateway run without the agent\n  \
+        sudo ferrohub edge list                         # identity service mode (/etc/ferrohub/config.toml)"
+    )]
+    List(crate::edge_target::TargetArgs),
+    /// A module's logs (like `iotedge logs`): under an agent, any module's standard output and
+    /// error and `edgeAgent`, the agent's own; without one, `edgeHub`, the gateway's log.
     #[command(
         after_help = "Examples:\n  ferrohub edge logs ai_insights --tail 20\n  \
-        ferrohub edge logs edgeHub -f --config edge/agent.toml\n  ferrohub edge logs edgeAgent"
+        ferrohub edge logs edgeHub -f --config edge/agent.toml\n  \
+        ferrohub edge logs edgeHub --tail 50 --config edge/edge.toml\n  ferrohub edge logs edgeAgent"
     )]
     Logs(LogsArgs),
-    /// Restart a module now (like `iotedge restart`); counted in its restartCount.
+    /// Restart a module now (like `iotedge restart`); counted in its restartCount. Without an
+    /// agent, `edgeHub` restarts in place: the gateway stops as on SIGTERM and re-executes itself
+    /// (same pid, so systemd sees no exit).
     #[command(
-        after_help = "Example:\n  ferrohub edge restart ai_insights --config edge/agent.toml"
+        after_help = "Examples:\n  ferrohub edge restart ai_insights --config edge/agent.toml\n  \
+        ferrohub edge restart edgeHub --config edge/edge.toml"
     )]
     Restart(RestartArgs),
+    /// Check the gateway as `iotedge check` does: configuration, certificates and their expiry,
+    /// the host name children use, the store's disk, the hub's reachability, authentication and
+    /// clock, and whether the gateway runs; each problem with its fix. Exits 1 when one fails.
+    #[command(
+        after_help = "Examples:\n  ferrohub edge check --config edge/edge.toml\n  \
+        sudo ferrohub edge check                  # identity service mode\n  \
+        ferrohub edge check --root /tmp/trial --json\n  \
+        ferrohub edge check -c edge/edge.toml --hostname gw.local   # the name children use"
+    )]
+    Check(crate::edge_check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,36 +103,38 @@ pub struct ConfigArg {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The module (`edgeAgent` for the agent, `edgeHub` for the gateway it runs).
+    /// The module (`edgeHub` for the gateway, `edgeAgent` for the agent).
     module: String,
     #[command(flatten)]
     opts: TailOpts,
+    #[command(flatten)]
+    target: crate::edge_target::TargetArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct AgentLogsArgs {
     #[command(flatten)]
     opts: TailOpts,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
 pub struct TailOpts {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
-    tail: Option<usize>,
+    pub tail: Option<usize>,
     /// Keep printing what is written (Ctrl-C to stop).
     #[arg(long, short = 'f')]
-    follow: bool,
-    #[command(flatten)]
-    config: ConfigArg,
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// The module to restart.
+    /// The module to restart (`edgeHub` for the gateway).
     module: String,
     #[command(flatten)]
-    config: ConfigArg,
+    target: crate::edge_target::TargetArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,11 +186,15 @@ pub fn run(cmd: AgentCmd) -> Result<bool> {
                 "pass --config FILE to run the agent, or `ferrohub edge agent init` (see --help)"
             ),
             (Some(AgentSub::Status(c)), _) => system_status(&c.config),
-            (Some(AgentSub::Logs(l)), _) => logs(edge_agent::config::AGENT_LOG, &l.opts),
+            (Some(AgentSub::Logs(l)), _) => {
+                let config = load(&l.config.config)?;
+                crate::edge_ops::print_log(&config.log_path(edge_agent::config::AGENT_LOG), &l.opts)
+            }
         },
-        AgentCmd::List(c) => list(&c.config),
-        AgentCmd::Logs(l) => logs(&l.module, &l.opts),
-        AgentCmd::Restart(r) => restart(&r.config.config, &r.module),
+        AgentCmd::List(t) => crate::edge_ops::list(&t),
+        AgentCmd::Logs(l) => crate::edge_ops::logs(&l.module, &l.opts, &l.target),
+        AgentCmd::Restart(r) => crate::edge_ops::restart(&r.module, &r.target),
+        AgentCmd::Check(c) => crate::edge_check::run(&c),
     }
 }
 
@@ -305,13 +330,6 @@ fn serve(path: &Path) -> Result<bool> {
     })
 }
 
-fn not_running(config: &AgentConfig, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the edge agent is not answering on {} ({e}); start it with `ferrohub edge agent --config …`",
-        config.control_socket().display()
-    )
-}
-
 /// Prints rows as columns separated by at least three spaces.
 pub fn print_table(rows: &[[String; 4]]) {
     let mut widths = [0usize; 4];
@@ -332,79 +350,6 @@ pub fn print_table(rows: &[[String; 4]]) {
             w2 = widths[2]
         );
         println!("{}", line.trim_end());
-    }
-}
-
-fn list(path: &Path) -> Result<bool> {
-    let config = load(path)?;
-    let client = edge_agent::control::Client::new(&config.control_socket());
-    let entries = crate::hub_cmd::runtime()?
-        .block_on(client.list())
-        .map_err(|e| not_running(&config, e))?;
-    let mut rows = vec![["NAME", "STATUS", "DESCRIPTION", "CONFIG"].map(String::from)];
-    for e in entries {
-        rows.push([e.name, e.status, e.description, e.config]);
-    }
-    print_table(&rows);
-    Ok(true)
-}
-
-fn restart(path: &Path, module: &str) -> Result<bool> {
-    let config = load(path)?;
-    let client = edge_agent::control::Client::new(&config.control_socket());
-    crate::hub_cmd::runtime()?
-        .block_on(client.restart(module))
-        .map_err(|e| match e {
-            identity::client::UdsError::Status { message, .. } => anyhow::anyhow!("{message}"),
-            other => not_running(&config, other),
-        })?;
-    println!("{module}");
-    Ok(true)
-}
-
-fn logs(module: &str, o: &TailOpts) -> Result<bool> {
-    let config = load(&o.config.config)?;
-    let path = config.log_path(module);
-    if edge_agent::logs::files(&path).is_empty() && !o.follow {
-        let known: Vec<String> = std::fs::read_dir(config.data_dir.join("logs"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .strip_suffix(".log")
-                            .map(str::to_owned)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        bail!(
-            "no logs for {module} in {} (modules with logs: {})",
-            path.parent()
-                .map_or_else(String::new, |p| p.display().to_string()),
-            if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            }
-        );
-    }
-    let mut out = std::io::stdout().lock();
-    for line in edge_agent::logs::tail(&path, o.tail)? {
-        writeln!(out, "{line}")?;
-    }
-    out.flush()?;
-    if !o.follow {
-        return Ok(true);
-    }
-    let mut follower = edge_agent::logs::Follower::at_end(&path);
-    loop {
-        let bytes = follower.poll()?;
-        if !bytes.is_empty() {
-            out.write_all(&bytes)?;
-            out.flush()?;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 

@@ -120,6 +120,13 @@ pub struct InitArgs {
     edge_ca: Option<String>,
 }
 
+impl EdgeArgs {
+    /// Whether this runs a gateway (which sets up its own logging: see [`crate::edge_run`]).
+    pub fn serves(&self) -> bool {
+        self.cmd.is_none() && self.config.is_some()
+    }
+}
+
 pub fn run(args: EdgeArgs) -> Result<bool> {
     match (args.cmd, args.config) {
         (Some(EdgeCmd::Init(a)), _) => crate::hub_cmd::runtime()?.block_on(init(a)).map(|()| true),
@@ -250,9 +257,16 @@ async fn init(a: InitArgs) -> Result<()> {
 
 fn serve(path: &std::path::Path) -> Result<bool> {
     crate::server_umask();
-    let config = edge::EdgeConfig::load(path)?;
-    let _lock = hub::datalock::DataLock::acquire(&config.data_dir)?;
-    crate::hub_cmd::runtime()?.block_on(async move {
+    let config = match edge::EdgeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::init_logging(None);
+            return Err(e.into());
+        }
+    };
+    let process = crate::edge_run::start(&config.data_dir)?;
+    let rt = crate::hub_cmd::runtime()?;
+    let restart = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))
@@ -263,16 +277,10 @@ fn serve(path: &std::path::Path) -> Result<bool> {
             listener.local_addr()?
         );
         let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            crate::hub_cmd::wait_for_signal().await;
-            let _ = tx.send(true);
-        });
-        gateway
-            .run(listener, std::time::Duration::from_secs(300), rx)
-            .await?;
-        anyhow::Ok(true)
-    })
+        let stop = tokio::sync::watch::channel(false);
+        crate::edge_run::serve(&process, gateway, listener, stop).await
+    })?;
+    crate::edge_run::finish(process, rt, restart)
 }
 
 /// Whether `path` is an edge.toml (it names `edge_id`) rather than a super-config.
@@ -305,7 +313,9 @@ fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
     settings.hub_mqtt = a.hub_mqtt;
     settings.hub_https = a.hub_https;
     let every = std::time::Duration::from_secs(a.renew_check_secs.unwrap_or(60).max(1));
-    crate::hub_cmd::runtime()?.block_on(async move {
+    let process = crate::edge_run::start(&settings.data_dir())?;
+    let rt = crate::hub_cmd::runtime()?;
+    let restart = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))
@@ -329,16 +339,13 @@ fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
         if let Some(ca) = certs.quickstart_ca_path() {
             eprintln!("  quickstart edge CA: children must trust {}", ca.display());
         }
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            crate::hub_cmd::wait_for_signal().await;
-            let _ = tx.send(true);
-        });
-        tokio::spawn(edge::server_cert::renewal_loop(certs, every, rx.clone()));
-        opened
-            .gateway
-            .run(listener, std::time::Duration::from_secs(300), rx)
-            .await?;
-        anyhow::Ok(true)
-    })
+        let stop = tokio::sync::watch::channel(false);
+        tokio::spawn(edge::server_cert::renewal_loop(
+            certs,
+            every,
+            stop.1.clone(),
+        ));
+        crate::edge_run::serve(&process, opened.gateway, listener, stop).await
+    })?;
+    crate::edge_run::finish(process, rt, restart)
 }

@@ -17,7 +17,11 @@ mod connect_check;
 mod connect_fix;
 mod device_client;
 mod dps_cmd;
+mod edge_check;
 mod edge_cmd;
+mod edge_ops;
+mod edge_run;
+mod edge_target;
 mod hints;
 mod hub_cmd;
 mod identity_cmd;
@@ -87,19 +91,59 @@ enum Cmd {
     Quickstart(quickstart::QuickstartArgs),
 }
 
-fn init_logging() {
+/// Logs to standard error (FERROHUB_LOG filter, default warn; FERROHUB_LOG_FORMAT=json), and,
+/// for a gateway, also to its rotated log file (FERROHUB_LOG, default info) that
+/// `ferrohub edge logs edgeHub` reads.
+pub(crate) fn init_logging(file: Option<edge::logs::RotatingLog>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("FERROHUB_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = |default: &str| {
+        EnvFilter::try_from_env("FERROHUB_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+    };
+    let json = std::env::var("FERROHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let json = std::env::var("FERROHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let _ = if json {
-        builder.json().try_init()
+    let stderr = if json {
+        stderr.json().with_filter(filter("warn")).boxed()
     } else {
-        builder.try_init()
+        stderr.with_filter(filter("warn")).boxed()
     };
+    let file = file.map(|log| {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(move || LogFileWriter(log.clone()));
+        if json {
+            layer.json().with_filter(filter("info")).boxed()
+        } else {
+            layer.with_filter(filter("info")).boxed()
+        }
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
+        .try_init();
+}
+
+/// One formatted event at a time into the gateway's rotated log file.
+struct LogFileWriter(std::sync::Arc<std::sync::Mutex<edge::logs::RotatingLog>>);
+
+impl std::io::Write for LogFileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut log = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("log file lock poisoned"))?;
+        log.write_line(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Makes what a server creates readable by its own uid only (umask 0o077): SQLite temporaries,
@@ -123,7 +167,10 @@ pub(crate) fn lock_data_dir(database: &std::path::Path) -> anyhow::Result<hub::d
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A gateway sets up its logging itself, once it knows its data directory (its log file).
+    if !matches!(&cli.cmd, Cmd::Edge(a) if a.serves()) {
+        init_logging(None);
+    }
     let result = match cli.cmd {
         Cmd::Certs(args) => certs::run(args),
         Cmd::Quickstart(args) => quickstart::run(&args),

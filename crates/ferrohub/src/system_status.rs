@@ -246,8 +246,9 @@ pub(crate) struct Finding {
     pub(crate) next: String,
 }
 
-/// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix.
-fn gateway_findings(
+/// The gateway checks on its chain (leaf first): seed 001's troubleshooting, with the fix. The
+/// name check comes first, then the chain's (`ferrohub edge check` relies on that order).
+pub(crate) fn gateway_findings(
     chain: &[pki::Certificate],
     hostname: &str,
     bundle: &[pki::Certificate],

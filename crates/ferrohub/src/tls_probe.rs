@@ -85,6 +85,16 @@ pub fn handshake(chain: &Path, key: &Path, root: &Path, server_name: &str) -> Re
 /// Whether `addr` (`host:port`) completes a TLS handshake for server name `host` trusting
 /// exactly `roots` (`system check`); the error says what failed.
 pub async fn reachable(host: &str, addr: &str, roots: &[pki::Certificate]) -> Result<(), String> {
+    connect(addr, host, roots).await.map(drop)
+}
+
+/// A TLS connection to `addr` (`host:port`) verifying the server as `name` against exactly
+/// `roots`; the error says what failed and what to look at.
+pub async fn connect(
+    addr: &str,
+    name: &str,
+    roots: &[pki::Certificate],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut store = rustls::RootCertStore::empty();
     for c in roots {
         store.add(c.to_rustls()).map_err(|e| e.to_string())?;
@@ -92,7 +102,7 @@ pub async fn reachable(host: &str, addr: &str, roots: &[pki::Certificate]) -> Re
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(store)
         .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+    let server = ServerName::try_from(name.to_owned()).map_err(|e| format!("{name}: {e}"))?;
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(addr),
@@ -101,9 +111,8 @@ pub async fn reachable(host: &str, addr: &str, roots: &[pki::Certificate]) -> Re
     .map_err(|_| format!("connecting to {addr} timed out: check the network and the hub address"))?
     .map_err(|e| format!("cannot connect to {addr}: {e}: is the hub running and reachable?"))?;
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
+        .connect(server, tcp)
         .await
-        .map(drop)
         .map_err(|e| {
             format!("TLS with {addr} failed: {e}: does the trust bundle hold the hub's CA?")
         })

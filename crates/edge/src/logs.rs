@@ -1,6 +1,7 @@
-//! Module logs: each module's standard output and error, line by line, in `logs/{module}.log`,
-//! rotated by size (`{module}.log.1` is the newest rotated file); and reading them back: the
-//! last lines, and following a file across rotations.
+//! Logs in `logs/{name}.log`, line by line, rotated by size (`{name}.log.1` is the newest rotated
+//! file): the edge agent's modules' standard output and error, and the gateway's own log (written
+//! whoever runs it); and reading them back for `ferrohub edge logs`: the last lines, and following
+//! a file across rotations. Here, in the gateway's crate, so agent and gateway share one writer.
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
