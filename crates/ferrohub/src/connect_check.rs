@@ -67,6 +67,7 @@ pub async fn check(
         Err(Unusable::Skip(why)) => return Outcome::Skipped(why),
         Err(Unusable::Fail(why)) => {
             return Outcome::Checked(Finding {
+                warning: false,
                 ok: false,
                 what: format!("the device's credential: {why}"),
                 next: "see the identity service's log (`ferrohub system logs`) and `ferrohub \
@@ -82,6 +83,7 @@ pub async fn check(
     let what = format!("{} connects to {mqtt} over MQTT", spec.device_id);
     match tokio::time::timeout(Duration::from_secs(20), connect(&spec, &presented, &mqtt)).await {
         Ok(Ok(())) => Outcome::Checked(Finding {
+            warning: false,
             ok: true,
             what: format!("{what} (CONNACK accepted)"),
             next: String::new(),
@@ -92,6 +94,7 @@ pub async fn check(
             Outcome::Checked(refusal(&spec, &presented, dps, code, why))
         }
         Ok(Err(e)) => Outcome::Checked(Finding {
+            warning: false,
             ok: false,
             what: format!("{what}: {e:#}"),
             next: format!(
@@ -101,6 +104,7 @@ pub async fn check(
             ),
         }),
         Err(_) => Outcome::Checked(Finding {
+            warning: false,
             ok: false,
             what: format!("{what}: no answer within 20 s"),
             next: "check the network path to the hub and its port 8883".into(),
@@ -236,6 +240,7 @@ fn refusal(
     let code = code.map(|c| format!("{c:?}")).unwrap_or_default();
     match why {
         Ok((reason, message)) => Finding {
+            warning: false,
             ok: false,
             what: if message.is_empty() {
                 format!("the hub refuses {id} at CONNECT ({code}; reason {reason})")
@@ -255,6 +260,7 @@ fn refusal(
             ),
         },
         Err(e) => Finding {
+            warning: false,
             ok: false,
             what: format!("the hub refuses {id} at CONNECT ({code}); it could not say why: {e}"),
             next: format!(

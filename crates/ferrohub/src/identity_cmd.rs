@@ -168,7 +168,8 @@ pub enum SystemCmd {
     /// Checks with next steps: configuration, daemons, trust bundle, hub reachable over TLS,
     /// the device accepted by its hub at MQTT CONNECT (and if not, why and the fix).
     #[command(after_help = "Example:\n  sudo ferrohub system check\n  \
-        sudo ferrohub system check --hub-mqtt 10.0.0.5:8883 --hub-https 10.0.0.5:443")]
+        sudo ferrohub system check --hub-mqtt 10.0.0.5:8883 --hub-https 10.0.0.5:443\n  \
+        sudo ferrohub system check --json | jq '.[] | select(.ok == false)'")]
     Check(CheckArgs),
     /// Register the device again (DPS) or re-read its manual identity, through identityd, and
     /// print the new assignment: hub and device id.
@@ -191,6 +192,9 @@ pub struct CheckArgs {
     /// The hub's HTTPS address [default: HUB:443, from identityd].
     #[arg(long, value_name = "HOST:PORT")]
     hub_https: Option<String>,
+    /// Print the checks as JSON: [{"id", "ok", "detail", "fix"}].
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,7 +215,7 @@ pub fn system(cmd: SystemCmd) -> Result<bool> {
                 mqtt: a.hub_mqtt,
                 https: a.hub_https,
             };
-            rt.block_on(crate::system_status::check(&a.root, &addrs))
+            rt.block_on(crate::system_status::check(&a.root, &addrs, a.json))
         }
         SystemCmd::Reprovision(a) => {
             rt.block_on(crate::system_status::reprovision(&a.root, a.json))

@@ -10,6 +10,7 @@ mod agent_cmd;
 mod aziot_users;
 mod bench;
 mod certs;
+mod checks;
 mod clock;
 mod config_cmd;
 mod config_template;

@@ -3,6 +3,10 @@
 //! servers on loopback, the Python blocks with the SDK venv) and checks the outputs a reader is
 //! told to expect.
 //!
+//! `docs/seeds.md` (the articles' own command lists) runs the same way with `--isolated`: private
+//! copies of /etc, /run and /var/lib and a loopback-only network, so its commands use the real
+//! paths and ports; it needs root.
+//!
 //! Guides 001, 002 and 004 bind port 443 and ask the identity service for the device identity,
 //! which needs root; they run only as root (CI runs as root). All guides need the Azure IoT SDK in
 //! `.venv` (created by `scripts/test-interop`). A missing prerequisite skips the test with the
@@ -46,12 +50,26 @@ fn missing(needs_root: bool) -> Option<String> {
             "it needs the Azure IoT SDK in .venv (scripts/test-interop creates it)".into(),
         );
     }
+    if !repo()
+        .join("tests/interop/node/node_modules/azure-iot-device")
+        .is_dir()
+    {
+        return Some(
+            "it needs the Node SDK in tests/interop/node (scripts/test-interop installs it)".into(),
+        );
+    }
     None
 }
 
 /// Runs `scripts/run-guide docs/guides/FILE`, asserts it succeeded and returns its output
 /// (stdout and stderr), or `None` when skipped.
 fn run_guide(file: &str, needs_root: bool) -> Option<String> {
+    run_doc(&Path::new("docs/guides").join(file), &[], needs_root)
+}
+
+/// Runs `scripts/run-guide [OPTIONS] DOC` (DOC relative to the repository), as [`run_guide`].
+fn run_doc(doc: &Path, options: &[&str], needs_root: bool) -> Option<String> {
+    let file = doc.file_name().unwrap().to_string_lossy().into_owned();
     if let Some(why) = missing(needs_root) {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -62,7 +80,8 @@ fn run_guide(file: &str, needs_root: bool) -> Option<String> {
     }
     let repo = repo();
     let out = Command::new(repo.join("scripts/run-guide"))
-        .arg(repo.join("docs/guides").join(file))
+        .args(options)
+        .arg(repo.join(doc))
         .env("FERROHUB_BIN", env!("CARGO_BIN_EXE_ferrohub"))
         .env("RUN_GUIDE_PYTHON", repo.join(".venv/bin/python"))
         .current_dir(&repo)
@@ -260,4 +279,56 @@ fn guide_004_identity_service_agent() {
     assert_eq!(ev[0]["deviceId"], "agent-host");
     assert_eq!(ev[0]["moduleId"], "mymodule");
     assert!(prop(&ev[0], "iothub-connection-auth-method").contains("\"scope\":\"module\""));
+}
+
+/// The five articles' command lists, in their order, with the real paths (`docs/seeds.md`).
+#[test]
+fn seeds_run_as_written() {
+    let Some(text) = run_doc(Path::new("docs/seeds.md"), &["--isolated"], true) else {
+        return;
+    };
+    // 000: the gateway from /etc/ferrohub/config.toml, listed without an agent, routes applied.
+    has(&text, "edgeHub   running   Up ");
+    has(
+        &text,
+        "routes: AIInsightsToIoTHub, sensorToAIInsightsInput1",
+    );
+    // 001: the root CA in the OS store, the Node sample through the gateway, s_client verified.
+    has(&text, "1 added, 0 removed; done.");
+    has(
+        &text,
+        "ai_insights connected through the OS certificate store",
+    );
+    has(&text, "sensor-01 sent 3 messages through the gateway");
+    has(
+        &text,
+        " 0 s:CN = mygateway\n 1 s:CN = iot-edge-device-ca-mygateway\n 2 s:CN = Gateway Root CA\nVerify return code: 0 (ok)",
+    );
+    for i in 0..3 {
+        has(
+            &text,
+            &format!("mygateway\tai_insights\toutput1\t{{\"reading\":{i}}}"),
+        );
+    }
+    has(&text, "✓ the gateway certificate names hostname mygateway");
+    // 002: DPS X.509 with no CA at the hub; the hub accepts the device; reprovisioned.
+    has(
+        &text,
+        "edge-01 connects to myhub.example:8883 over MQTT (CONNACK accepted)",
+    );
+    has(&text, "0 check(s) failed, 1 warning(s)");
+    has(&text, "reprovisioned: device edge-01 on hub myhub.example");
+    // 003: the two-intermediate chain accepted, SAS refused while switched off.
+    has(
+        &text,
+        "smart-x-widget-1 connected with its certificate chain",
+    );
+    has(&text, "sas-widget refused: CredentialError");
+    // 004: aziot's sockets, accounts and principal files as printed.
+    has(
+        &text,
+        "identity: agent-host/mymodule on myhub.example via myhub.example (sas)",
+    );
+    has(&text, "mymodule connected with a token signed by keyd");
+    has(&text, "myuserid sees agent-host sas");
 }

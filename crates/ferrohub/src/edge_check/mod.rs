@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::Args;
 use edge::control::{Client, GatewayStatus};
 
+use crate::checks::Report;
 use crate::edge_target::{Kind, Target, TargetArgs};
 
 mod upstream;
@@ -31,73 +32,6 @@ pub struct CheckArgs {
     /// Print the checks as JSON: [{"id", "ok", "detail", "fix"}].
     #[arg(long)]
     json: bool,
-}
-
-/// One check's outcome. A warning passes (`ok`) but carries a fix.
-#[derive(Debug, serde::Serialize)]
-struct Outcome {
-    id: &'static str,
-    ok: bool,
-    detail: String,
-    fix: String,
-    #[serde(skip)]
-    warning: bool,
-    #[serde(skip)]
-    section: &'static str,
-}
-
-#[derive(Default)]
-struct Report {
-    items: Vec<Outcome>,
-    section: &'static str,
-}
-
-impl Report {
-    fn add(&mut self, id: &'static str, ok: bool, detail: String, fix: String) {
-        let section = self.section;
-        self.items.push(Outcome {
-            id,
-            ok,
-            detail,
-            fix: if ok { String::new() } else { fix },
-            warning: false,
-            section,
-        });
-    }
-
-    fn warn(&mut self, id: &'static str, detail: String, fix: String) {
-        let section = self.section;
-        self.items.push(Outcome {
-            id,
-            ok: true,
-            detail,
-            fix,
-            warning: true,
-            section,
-        });
-    }
-
-    fn failed(&self) -> usize {
-        self.items.iter().filter(|o| !o.ok).count()
-    }
-
-    /// As `ferrohub system check` prints: sections, ✓ / ✗ (with → the fix) / ! for warnings.
-    fn print(&self) {
-        let mut section = "";
-        for o in &self.items {
-            if o.section != section {
-                section = o.section;
-                println!("{section}");
-            }
-            match (o.ok, o.warning) {
-                (true, false) => println!("  ✓ {}", o.detail),
-                (true, true) => println!("  ! {}\n      → {}", o.detail, o.fix),
-                (false, _) => println!("  ✗ {}\n      → {}", o.detail, o.fix),
-            }
-        }
-        let warnings = self.items.iter().filter(|o| o.warning).count();
-        println!("{} check(s) failed, {warnings} warning(s)", self.failed());
-    }
 }
 
 /// The gateway as the checks see it, whichever way it runs.
@@ -125,10 +59,7 @@ enum Token {
 }
 
 pub fn run(args: &CheckArgs) -> Result<bool> {
-    let mut r = Report {
-        section: "Configuration",
-        ..Report::default()
-    };
+    let mut r = Report::new("Configuration");
     let rt = crate::hub_cmd::runtime()?;
     match Target::resolve(&args.target) {
         Ok(target) => rt.block_on(checks(&target, args, &mut r)),
@@ -144,11 +75,7 @@ pub fn run(args: &CheckArgs) -> Result<bool> {
                 .into(),
         ),
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r.items)?);
-    } else {
-        r.print();
-    }
+    r.emit(args.json)?;
     Ok(r.failed() == 0)
 }
 
@@ -482,7 +409,7 @@ fn certificates(gw: &Gw, now: time::OffsetDateTime, r: &mut Report) {
         );
     }
     for (id, f) in ["cert-hostname", "cert-chain"].into_iter().zip(findings) {
-        r.add(id, f.ok, f.what, f.next);
+        r.finding(id, f);
     }
 }
 

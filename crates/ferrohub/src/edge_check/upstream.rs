@@ -5,7 +5,8 @@
 use edge::control::GatewayStatus;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Gw, Report, Token, read_chain};
+use super::{Gw, Token, read_chain};
+use crate::checks::Report;
 
 /// Clock skew with the hub above this fails (tokens and certificates are checked against it).
 const MAX_SKEW_SECS: i64 = 300;
