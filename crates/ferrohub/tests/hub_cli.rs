@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
+use common::{free_port, ok};
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
@@ -14,24 +14,6 @@ use common::{certs_ok, p};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn hub(config: &Path, args: &[&str]) -> Output {

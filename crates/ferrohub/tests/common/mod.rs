@@ -56,3 +56,27 @@ pub fn hierarchy(dir: &Path) {
     certs_ok(dir, &["intermediate-ca"]);
     certs_ok(dir, &["edge-ca", "gw"]);
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; a race with other tests is possible).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A command's standard output and error, together.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts the command succeeded (printing what it said if not) and returns its standard output.
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mqtt_codec::Packet;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::Hub;
 use crate::metrics::Metrics;
@@ -100,6 +100,14 @@ impl PacketReader {
 /// Counts and logs a packet that could not be read; one over `limits.max_packet_bytes` is
 /// counted under that limit's name.
 pub fn read_failed(hub: &Hub, e: &ReadError, what: &str) {
+    if let ReadError::Io(io) = e
+        && io.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        // The client closed its socket between packets without TLS close_notify, as many SDKs do
+        // on disconnect: an ordinary end, not a protocol error.
+        info!(error = %e, "{what}");
+        return;
+    }
     Metrics::inc(&hub.metrics.protocol_errors);
     if let ReadError::Decode(mqtt_codec::DecodeError::PacketTooLarge { size, max }) = e {
         hub.metrics.limit_reached("max_packet_bytes");
