@@ -311,6 +311,7 @@ fn seeds_run_as_written() {
         );
     }
     has(&text, "✓ the gateway certificate names hostname mygateway");
+    has(&text, "edgeHub\nVerify return code: 0 (ok)");
     // 002: DPS X.509 with no CA at the hub; the hub accepts the device; reprovisioned.
     has(
         &text,
