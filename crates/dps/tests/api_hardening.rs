@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::dps as common;
+use test_support::hub as hubtest;
 
 use common::TestDps;
-use common::hubtest::{SmallDisk, free_port};
+use hubtest::SmallDisk;
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use serde_json::json;
+use test_support::net::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

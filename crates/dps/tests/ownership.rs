@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::dps as common;
+use test_support::hub as hubtest;
 
-use common::hubtest::{KEY, Mqtt};
 use common::{SCOPE, TestDps, dps_token, register};
+use hubtest::{KEY, Mqtt};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode;
 use serde_json::{Value, json};
@@ -83,9 +84,9 @@ async fn register_with(t: &TestDps, id: &str, key: &str) -> Value {
 async fn hub_connect(t: &TestDps, id: &str, key: &str) -> ConnectReturnCode {
     let token = iot_auth::sas::generate_sas_token(
         &format!("hub1/devices/{id}"),
-        &common::base64_decode(key),
+        &hubtest::base64_decode(key),
         None,
-        common::hubtest::expiry(),
+        hubtest::expiry(),
     );
     let mut h = Mqtt::tls(t.hub("hub1"), None).await;
     let username = format!("hub1/{id}/?api-version=2021-04-12");

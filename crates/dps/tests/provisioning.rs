@@ -4,10 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::dps as common;
+use test_support::hub as hubtest;
 
-use common::hubtest::KEY;
-use common::{ClientCert, TestDps, ca, device_cert, dps_token, register, start_2020};
+use common::{TestDps, ca, device_cert, dps_token, register};
+use hubtest::{ClientCert, KEY, start_2020};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode;
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
@@ -69,19 +70,19 @@ async fn symmetric_key_group_registers_and_the_device_reaches_its_hub() {
     assert_eq!(twin["tags"]["site"], "lab");
     assert_eq!(twin["properties"]["desired"]["rate"], 5);
     // The device connects to the assigned hub with the same derived key.
-    let mut h = common::hubtest::Mqtt::tls(t.hub("hub1"), None).await;
+    let mut h = hubtest::Mqtt::tls(t.hub("hub1"), None).await;
     let token = iot_auth::sas::generate_sas_token(
         "localhost/devices/sensor-1",
-        &common::base64_decode(&device_key),
+        &hubtest::base64_decode(&device_key),
         None,
-        common::hubtest::expiry(),
+        hubtest::expiry(),
     );
     // hub1's hostname is hub1: sign for it.
     let token_hub1 = iot_auth::sas::generate_sas_token(
         "hub1/devices/sensor-1",
-        &common::base64_decode(&device_key),
+        &hubtest::base64_decode(&device_key),
         None,
-        common::hubtest::expiry(),
+        hubtest::expiry(),
     );
     let (_, refused) = h.connect("sensor-1", Some(token), true).await;
     assert_ne!(
@@ -89,7 +90,7 @@ async fn symmetric_key_group_registers_and_the_device_reaches_its_hub() {
         ConnectReturnCode::Accepted,
         "a token for another host is refused"
     );
-    let mut h = common::hubtest::Mqtt::tls(t.hub("hub1"), None).await;
+    let mut h = hubtest::Mqtt::tls(t.hub("hub1"), None).await;
     let username = "hub1/sensor-1/?api-version=2021-04-12";
     let (_, code) = h
         .connect_as("sensor-1", username, Some(token_hub1), true)
@@ -137,7 +138,7 @@ async fn refusals_leave_nothing_at_the_hub() {
         .await;
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     // An unknown ID scope.
-    let mut c = common::hubtest::Mqtt::tls_to(t.mqtt, &t.root, None).await;
+    let mut c = hubtest::Mqtt::tls_to(t.mqtt, &t.root, None).await;
     let (_, code) = c
         .connect_as(
             "dev-b",
@@ -562,7 +563,7 @@ async fn service_api_validates_and_pages() {
         hub::tls::client_config(&t.root).unwrap(),
     )
     .with_api_version("2021-10-01")
-    .with_token_time(u64::try_from(common::now().unix_timestamp()).unwrap());
+    .with_token_time(u64::try_from(hubtest::now().unix_timestamp()).unwrap());
     assert_eq!(
         bad.send(Method::GET, "/enrollments/e1", None, &[])
             .await

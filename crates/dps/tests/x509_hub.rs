@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::dps as common;
+use test_support::hub as hubtest;
 
-use common::hubtest::{Mqtt, publish};
-use common::{ClientCert, TestDps, ca, device_cert, issue, register};
+use common::{TestDps, ca, device_cert, issue, register};
+
+use hubtest::{ClientCert, Mqtt, publish};
 use hyper::StatusCode;
 use mqtt_codec::{ConnectReturnCode, Packet};
 use pki::{Certificate, PrivateKey, Profile};

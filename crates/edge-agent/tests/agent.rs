@@ -5,11 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-#[path = "../../edge/tests/support/mod.rs"]
-mod gateway;
 mod support;
+
+use test_support::hub as common;
 
 use std::sync::atomic::Ordering;
 

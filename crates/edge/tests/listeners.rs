@@ -7,9 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-mod support;
+use test_support::gateway as support;
+use test_support::hub as common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -67,7 +66,7 @@ async fn the_gateway_listens_only_where_configured() {
     let _ = g.stop.send(true);
     drop(g);
 
-    let api = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let api = SocketAddr::from(([127, 0, 0, 1], test_support::net::free_port()));
     let g = support::start_with(&t, &[], |c| c.local_api_listen = Some(api)).await;
     let _child = g.connect("child").await;
     let ports = listening_ports();

@@ -5,9 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-mod support;
+use test_support::gateway as support;
+use test_support::hub as common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

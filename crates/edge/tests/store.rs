@@ -4,9 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-mod support;
+use test_support::gateway as support;
+use test_support::hub as common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -93,19 +92,12 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_full_store_refuses_new_messages_and_loses_none_it_acknowledged() {
     let t = TestHub::start().await;
     let gw = support::edge_device(&t).await;
     support::child(&t, &gw, "child").await;
-    let metrics_addr = free_port();
+    let metrics_addr = test_support::net::free_addr();
     let g = support::start_with(&t, &[], |c| {
         c.store_max_mib = 1;
         c.metrics_listen = Some(metrics_addr);

@@ -5,18 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-
 mod kill9;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::Mqtt;
-use kill9::{ferrohub, free_addr};
+use kill9::ferrohub;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, Publish, QoS};
+use test_support::hub::Mqtt;
+use test_support::net::free_addr;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferrohub"))

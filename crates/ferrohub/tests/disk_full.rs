@@ -12,17 +12,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{KEY, Mqtt, SmallDisk, TestHub, device_token, expiry};
 use hub::events::EventRecord;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::Packet;
+use test_support::hub::{self as hubtest, KEY, Mqtt, SmallDisk, TestHub, device_token, expiry};
 
 const PAYLOAD_BYTES: usize = 16 * 1024;
 
@@ -65,7 +62,7 @@ fn body(seq: u32) -> Vec<u8> {
 /// Publishes `seq` at QoS 1: `true` if acknowledged, `false` if the hub closed the connection.
 async fn publish(c: &mut Mqtt, seq: u32) -> bool {
     let id = u16::try_from(seq % 60_000 + 1).unwrap();
-    c.send(&common::publish(
+    c.send(&hubtest::publish(
         "devices/dev1/messages/events/",
         id,
         &body(seq),
@@ -126,7 +123,7 @@ async fn a_full_disk_refuses_telemetry_without_puback_and_service_resumes() {
     std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
     let events = disk.0.join("events");
     let t = TestHub::start_with(|cfg| cfg.storage.events = events.clone()).await;
-    common::sas_device(&t, "dev1", hub::model::Status::Enabled);
+    hubtest::sas_device(&t, "dev1", hub::model::Status::Enabled);
 
     // Fill the disk.
     let mut c = connected(&t).await;

@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
-use common::{free_port, ok, text};
+use common::{ok, text};
+use test_support::net::free_port;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};

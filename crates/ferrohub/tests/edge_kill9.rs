@@ -8,9 +8,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-
 mod kill9;
 
 use std::collections::{BTreeSet, HashSet};
@@ -20,10 +17,11 @@ use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
-use common::Mqtt;
-use kill9::{ferrohub, free_addr, publish, stored, window};
+use kill9::{ferrohub, publish, stored, window};
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::Packet;
+use test_support::hub::Mqtt;
+use test_support::net::free_addr;
 
 /// Rounds of kill and restart (`EDGE_KILL_ROUNDS` overrides; `scripts/reliability` sets it).
 fn kills() -> u32 {

@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
 mod common;
 
 mod kill9;
@@ -17,24 +16,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
-use common::Mqtt;
-use kill9::{ferrohub, free_addr};
+use common::text;
+use kill9::ferrohub;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use serde_json::Value;
+use test_support::hub::Mqtt;
+use test_support::net::free_addr;
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferrohub"))
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 struct Rig {

@@ -7,9 +7,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-
 mod kill9;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,10 +15,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
 
-use common::Mqtt;
-use kill9::{ferrohub, free_addr, publish, window};
+use kill9::{ferrohub, publish, window};
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::Packet;
+use test_support::hub::Mqtt;
+use test_support::net::free_addr;
 
 const KILLS: u32 = 6;
 const WINDOW: u32 = 16;

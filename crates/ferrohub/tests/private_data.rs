@@ -9,19 +9,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../dps/tests/common/mod.rs"]
-mod dpstest;
-// The hub helpers, once: the DPS helpers carry them, the gateway helpers use them as `common`.
-use dpstest::hubtest as common;
-#[path = "../../edge/tests/support/mod.rs"]
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use mqtt_codec::Packet;
+use test_support::dps as dpstest;
+use test_support::gateway as support;
+use test_support::hub as hubtest;
 
 /// Whether this process may switch to uid 65534; prints why the test is skipped otherwise.
 fn root_or_skip(test: &str) -> bool {
@@ -114,7 +110,7 @@ async fn hub_dps_and_gateway_data_is_unreadable_to_other_users() {
     let base = tempfile::tempdir().unwrap();
     open_up(base.path());
     let hub_data = base.path().join("hub");
-    let t = common::TestHub::start_with(|c| {
+    let t = hubtest::TestHub::start_with(|c| {
         c.storage.registry = hub_data.join("registry.sqlite");
         c.storage.events = hub_data.join("events");
     })
@@ -124,7 +120,7 @@ async fn hub_dps_and_gateway_data_is_unreadable_to_other_users() {
     let g = support::start_with(&t, &[], |c| c.data_dir = base.path().join("edge")).await;
     let mut child = g.connect("child").await;
     child
-        .send(&common::publish("devices/child/messages/events/", 1, b"x"))
+        .send(&hubtest::publish("devices/child/messages/events/", 1, b"x"))
         .await;
     assert!(matches!(child.recv().await, Some(Packet::PubAck(_))));
     for _ in 0..400 {
@@ -147,7 +143,7 @@ async fn hub_dps_and_gateway_data_is_unreadable_to_other_users() {
         .put(
             "/enrollments/dev1",
             serde_json::json!({"registrationId": "dev1", "attestation": {"type": "symmetricKey",
-                "symmetricKey": {"primaryKey": common::KEY, "secondaryKey": common::KEY}}}),
+                "symmetricKey": {"primaryKey": hubtest::KEY, "secondaryKey": hubtest::KEY}}}),
         )
         .await;
     assert!(status.is_success(), "{status}");
@@ -190,7 +186,7 @@ async fn loosened_files_are_narrowed_on_start(
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
         assert!(nobody_reads(p), "{} loosened", p.display());
     }
-    let t = common::TestHub::start_in(dir, cfg, root).await;
+    let t = hubtest::TestHub::start_in(dir, cfg, root).await;
     for p in [&registry, &segment, &events] {
         assert!(!nobody_reads(p), "{} narrowed at start", p.display());
     }
@@ -306,7 +302,7 @@ fn identity_service_stores_are_private_and_its_sockets_stay_reachable() {
         curl(&keyd, "POST", &format!("/keypair?{v}"), Some(body), false),
         "200"
     );
-    let (ca, _, _) = common::server_pki(dir.path());
+    let (ca, _, _) = hubtest::server_pki(dir.path());
     let pem = std::fs::read_to_string(ca).unwrap();
     let body = serde_json::json!({ "pem": pem }).to_string();
     let certd = sockets.join("certd.sock");

@@ -6,15 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod common;
-
 use std::sync::OnceLock;
 
-use common::TestHub;
 use hyper::Method;
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use test_support::hub::TestHub;
 
 struct Env {
     rt: tokio::runtime::Runtime,

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::hub as common;
 
 use common::{HOST, KEY, TestHub, base64_decode, expiry};
 use hub::client::{ClientResponse, ServiceClient};
@@ -120,7 +120,7 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn metrics_need_a_service_connect_token_or_the_loopback_listener() {
-    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], test_support::net::free_port()));
     let t = TestHub::start_with(|cfg| {
         cfg.listen.metrics = Some(metrics_addr);
         cfg.policies.push(Policy {

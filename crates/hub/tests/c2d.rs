@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::hub as common;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry, now};
 use hyper::{Method, StatusCode};

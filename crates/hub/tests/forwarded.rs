@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::hub as common;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry, publish};
 use hyper::Method;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::hub as common;
 
 use common::{KEY, TestHub, device_token, expiry};
 use hub::model::{AuthType, Authentication, Device, Status};
@@ -64,7 +64,7 @@ async fn connect(
 
 #[tokio::test]
 async fn sas_devices_use_the_plain_listener_and_certificate_devices_cannot() {
-    let port = common::free_port();
+    let port = test_support::net::free_port();
     let t = TestHub::start_with(|c| {
         c.listen.mqtt_plain = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     })

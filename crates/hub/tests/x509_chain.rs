@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-mod common;
+use test_support::hub as common;
 
 use common::{ClientCert, Mqtt, TestHub, now};
 use hub::model::{AuthType, Authentication, Device};

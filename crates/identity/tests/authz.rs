@@ -6,8 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../hub/tests/common/mod.rs"]
-mod hubtest;
+use test_support::hub as hubtest;
 
 use std::collections::BTreeMap;
 use std::path::Path;

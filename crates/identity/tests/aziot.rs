@@ -5,14 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../dps/tests/common/mod.rs"]
-mod dpstest;
-
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dpstest::hubtest::{self, KEY, Mqtt, TestHub};
 use hyper::{Method, StatusCode};
 use identity::config::apply::{self, Paths};
 use identity::config::aziot::{self, AziotPaths};
@@ -20,6 +16,7 @@ use identity::config::superconfig::SuperConfig;
 use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon, load_daemon_aziot};
 use mqtt_codec::ConnectReturnCode;
 use serde_json::{Value, json};
+use test_support::hub::{self as hubtest, KEY, Mqtt, TestHub};
 
 /// A manual-SAS super-config with aziot's paths on, trusting `bundle` for the hub.
 fn super_config(bundle: &Path) -> String {

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
-#[path = "../../dps/tests/common/mod.rs"]
-mod dpstest;
+use test_support::dps as dpstest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use dpstest::hubtest::{self, KEY, Mqtt, TestHub};
 use hyper::{Method, Request, StatusCode};
 use identity::client::UdsClient;
 use identity::config::daemons::{
@@ -24,6 +22,7 @@ use identity::identityd::{Identityd, Options, Trigger};
 use identity::uds::Caller;
 use mqtt_codec::ConnectReturnCode;
 use serde_json::{Value, json};
+use test_support::hub::{self as hubtest, KEY, Mqtt, TestHub};
 use tower::ServiceExt as _;
 
 struct Stack {

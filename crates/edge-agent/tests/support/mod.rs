@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::common::{HOST, KEY, TestHub};
-use crate::gateway;
+use test_support::gateway;
+use test_support::hub::{HOST, KEY, TestHub};
 
 pub struct Edge {
     pub t: TestHub,
@@ -76,7 +76,7 @@ pub async fn start(credentials: Credentials) -> Edge {
 impl Edge {
     pub fn start_agent(&mut self) {
         let clock: hub::time::SharedClock = Arc::new(hub::time::FixedClock(std::sync::Mutex::new(
-            crate::common::now(),
+            test_support::hub::now(),
         )));
         let (stop, rx) = watch::channel(false);
         let config = self.config.clone();

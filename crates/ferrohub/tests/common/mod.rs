@@ -57,15 +57,6 @@ pub fn hierarchy(dir: &Path) {
     certs_ok(dir, &["edge-ca", "gw"]);
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a race with other tests is possible).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A command's standard output and error, together.
 pub fn text(out: &Output) -> String {
     format!(

@@ -28,13 +28,6 @@ pub fn ferrohub(args: &[&str]) -> String {
     text
 }
 
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Starts `ferrohub ARGS` with its log appended to `log`, once it listens on `addr` (checked
 /// every 25 ms, at most `tries` times: a bounded wait, not a timing assertion).
 pub fn start(args: &[&str], addr: SocketAddr, log: &Path, tries: u32) -> Child {

@@ -1,6 +1,5 @@
-//! Shared setup for the gateway tests: a hub with an edge device, and a gateway in front of it.
-
-#![allow(dead_code, clippy::unwrap_used)] // tests: a panic is a test failure
+//! A hub with an edge device, and a gateway in front of it, for the gateway's and the edge
+//! agent's tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +10,7 @@ use hyper::Method;
 use mqtt_codec::ConnectReturnCode;
 use serde_json::{Value, json};
 
-use crate::common::{self, HOST, KEY, Mqtt, TestHub, device_token, expiry};
+use crate::hub::{HOST, KEY, Mqtt, TestHub, device_token, expiry, now, server_pki};
 
 pub async fn create(t: &TestHub, path: &str, body: Value) -> Value {
     let r = t
@@ -74,7 +73,7 @@ pub async fn start_with(
         .unwrap()
         .json();
     let dir = tempfile::tempdir().unwrap();
-    let (root, cert, key) = common::server_pki(dir.path());
+    let (root, cert, key) = server_pki(dir.path());
     let mut config = edge::EdgeConfig {
         edge_id: "gw".into(),
         hub_hostname: HOST.into(),
@@ -98,7 +97,7 @@ pub async fn start_with(
     };
     tweak(&mut config);
     let clock: hub::time::SharedClock =
-        Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now())));
+        Arc::new(hub::time::FixedClock(std::sync::Mutex::new(now())));
     let gateway = edge::Gateway::open(config, clock).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,8 +1,5 @@
-//! A provisioning service linked to in-process hubs, all on ephemeral loopback ports.
-#![allow(clippy::unwrap_used, dead_code)] // test helpers: a panic is a test failure
-
-#[path = "../../../hub/tests/common/mod.rs"]
-pub mod hubtest;
+//! A provisioning service linked to in-process hubs, all on ephemeral loopback ports, and the
+//! device side of registering with it over MQTT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,13 +8,12 @@ use std::sync::Arc;
 use dps::config::{DpsConfig, LinkedHub, Listen, Policy, Right, Storage};
 use dps::{Dps, Listeners};
 use hub::time::{FixedClock, SharedClock};
-use hubtest::{KEY, Mqtt, TestHub};
 use hyper::{Method, StatusCode};
-use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS, Subscribe};
+use mqtt_codec::{ConnectReturnCode, Packet, QoS, Subscribe};
+use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use serde_json::{Value, json};
 
-pub use hubtest::{ClientCert, base64_decode, now};
-use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
+use crate::hub::{self as hubtest, ClientCert, KEY, Mqtt, TestHub, base64_decode, now, start_2020};
 
 pub const SCOPE: &str = "0ne00000A11";
 
@@ -28,7 +24,8 @@ pub struct TestDps {
     pub https: SocketAddr,
     pub root: PathBuf,
     pub dir: tempfile::TempDir,
-    stop: tokio::sync::watch::Sender<bool>,
+    /// Held for the service's lifetime: dropping it stops the service.
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestDps {
@@ -95,7 +92,7 @@ impl TestDps {
             https: https_addr,
             root,
             dir,
-            stop,
+            _stop: stop,
         }
     }
 
@@ -168,24 +165,16 @@ impl TestDps {
 
 /// A device SAS token for the DPS (`sr` percent-encoded, no `skn`, as the Python SDK makes it).
 pub fn dps_token(registration_id: &str, key_b64: &str) -> String {
-    let expiry = u64::try_from(now().unix_timestamp()).unwrap() + 3600;
     iot_auth::sas::generate_sas_token(
         &format!("{SCOPE}/registrations/{registration_id}"),
         &base64_decode(key_b64),
         None,
-        expiry,
+        hubtest::expiry(),
     )
 }
 
-fn publish(topic: String, body: &Value) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic,
-        packet_id: Some(7),
-        payload: body.to_string().into_bytes(),
-    })
+fn publish(topic: &str, body: &Value) -> Packet {
+    hubtest::publish(topic, 7, body.to_string().as_bytes())
 }
 
 /// The next response publish: (status, body).
@@ -212,7 +201,7 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
     .await;
     let body = json!({"registrationId": registration_id, "payload": payload});
     c.send(&publish(
-        "$dps/registrations/PUT/iotdps-register/?$rid=1".into(),
+        "$dps/registrations/PUT/iotdps-register/?$rid=1",
         &body,
     ))
     .await;
@@ -225,7 +214,7 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
         let topic = format!(
             "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={op_id}"
         );
-        c.send(&publish(topic, &json!(" "))).await;
+        c.send(&publish(&topic, &json!(" "))).await;
         let (status, body) = response(c).await;
         op = body;
         if status == 200 {
@@ -234,11 +223,6 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
         assert_eq!(status, 202, "{op}");
     }
     panic!("still assigning: {op}")
-}
-
-/// 2020-01-01, the start of every test certificate's validity.
-pub fn start_2020() -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap()
 }
 
 /// A certificate of `profile` for `cn`, signed by `issuer` (self-signed without one).

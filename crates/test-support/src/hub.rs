@@ -1,5 +1,5 @@
-//! An in-process hub on ephemeral loopback ports, and a minimal MQTT client over TLS.
-#![allow(clippy::unwrap_used, dead_code)] // test helpers: a panic is a test failure
+//! An in-process hub on ephemeral loopback ports, a minimal MQTT client over TLS, and the
+//! certificates, devices and tokens the hub's tests present to it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,8 +22,14 @@ use tokio_rustls::client::TlsStream;
 pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const HOST: &str = "localhost";
 
+/// The hub's fixed test clock: 2027-01-15.
 pub fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+/// 2020-01-01, the start of every test server certificate's validity.
+pub fn start_2020() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap()
 }
 
 pub struct TestHub {
@@ -42,7 +48,7 @@ pub fn server_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = PrivateKey::generate(KeyAlgorithm::P256).unwrap();
     // Valid from 2020 for decades: TLS clients check it against real time, the hub's auth checks
     // run on the fixed test clock.
-    let start = OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap();
+    let start = start_2020();
     let mut ca_req = CertRequest::new(Profile::RootCa, "Test Hub CA", start);
     ca_req.days = 20_000;
     let ca = pki::issue(&ca_req, &ca_key, None).unwrap();
@@ -343,15 +349,6 @@ pub fn publish(topic: &str, packet_id: u16, body: &[u8]) -> Packet {
         packet_id: Some(packet_id),
         payload: body.to_vec(),
     })
-}
-
-/// A free TCP port on 127.0.0.1 (for listeners the hub binds itself).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A device SAS token for `device` (or `device/modules/module`) signed with `key`.
