@@ -7,7 +7,6 @@ use test_support::dps as common;
 use test_support::hub as hubtest;
 
 use common::{TestDps, ca, device_cert, issue, register};
-
 use hubtest::{ClientCert, Mqtt, publish};
 use hyper::StatusCode;
 use mqtt_codec::{ConnectReturnCode, Packet};

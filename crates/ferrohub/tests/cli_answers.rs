@@ -5,24 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
+mod common;
 mod kill9;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{is_root, run};
 use kill9::ferrohub;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, Publish, QoS};
 use test_support::hub::Mqtt;
 use test_support::net::free_addr;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 /// The stderr of a command that must fail.
 fn fails(args: &[&str]) -> String {
@@ -221,11 +215,6 @@ fn privileged_port() -> Option<u16> {
     (600..start.min(1024))
         .rev()
         .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
 /// `ferrohub ARGS` as uid/gid 65534 without capabilities; its stderr, once it failed.

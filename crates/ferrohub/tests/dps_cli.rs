@@ -4,20 +4,12 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
-use common::{ok, text};
+use common::{bin, ok, run, text};
 use test_support::net::free_port;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::Duration;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 /// A linked-hub connection string that is never dialled by the tests that use it.
 const FAKE_HUB: &str = "HostName=hub.local;SharedAccessKeyName=iothubowner;\

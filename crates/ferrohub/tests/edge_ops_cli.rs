@@ -13,22 +13,15 @@ mod kill9;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::Duration;
 
-use common::text;
+use common::{run, text};
 use kill9::ferrohub;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use serde_json::Value;
 use test_support::hub::Mqtt;
 use test_support::net::free_addr;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 struct Rig {
     dir: tempfile::TempDir,

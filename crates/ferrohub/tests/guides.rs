@@ -14,9 +14,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::is_root;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -24,13 +27,6 @@ fn repo() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap()
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn sdk_available() -> bool {

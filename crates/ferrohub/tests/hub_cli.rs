@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
-use common::ok;
+use common::{bin, ok};
 use test_support::net::free_port;
 
 use std::path::{Path, PathBuf};
@@ -12,10 +12,6 @@ use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::{certs_ok, p};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-}
 
 fn hub(config: &Path, args: &[&str]) -> Output {
     bin()

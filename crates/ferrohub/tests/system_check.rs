@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is a test failure
 
 mod common;
-use common::{ok, text};
+use common::{is_root, ok, text};
 use test_support::net::free_port;
 
 use std::path::{Path, PathBuf};
@@ -18,17 +18,11 @@ use std::time::Duration;
 
 use common::{certs_ok, p};
 
+/// The binary, logging warnings only.
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferrohub"));
+    let mut c = common::bin();
     c.env("FERROHUB_LOG", "warn");
     c
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// False (with the reason printed) when the test cannot run here; fails under CI instead.

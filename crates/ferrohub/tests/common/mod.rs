@@ -4,11 +4,33 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `ferrohub` binary built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
+}
+
+/// Runs `ferrohub ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Whether the tests run as root (`id -u` says 0).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 /// Runs `ferrohub certs ARGS... --dir DIR`.
 pub fn certs(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrohub"));
-    cmd.arg("certs").args(args).arg("--dir").arg(dir);
-    cmd.output().unwrap()
+    bin()
+        .arg("certs")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap()
 }
 
 /// Like [`certs`] but asserts success.
@@ -29,12 +51,7 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("openssl must be installed (scripts/test installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (out.status.success(), text(&out))
 }
 
 pub fn p(dir: &Path, name: &str) -> String {
