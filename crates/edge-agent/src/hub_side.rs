@@ -3,8 +3,9 @@
 //! twins' desired properties.
 
 use hub::client::{ClientError, ServiceClient};
+use hub::wire::{ConfigurationContent, TwinPatch, body};
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::deployment::Manifest;
 
@@ -31,7 +32,7 @@ pub async fn write_desired(
         .send(
             Method::PUT,
             &format!("/twins/{}/modules/{}", enc(edge_id), enc(module_id)),
-            Some(&json!({"properties": {"desired": desired}})),
+            Some(&body(&TwinPatch::desired(desired.clone()))),
             &[],
         )
         .await?
@@ -48,7 +49,7 @@ pub async fn set_modules(
     edge_id: &str,
     manifest: &Manifest,
 ) -> Result<(), SetModulesError> {
-    let mut modules = serde_json::Map::new();
+    let mut content = ConfigurationContent::default();
     let system = [
         ("$edgeAgent", &manifest.edge_agent),
         ("$edgeHub", &manifest.edge_hub),
@@ -57,13 +58,13 @@ pub async fn set_modules(
         .into_iter()
         .chain(manifest.modules.iter().map(|(n, d)| (n.as_str(), d)))
     {
-        modules.insert(name.to_owned(), json!({"properties.desired": desired}));
+        content = content.module(name, desired.clone());
     }
     let r = client
         .send(
             Method::POST,
             &format!("/devices/{}/applyConfigurationContent", enc(edge_id)),
-            Some(&json!({"modulesContent": modules})),
+            Some(&body(&content)),
             &[],
         )
         .await?;

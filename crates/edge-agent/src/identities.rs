@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hub::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// How long a call to the hub may take before the agent uses what it kept.
 const HUB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -109,10 +109,12 @@ impl Identities {
         let path = self.module_path(module);
         let r = self.client.send(Method::GET, &path, None, &[]).await?;
         let m = if r.status == StatusCode::NOT_FOUND {
-            let body =
-                json!({"moduleId": module, "deviceId": self.edge_id, "managedBy": "iotEdge"});
+            let record = hub::wire::Module {
+                managed_by: Some("iotEdge".to_owned()),
+                ..hub::wire::sas_module(&self.edge_id, module, None)
+            };
             self.client
-                .send(Method::PUT, &path, Some(&body), &[])
+                .send(Method::PUT, &path, Some(&hub::wire::body(&record)), &[])
                 .await?
                 .ok()?
                 .json()

@@ -15,14 +15,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use hub::time::SharedClock;
-use hyper::Method;
 use identity::client::UdsClient;
 use identity::config::superconfig::{EdgeCa, SuperConfig};
 use identity::config::{CertdConfig, IdentitydConfig, KeydConfig};
-use serde_json::{Value, json};
+use identity::wire::identityd::{CreateModuleRequest, Identity, IdentityTypeRequest, TrustBundle};
+use identity::wire::keyd::{SignRequest, SignResponse};
 use tracing::{info, warn};
 
 use crate::server_cert::{CertPlan, EdgeCaSource, QUICKSTART_CA_DAYS, ServerCerts};
@@ -125,30 +123,20 @@ pub struct EdgeIdentity {
 /// Asks identityd for the device, then for the `$edgeHub` module identity: created (or its keys
 /// set) through identityd, so its key is one keyd derives; offline, identityd's cached module.
 pub async fn edge_identity(d: &Daemons) -> Result<EdgeIdentity, EdgeError> {
-    let device = d
+    let device: Identity = d
         .identityd
-        .call(
-            Method::POST,
+        .post(
             &format!("/identities/device?{IDENTITYD_API}"),
-            Some(&json!({"type": "aziot"})),
+            &IdentityTypeRequest::aziot(),
         )
         .await
         .map_err(|e| idd_error("device identity; is the device provisioned?", e))?;
-    let spec = &device["spec"];
-    let field = |v: &Value, name: &str| {
-        v[name]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| idd_error("identity", format!("no {name} in {v}")))
-    };
-    let (hub_name, device_id) = (field(spec, "hubName")?, field(spec, "deviceId")?);
-    let body = json!({"type": "aziot", "moduleId": EDGE_HUB});
-    let created = d
+    let (hub_name, device_id) = (device.spec.hub_name, device.spec.device_id);
+    let created: Result<Identity, _> = d
         .identityd
-        .call(
-            Method::POST,
+        .post(
             &format!("/identities/modules?{IDENTITYD_API}"),
-            Some(&body),
+            &CreateModuleRequest::aziot(EDGE_HUB),
         )
         .await;
     let module = match created {
@@ -160,12 +148,16 @@ pub async fn edge_identity(d: &Daemons) -> Result<EdgeIdentity, EdgeError> {
                 iot_auth::percent_encode(EDGE_HUB)
             );
             d.identityd
-                .call(Method::GET, &path, None)
+                .get(&path)
                 .await
                 .map_err(|e| idd_error("$edgeHub module identity", e))?
         }
     };
-    let key_handle = field(&module["spec"]["auth"], "keyHandle")?;
+    let key_handle = module
+        .spec
+        .auth
+        .map(|a| a.key_handle)
+        .ok_or_else(|| idd_error("identity", "no keyHandle in the $edgeHub identity"))?;
     Ok(EdgeIdentity {
         hub_name,
         device_id,
@@ -185,19 +177,14 @@ pub fn token_fn(keyd: UdsClient, identity: &EdgeIdentity, clock: SharedClock) ->
         let (keyd, sr, handle, clock) = (keyd.clone(), sr.clone(), handle.clone(), clock.clone());
         Box::pin(async move {
             let expiry = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0) + 3600;
-            let message = STANDARD.encode(format!("{sr}\n{expiry}"));
-            let body = json!({"keyHandle": *handle, "algorithm": "HMAC-SHA256",
-                              "parameters": {"message": message}});
-            let v = keyd
-                .call(Method::POST, "/sign?api-version=2020-09-01", Some(&body))
+            let body = SignRequest::hmac_sha256(&handle, format!("{sr}\n{expiry}").as_bytes());
+            let v: SignResponse = keyd
+                .post("/sign?api-version=2020-09-01", &body)
                 .await
                 .map_err(|e| format!("keyd: {e}"))?;
-            let sig = v["signature"]
-                .as_str()
-                .ok_or_else(|| format!("keyd answered without a signature: {v}"))?;
             Ok(format!(
                 "SharedAccessSignature sr={sr}&sig={}&se={expiry}",
-                iot_auth::percent_encode(sig)
+                iot_auth::percent_encode(&v.signature)
             ))
         })
     })
@@ -245,21 +232,25 @@ pub async fn open(
         cert_clock,
     )
     .await?;
-    let config: EdgeConfig = serde_json::from_value(json!({
-        "edge_id": identity.device_id,
-        "hub_hostname": identity.hub_name,
-        "hub_mqtt": settings.hub_mqtt.clone().unwrap_or_else(|| format!("{}:8883", identity.hub_name)),
-        "hub_https": settings.hub_https.clone().unwrap_or_else(|| format!("{}:443", identity.hub_name)),
-        "hub_ca": hub_ca,
-        "edge_hub_key": "",
-        "tls_cert": certs.chain_path(),
-        "tls_key": certs.key_path(),
-        "data_dir": data_dir,
-        "routes": settings.routes,
-        "store_ttl_hours": settings.store_ttl_hours,
-        "listen": settings.listen,
-    }))
-    .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let hub = &identity.hub_name;
+    let config = EdgeConfig {
+        edge_id: identity.device_id.clone(),
+        hub_hostname: hub.clone(),
+        hub_mqtt: (settings.hub_mqtt.clone()).unwrap_or_else(|| format!("{hub}:8883")),
+        hub_https: (settings.hub_https.clone()).unwrap_or_else(|| format!("{hub}:443")),
+        hub_ca,
+        edge_hub_key: String::new(),
+        tls_cert: certs.chain_path(),
+        tls_key: certs.key_path(),
+        data_dir,
+        routes: settings.routes.clone(),
+        store_ttl_hours: settings.store_ttl_hours,
+        listen: settings.listen,
+        store_max_mib: crate::default_store_mib(),
+        store_full: crate::StoreFull::default(),
+        metrics_listen: None,
+        local_api_listen: None,
+    };
     let token = token_fn(daemons.keyd.clone(), &identity, clock.clone());
     let gateway = Gateway::open_with(config, clock, token)?;
     gateway.use_server_cert(certs.tls());
@@ -282,12 +273,12 @@ async fn hub_trust_bundle(
     if let Some(uri) = &sc.trust_bundle_cert {
         return Ok(identity::keyd::uri_path(uri).to_path_buf());
     }
-    let v = d
+    let v: TrustBundle = d
         .identityd
-        .call(Method::GET, &format!("/trust-bundle?{IDENTITYD_API}"), None)
+        .get(&format!("/trust-bundle?{IDENTITYD_API}"))
         .await
         .map_err(|e| idd_error("trust bundle", e))?;
-    let pem = v["certificate"].as_str().unwrap_or_default();
+    let pem = v.certificate.as_str();
     if pem.trim().is_empty() {
         return Err(EdgeError::Config(
             "no CA to trust for the hub: set trust_bundle_cert = \"file:///path/to/root-ca.pem\" \

@@ -5,9 +5,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hyper::Method;
 use identity::client::UdsClient;
-use serde_json::json;
+use identity::wire::keyd::{
+    CreateKeyPairRequest, HandleRequest, KeyHandleResponse, ParameterResponse, SignRequest,
+    SignResponse,
+};
 
 use crate::EdgeError;
 
@@ -37,15 +39,15 @@ impl std::fmt::Debug for KeydKeyPair {
 impl KeydKeyPair {
     /// Key pair `id` in keyd, created (P-256) when it does not exist yet.
     pub async fn create_or_load(keyd: &UdsClient, id: &str) -> Result<Self, EdgeError> {
-        let body = json!({"keyId": id, "preferredAlgorithms": "ec-p256"});
-        let v = keyd
-            .call(Method::POST, &format!("/keypair?{API}"), Some(&body))
+        let body = CreateKeyPairRequest {
+            key_id: id.to_owned(),
+            preferred_algorithms: Some("ec-p256".to_owned()),
+        };
+        let v: KeyHandleResponse = keyd
+            .post(&format!("/keypair?{API}"), &body)
             .await
             .map_err(|e| keyd_error("create key pair", e))?;
-        let handle = v["keyHandle"]
-            .as_str()
-            .ok_or_else(|| keyd_error("create key pair", "no keyHandle in the answer"))?
-            .to_owned();
+        let handle = v.key_handle;
         Self::from_handle(keyd, handle).await.map_err(|e| match e {
             EdgeError::Identity(m) => {
                 EdgeError::Identity(format!("{m}; key pair {id}: delete it to start over"))
@@ -58,20 +60,16 @@ impl KeydKeyPair {
     /// which must be ECDSA P-256.
     pub async fn from_handle(keyd: &UdsClient, handle: String) -> Result<Self, EdgeError> {
         let parameter = |name: &'static str| {
-            let (keyd, body) = (keyd.clone(), json!({"keyHandle": handle}));
+            let (keyd, handle) = (keyd.clone(), handle.clone());
             async move {
-                let v = keyd
-                    .call(
-                        Method::POST,
+                let v: ParameterResponse = keyd
+                    .post(
                         &format!("/parameters/{name}?{API}"),
-                        Some(&body),
+                        &HandleRequest::new(&handle),
                     )
                     .await
                     .map_err(|e| keyd_error(name, e))?;
-                v["value"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| keyd_error(name, "no value in the answer"))
+                Ok::<_, EdgeError>(v.value)
             }
         };
         let algorithm = parameter("algorithm").await?;
@@ -104,15 +102,16 @@ impl KeydKeyPair {
     }
 
     async fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, EdgeError> {
-        let body = json!({"keyHandle": self.handle, "algorithm": "ECDSA",
-                          "parameters": {"digest": STANDARD.encode(digest)}});
-        let v = self
+        let v: SignResponse = self
             .keyd
-            .call(Method::POST, &format!("/sign?{API}"), Some(&body))
+            .post(
+                &format!("/sign?{API}"),
+                &SignRequest::ecdsa(&self.handle, digest),
+            )
             .await
             .map_err(|e| keyd_error("sign", e))?;
         STANDARD
-            .decode(v["signature"].as_str().unwrap_or_default())
+            .decode(v.signature)
             .map_err(|e| keyd_error("sign", e))
     }
 }

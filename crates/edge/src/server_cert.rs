@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use hub::time::SharedClock;
 use hyper::Method;
-use identity::client::UdsClient;
+use identity::client::{UdsClient, UdsError};
+use identity::wire::certd::{CreateCertRequest, ImportCertRequest, IssuerRef, PemResponse};
+use identity::wire::keyd::KeyHandleResponse;
 use pki::Certificate;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -70,15 +71,13 @@ fn certd_error(what: &str, e: impl std::fmt::Display) -> EdgeError {
 /// Cert `id` from certd, `None` when certd has none by that id.
 async fn get_chain(certd: &UdsClient, id: &str) -> Result<Option<Vec<Certificate>>, EdgeError> {
     let path = format!("/certificates/{}?{API}", iot_auth::percent_encode(id));
-    let (status, v) = certd
-        .send(Method::GET, &path, None)
-        .await
-        .map_err(|e| certd_error(id, e))?;
-    if !status.is_success() {
-        return Ok(None);
-    }
-    let chain = Certificate::chain_from_pem(v["pem"].as_str().unwrap_or_default())
-        .map_err(|e| certd_error(id, e))?;
+    let answer: Result<PemResponse, UdsError> = certd.get(&path).await;
+    let v = match answer {
+        Ok(v) => v,
+        Err(UdsError::Status { .. }) => return Ok(None),
+        Err(e) => return Err(certd_error(id, e)),
+    };
+    let chain = Certificate::chain_from_pem(&v.pem).map_err(|e| certd_error(id, e))?;
     Ok(Some(chain).filter(|c| !c.is_empty()))
 }
 
@@ -253,14 +252,8 @@ async fn edge_ca(
             };
             get_chain(certd, EDGE_CA_ID).await?.ok_or_else(missing)?;
             let path = format!("/keypair/{}?{API}", iot_auth::percent_encode(EDGE_CA_ID));
-            let v = keyd
-                .call(Method::GET, &path, None)
-                .await
-                .map_err(|_| missing())?;
-            Ok((
-                v["keyHandle"].as_str().unwrap_or_default().to_owned(),
-                false,
-            ))
+            let v: KeyHandleResponse = keyd.get(&path).await.map_err(|_| missing())?;
+            Ok((v.key_handle, false))
         }
         EdgeCaSource::Quickstart { expiry_days } => {
             let key = KeydKeyPair::create_or_load(keyd, EDGE_CA_ID).await?;
@@ -317,8 +310,9 @@ async fn quickstart_ca(
         "/certificates/{}?{API}",
         iot_auth::percent_encode(EDGE_CA_ID)
     );
+    let body = ImportCertRequest { pem: ca.to_pem() };
     certd
-        .call(Method::PUT, &path, Some(&json!({"pem": ca.to_pem()})))
+        .request::<_, PemResponse>(Method::PUT, &path, Some(&body))
         .await
         .map_err(|e| certd_error("import the quickstart edge CA", e))?;
     Ok(ca)
@@ -343,14 +337,19 @@ async fn issue(
     };
     let csr = pki::csr::Csr::create(&key, &options)
         .map_err(|e| EdgeError::Identity(format!("CSR for {}: {e}", plan.hostname)))?;
-    let body = json!({"certId": SERVER_CERT_ID, "csr": csr.to_pem(),
-                      "issuer": {"certId": EDGE_CA_ID, "privateKeyHandle": ca_handle}});
-    let v = certd
-        .call(Method::POST, &format!("/certificates?{API}"), Some(&body))
+    let body = CreateCertRequest {
+        cert_id: SERVER_CERT_ID.to_owned(),
+        csr: csr.to_pem(),
+        issuer: Some(IssuerRef {
+            cert_id: EDGE_CA_ID.to_owned(),
+            private_key_handle: Some(ca_handle.into()),
+        }),
+    };
+    let v: PemResponse = certd
+        .post(&format!("/certificates?{API}"), &body)
         .await
         .map_err(|e| certd_error("issue the server certificate", e))?;
-    let chain = Certificate::chain_from_pem(v["pem"].as_str().unwrap_or_default())
-        .map_err(|e| certd_error("issued chain", e))?;
+    let chain = Certificate::chain_from_pem(&v.pem).map_err(|e| certd_error("issued chain", e))?;
     if chain.first().map(Certificate::public_key_raw) != Some(key.public_key_raw().to_vec()) {
         return Err(certd_error(
             "issued chain",

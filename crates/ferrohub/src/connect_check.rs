@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hyper::Method;
 use identity::client::UdsClient;
-use serde_json::Value;
+use identity::wire::identityd::{AuthInfo, AuthType, Identity};
 
 use crate::device_client::{DeviceConn, Refused};
 use crate::system_status::Finding;
@@ -49,20 +49,19 @@ pub enum Outcome {
 /// Connects as the device described by `device` (identityd's answer) and explains a refusal.
 /// `dps` says whether it was provisioned by DPS (then reprovisioning is a fix).
 pub async fn check(
-    device: &Value,
+    device: &Identity,
     dps: bool,
     (keyd, certd): (&UdsClient, &UdsClient),
     bundle: &[pki::Certificate],
     addrs: &HubAddrs,
 ) -> Outcome {
-    let s = &device["spec"];
-    let text = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+    let s = &device.spec;
     let spec = Spec {
-        hub: text("hubName"),
-        gateway: text("gatewayHost"),
-        device_id: text("deviceId"),
+        hub: s.hub_name.clone(),
+        gateway: s.gateway_host.clone(),
+        device_id: s.device_id.clone(),
     };
-    let presented = match present(&spec, &s["auth"], keyd, certd, bundle).await {
+    let presented = match present(&spec, s.auth.as_ref(), keyd, certd, bundle).await {
         Ok(p) => p,
         Err(Unusable::Skip(why)) => return Outcome::Skipped(why),
         Err(Unusable::Fail(why)) => {
@@ -120,7 +119,7 @@ enum Unusable {
 
 async fn present(
     spec: &Spec,
-    auth: &Value,
+    auth: Option<&AuthInfo>,
     keyd: &UdsClient,
     certd: &UdsClient,
     bundle: &[pki::Certificate],
@@ -130,9 +129,14 @@ async fn present(
         let _ = roots.add(c.to_rustls());
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let handle = auth["keyHandle"].as_str().unwrap_or_default().to_owned();
-    match auth["type"].as_str() {
-        Some("sas") => {
+    let Some(auth) = auth else {
+        return Err(Unusable::Skip(
+            "identityd names no credential the check can use (None)".into(),
+        ));
+    };
+    let handle = auth.key_handle.clone();
+    match auth.auth_type {
+        AuthType::Sas => {
             let expiry = u64::try_from(crate::clock::now().unix_timestamp()).unwrap_or(0) + 3600;
             let resource = format!("{}/devices/{}", spec.hub, spec.device_id);
             let token = identity::identityd::keys::Keys::new(keyd.clone())
@@ -145,8 +149,8 @@ async fn present(
                 chain: Vec::new(),
             })
         }
-        Some("x509") => {
-            let cert_id = auth["certId"].as_str().unwrap_or_default();
+        AuthType::X509 => {
+            let cert_id = auth.cert_id.as_deref().unwrap_or_default();
             let chain = crate::system_status::cert(certd, cert_id)
                 .await
                 .filter(|c| !c.is_empty())
@@ -166,9 +170,6 @@ async fn present(
                 chain,
             })
         }
-        other => Err(Unusable::Skip(format!(
-            "identityd names no credential the check can use ({other:?})"
-        ))),
     }
 }
 

@@ -8,7 +8,6 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use hyper::{Method, StatusCode};
 use pki::{KeyAlgorithm, Profile};
-use serde_json::json;
 
 use crate::certs::{KeyOpts, Plan, issue_files};
 
@@ -156,9 +155,13 @@ async fn init(a: InitArgs) -> Result<()> {
     let dev = format!("/devices/{}", iot_auth::percent_encode(&a.edge_id));
     let r = client.send(Method::GET, &dev, None, &[]).await?;
     if r.status == StatusCode::NOT_FOUND {
-        let body = json!({"deviceId": a.edge_id, "capabilities": {"iotEdge": true}});
+        let edge = hub::wire::Device {
+            device_id: a.edge_id.clone(),
+            capabilities: hub::wire::Capabilities { iot_edge: true },
+            ..hub::wire::Device::default()
+        };
         client
-            .send(Method::PUT, &dev, Some(&body), &[])
+            .send(Method::PUT, &dev, Some(&hub::wire::body(&edge)), &[])
             .await?
             .ok()?;
     } else if r.json()["capabilities"]["iotEdge"] != true {

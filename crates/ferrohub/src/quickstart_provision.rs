@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use hyper::Method;
 use identity::client::UdsClient;
+use identity::wire::identityd::Identity;
+use identity::wire::keyd::{SignRequest, SignResponse};
 use serde_json::json;
 
 use crate::device_client::DeviceConn;
@@ -194,31 +195,27 @@ impl<'a> ProvisionStage<'a> {
             // This uid is the module principal: it may read its own (module) identity, which
             // names the device and hub identityd was provisioned with.
             let idd = UdsClient::new(&applied.identityd.socket);
-            let id = idd
-                .call(
-                    Method::GET,
-                    "/identities/identity?api-version=2020-09-01",
-                    None,
-                )
+            let id: Identity = idd
+                .get("/identities/identity?api-version=2020-09-01")
                 .await
                 .context("identityd did not provision the edge device")?;
             anyhow::Ok(id)
         });
         *self.identity_stop.borrow_mut() = Some(stop);
-        let spec = &device?["spec"];
+        let spec = &device?.spec;
         let at_hub = hub
             .registry
             .get_device(edge_id)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if spec["deviceId"] != edge_id
-            || spec["moduleId"] != MODULE
+        if spec.device_id != edge_id
+            || spec.module_id.as_deref() != Some(MODULE)
             || !at_hub.capabilities.iot_edge
         {
-            bail!("expected {edge_id} as an edge device at the hub, identityd says {spec}");
+            bail!("expected {edge_id} as an edge device at the hub, identityd says {spec:?}");
         }
         Ok(format!(
             "{edge_id} assigned to hub {} through DPS with its X.509 identity; iotEdge at the hub; module {MODULE} created; config in {}",
-            spec["hubName"].as_str().unwrap_or_default(),
+            spec.hub_name,
             root.display()
         ))
     }
@@ -234,24 +231,30 @@ impl<'a> ProvisionStage<'a> {
         let roots = Arc::new(roots);
         self.hub.within(30, async {
             let idd = UdsClient::new(run_dir.join("identityd.sock"));
-            let id = idd.call(Method::GET, "/identities/identity?api-version=2020-09-01", None).await?;
-            let spec = &id["spec"];
-            let handle = spec["auth"]["keyHandle"].as_str().context("no key handle")?;
+            let id: Identity = idd
+                .get("/identities/identity?api-version=2020-09-01")
+                .await?;
+            let handle = id
+                .spec
+                .auth
+                .map(|a| a.key_handle)
+                .context("no key handle")?;
             let resource = format!("{HUB_HOST}/devices/{edge_id}/modules/{MODULE}");
             let sr = iot_auth::percent_encode(&resource);
             let expiry = u64::try_from(crate::clock::now().unix_timestamp())? + 3600;
-            use base64::Engine as _;
-            let message = base64::engine::general_purpose::STANDARD.encode(format!("{sr}\n{expiry}"));
             let keyd = UdsClient::new(run_dir.join("keyd.sock"));
-            let body = json!({"keyHandle": handle, "algorithm": "HMAC-SHA256", "parameters": {"message": message}});
-            let signed = keyd.call(Method::POST, "/sign?api-version=2020-09-01", Some(&body)).await?;
-            let sig = iot_auth::percent_encode(signed["signature"].as_str().context("no signature")?);
+            let body = SignRequest::hmac_sha256(&handle, format!("{sr}\n{expiry}").as_bytes());
+            let signed: SignResponse = keyd.post("/sign?api-version=2020-09-01", &body).await?;
+            let sig = iot_auth::percent_encode(&signed.signature);
             let token = format!("SharedAccessSignature sr={sr}&sig={sig}&se={expiry}");
             let client_id = format!("{edge_id}/{MODULE}");
-            let mut conn = DeviceConn::connect_sas(mqtt, HUB_HOST, roots, &client_id, &token).await?;
-            let topic = format!("devices/{edge_id}/modules/{MODULE}/messages/events/%24.on=quickstart");
+            let mut conn =
+                DeviceConn::connect_sas(mqtt, HUB_HOST, roots, &client_id, &token).await?;
+            let topic =
+                format!("devices/{edge_id}/modules/{MODULE}/messages/events/%24.on=quickstart");
             for i in 0..5 {
-                conn.publish_acked(&topic, format!("{{\"seq\":{i}}}").into_bytes()).await?;
+                conn.publish_acked(&topic, format!("{{\"seq\":{i}}}").into_bytes())
+                    .await?;
             }
             conn.disconnect().await;
             anyhow::Ok(())

@@ -3,8 +3,9 @@
 
 use anyhow::Result;
 use hyper::Method;
-use identity::client::UdsClient;
-use serde_json::{Value, json};
+use identity::client::{UdsClient, UdsError};
+use identity::wire::certd::PemResponse;
+use identity::wire::identityd::{AuthType, Identity, IdentityTypeRequest, ProvisioningInfo};
 
 use crate::checks::Report;
 use crate::connect_check::{HubAddrs, Outcome};
@@ -12,14 +13,17 @@ use crate::identity_cmd::RootArg;
 
 const API: &str = "api-version=2021-12-01";
 
-async fn device(idd: &UdsClient) -> Result<Value, String> {
-    idd.call(
-        Method::POST,
+async fn device(idd: &UdsClient) -> Result<Identity, String> {
+    idd.post(
         &format!("/identities/device?{API}"),
-        Some(&json!({"type": "aziot"})),
+        &IdentityTypeRequest::aziot(),
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+async fn provisioning(idd: &UdsClient) -> Result<ProvisioningInfo, UdsError> {
+    idd.get(&format!("/identities/provisioning?{API}")).await
 }
 
 pub(crate) async fn cert(certd: &UdsClient, id: &str) -> Option<Vec<pki::Certificate>> {
@@ -27,8 +31,8 @@ pub(crate) async fn cert(certd: &UdsClient, id: &str) -> Option<Vec<pki::Certifi
         "/certificates/{}?api-version=2020-09-01",
         iot_auth::percent_encode(id)
     );
-    let v = certd.call(Method::GET, &path, None).await.ok()?;
-    pki::Certificate::chain_from_pem(v["pem"].as_str()?).ok()
+    let v: PemResponse = certd.get(&path).await.ok()?;
+    pki::Certificate::chain_from_pem(&v.pem).ok()
 }
 
 fn describe(c: &pki::Certificate) -> String {
@@ -48,15 +52,13 @@ pub async fn status(root: &RootArg) -> Result<bool> {
         "identity service (config {})",
         root.config_path("identityd").display()
     );
-    let prov = idd
-        .call(
-            Method::GET,
-            &format!("/identities/provisioning?{API}"),
-            None,
-        )
-        .await;
+    let prov = provisioning(&idd).await;
     match &prov {
-        Ok(p) => println!("  provisioning:  {}", p),
+        // Printed as a JSON object with sorted keys.
+        Ok(p) => println!(
+            "  provisioning:  {}",
+            serde_json::to_value(p).unwrap_or_default()
+        ),
         Err(e) => println!(
             "  identityd:     not reachable: {e}\n                 start it: ferrohub identity run"
         ),
@@ -64,20 +66,15 @@ pub async fn status(root: &RootArg) -> Result<bool> {
     let mut ok = prov.is_ok();
     match device(&idd).await {
         Ok(d) => {
-            let s = &d["spec"];
-            println!(
-                "  device:        {} on hub {}",
-                s["deviceId"].as_str().unwrap_or("?"),
-                s["hubName"].as_str().unwrap_or("?")
-            );
-            println!(
-                "  gateway host:  {}",
-                s["gatewayHost"].as_str().unwrap_or("?")
-            );
-            println!(
-                "  credential:    {}",
-                s["auth"]["type"].as_str().unwrap_or("?")
-            );
+            let s = &d.spec;
+            println!("  device:        {} on hub {}", s.device_id, s.hub_name);
+            println!("  gateway host:  {}", s.gateway_host);
+            let credential = match s.auth.as_ref().map(|a| a.auth_type) {
+                Some(AuthType::Sas) => "sas",
+                Some(AuthType::X509) => "x509",
+                None => "?",
+            };
+            println!("  credential:    {credential}");
         }
         Err(e) if prov.is_ok() => {
             ok = false;
@@ -173,10 +170,7 @@ pub async fn check(root: &RootArg, addrs: &HubAddrs, json_out: bool) -> Result<b
             .into(),
     );
     if let Ok(d) = dev {
-        let host = d["spec"]["gatewayHost"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let host = d.spec.gateway_host.clone();
         let (addr, label) = match &addrs.https {
             Some(a) => (a.clone(), format!("{host} at {a}")),
             None => (format!("{host}:443"), format!("{host}:443")),
@@ -188,14 +182,7 @@ pub async fn check(root: &RootArg, addrs: &HubAddrs, json_out: bool) -> Result<b
             format!("hub {label} reachable over TLS with the trust bundle"),
             reachable.err().unwrap_or_default(),
         );
-        let dps = idd
-            .call(
-                Method::GET,
-                &format!("/identities/provisioning?{API}"),
-                None,
-            )
-            .await
-            .is_ok_and(|p| p["source"] == "dps");
+        let dps = matches!(provisioning(&idd).await, Ok(ProvisioningInfo::Dps { .. }));
         let keyd = UdsClient::new(&k.socket);
         let daemons = (&keyd, &certd);
         match crate::connect_check::check(&d, dps, daemons, &bundle, addrs).await {
@@ -341,6 +328,21 @@ pub(crate) fn gateway_findings(
     vec![name_check, chain_check]
 }
 
+/// `ferrohub system reprovision --json`'s answer.
+#[derive(Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reprovisioned {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub_name: Option<String>,
+    reprovisioned: bool,
+}
+
 /// `ferrohub system reprovision`: identityd registers afresh (DPS) or re-reads its manual
 /// identity, then the new assignment is printed; a failure is printed with what to do next.
 pub async fn reprovision(root: &RootArg, json_out: bool) -> Result<bool> {
@@ -358,24 +360,26 @@ pub async fn reprovision(root: &RootArg, json_out: bool) -> Result<bool> {
         Err(e) => Err(e.to_string()),
     };
     let answer = match &assigned {
-        Ok(d) => json!({
-            "reprovisioned": true,
-            "hubName": d["spec"]["hubName"],
-            "deviceId": d["spec"]["deviceId"],
-            "gatewayHost": d["spec"]["gatewayHost"],
-        }),
-        Err(e) => json!({"reprovisioned": false, "error": e}),
+        Ok(d) => Reprovisioned {
+            device_id: Some(d.spec.device_id.clone()),
+            error: None,
+            gateway_host: Some(d.spec.gateway_host.clone()),
+            hub_name: Some(d.spec.hub_name.clone()),
+            reprovisioned: true,
+        },
+        Err(e) => Reprovisioned {
+            error: Some(e.clone()),
+            ..Reprovisioned::default()
+        },
     };
     if json_out {
-        println!("{answer}");
+        println!("{}", serde_json::to_string(&answer)?);
         return Ok(assigned.is_ok());
     }
     match &assigned {
-        Ok(_) => println!(
+        Ok(d) => println!(
             "reprovisioned: device {} on hub {} (gateway host {})",
-            answer["deviceId"].as_str().unwrap_or("?"),
-            answer["hubName"].as_str().unwrap_or("?"),
-            answer["gatewayHost"].as_str().unwrap_or("?"),
+            d.spec.device_id, d.spec.hub_name, d.spec.gateway_host,
         ),
         Err(e) if e.contains("cannot connect") => println!(
             "reprovisioning failed: {e}\n  → start the identity service: ferrohub identity run"

@@ -25,10 +25,12 @@ pub struct AuthState {
 }
 
 /// A `PUT /configuration/auth` body: the switches to change (others keep their value).
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_device_sas: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_module_sas: Option<bool>,
 }
 

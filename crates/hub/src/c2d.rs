@@ -19,18 +19,18 @@ pub const MAX_TTL_SECS: u64 = 48 * 3600;
 
 /// The body of `POST /devices/{id}/messages/deviceBound` (a ferrohub extension; the SDKs send
 /// over AMQP, which ferrohub does not serve yet).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendRequest {
     pub body: String,
     /// `utf-8` (default) or `base64`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_encoding: Option<String>,
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
     #[serde(default)]
     pub ttl_seconds: Option<u64>,

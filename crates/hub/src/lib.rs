@@ -36,6 +36,7 @@ pub mod store;
 pub mod time;
 pub mod tls;
 pub mod twin;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,7 +26,7 @@ pub const RESPONSE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 5..=300;
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 300;
 
 /// The body of `POST /twins/{id}/methods` (`CloudToDeviceMethod`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MethodRequest {
     pub method_name: String,
@@ -37,7 +37,7 @@ pub struct MethodRequest {
 }
 
 /// The device's answer (`CloudToDeviceMethodResult`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct MethodResult {
     pub status: i64,
     pub payload: Value,

@@ -6,6 +6,8 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,73 @@ impl UdsClient {
         path_and_query: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Bytes), UdsError> {
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.exchange(method, path_and_query, bytes).await
+    }
+
+    /// A typed request (see [`crate::wire`]): `body` as JSON, the answer parsed as `R` (an empty
+    /// answer parses as JSON `null`, so `()` fits 204), an error status as [`UdsError::Status`].
+    pub async fn request<B, R>(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&B>,
+    ) -> Result<R, UdsError>
+    where
+        B: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let http = |message: String| UdsError::Http {
+            path: self.path.clone(),
+            message,
+        };
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| http(e.to_string()))?),
+            None => Bytes::new(),
+        };
+        let (status, answer) = self.exchange(method, path_and_query, bytes).await?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+            return Err(UdsError::Status {
+                path: self.path.clone(),
+                status,
+                message: v["message"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        let answer: &[u8] = if answer.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &answer
+        };
+        serde_json::from_slice(answer).map_err(|e| {
+            http(format!(
+                "unexpected answer to {path_and_query}: {e}: {}",
+                String::from_utf8_lossy(answer)
+            ))
+        })
+    }
+
+    /// A typed `GET` (see [`UdsClient::request`]).
+    pub async fn get<R: DeserializeOwned>(&self, path_and_query: &str) -> Result<R, UdsError> {
+        self.request::<(), R>(Method::GET, path_and_query, None)
+            .await
+    }
+
+    /// A typed `POST` (see [`UdsClient::request`]).
+    pub async fn post<B, R>(&self, path_and_query: &str, body: &B) -> Result<R, UdsError>
+    where
+        B: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.request(Method::POST, path_and_query, Some(body)).await
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        bytes: Bytes,
+    ) -> Result<(StatusCode, Bytes), UdsError> {
         let http = |message: String| UdsError::Http {
             path: self.path.clone(),
             message,
@@ -78,7 +147,6 @@ impl UdsClient {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = Request::builder()
             .method(method)
             .uri(path_and_query)

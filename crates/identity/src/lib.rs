@@ -21,3 +21,4 @@ pub mod http;
 pub mod identityd;
 pub mod keyd;
 pub mod uds;
+pub mod wire;

@@ -19,6 +19,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use identity::config::KeydConfig;
 use identity::config::daemons::KeydPrincipal;
+use identity::wire::keyd::{B64, CreateKeyRequest, KeyHandleResponse, SignRequest, SignResponse};
 use serde_json::json;
 
 use super::percentile_ms;
@@ -116,25 +117,17 @@ pub async fn run(args: KeydArgs) -> Result<()> {
     pki::random_fill(&mut key)?;
     let message = "m".repeat(args.message);
     let client = identity::client::UdsClient::new(&cfg.socket);
-    let created = client
-        .call(
-            Method::POST,
-            "/key?api-version=2020-09-01",
-            Some(&json!({"keyId": "bench-key", "usage": "sign", "keyBytes": STANDARD.encode(key)})),
-        )
-        .await?;
-    let handle = created["keyHandle"]
-        .as_str()
-        .context("keyd answered without a keyHandle")?;
-    let body = json!({
-        "keyHandle": handle,
-        "algorithm": "HMAC-SHA256",
-        "parameters": {"message": STANDARD.encode(&message)},
-    });
+    let create = CreateKeyRequest {
+        key_bytes: Some(B64(key.to_vec())),
+        key_id: "bench-key".into(),
+        usage: "sign".into(),
+    };
+    let created: KeyHandleResponse = client.post("/key?api-version=2020-09-01", &create).await?;
+    let body = SignRequest::hmac_sha256(&created.key_handle, message.as_bytes());
     // base64(HMAC-SHA256(key, text)), computed here to check every answer.
     let signature = iot_auth::derive_device_key(&STANDARD.encode(key), &message)?;
-    let expected = Bytes::from(json!({ "signature": signature }).to_string());
-    let body = Bytes::from(body.to_string());
+    let expected = Bytes::from(serde_json::to_vec(&SignResponse { signature })?);
+    let body = Bytes::from(serde_json::to_vec(&body)?);
 
     let deadline = clock::instant() + Duration::from_secs(args.seconds);
     let began = clock::instant();

@@ -6,8 +6,12 @@ use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use hub::client::ServiceClient;
+use hub::wire::{
+    AuthType, Authentication, CaUploadProperties, CaUploadRequest, CaVerifyRequest, Capabilities,
+    Device, SendRequest, Status, SymmetricKey, X509Thumbprint,
+};
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ConfigArg;
 use crate::certs::store;
@@ -78,6 +82,8 @@ pub(super) async fn call(
     let resp = client.send(method, path, body, headers).await?.ok()?;
     Ok(resp.json())
 }
+
+pub(super) use hub::wire::body;
 
 pub(super) fn enc(id: &str) -> String {
     iot_auth::percent_encode(id)
@@ -216,30 +222,53 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 (None, t) => t,
             };
             let authentication = match auth {
-                AuthKind::Sas => {
-                    json!({"type": "sas", "symmetricKey": {"primaryKey": primary_key.unwrap_or_default(), "secondaryKey": secondary_key.unwrap_or_default()}})
-                }
+                AuthKind::Sas => Authentication {
+                    kind: Some(AuthType::Sas),
+                    symmetric_key: Some(SymmetricKey {
+                        primary_key: primary_key.or_else(|| Some(String::new())),
+                        secondary_key: secondary_key.or_else(|| Some(String::new())),
+                    }),
+                    x509_thumbprint: None,
+                },
                 AuthKind::SelfSigned => {
                     let Some(t) = thumb else {
                         bail!("--auth self-signed needs --primary-thumbprint or --cert")
                     };
-                    json!({"type": "selfSigned", "x509Thumbprint": {"primaryThumbprint": t, "secondaryThumbprint": secondary_thumbprint}})
+                    Authentication {
+                        kind: Some(AuthType::SelfSigned),
+                        symmetric_key: None,
+                        x509_thumbprint: Some(X509Thumbprint {
+                            primary_thumbprint: Some(t),
+                            secondary_thumbprint,
+                        }),
+                    }
                 }
-                AuthKind::Ca => json!({"type": "certificateAuthority"}),
+                AuthKind::Ca => Authentication {
+                    kind: Some(AuthType::CertificateAuthority),
+                    ..Authentication::default()
+                },
             };
-            let scope = match &parent {
-                Some(p) => parent_scope(&client, p).await?,
-                None => Value::Null,
+            let device_scope = match &parent {
+                Some(p) => Some(parent_scope(&client, p).await?),
+                None => None,
             };
-            let body = json!({
-                "deviceId": id, "status": if disabled { "disabled" } else { "enabled" },
-                "authentication": authentication, "capabilities": {"iotEdge": edge}, "deviceScope": scope,
-            });
+            let device = Device {
+                device_id: id.clone(),
+                status: if disabled {
+                    Status::Disabled
+                } else {
+                    Status::Enabled
+                },
+                authentication,
+                capabilities: Capabilities { iot_edge: edge },
+                device_scope,
+                ..Device::default()
+            };
             let d = call(
                 &client,
                 Method::PUT,
                 &format!("/devices/{}", enc(&id)),
-                Some(&body),
+                Some(&body(&device)),
                 &[],
             )
             .await?;
@@ -289,7 +318,15 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
             )
             .await?;
             if json {
-                println!("{}", serde_json::json!({ "deviceId": id, "deleted": true }));
+                let deleted = Value::Object(
+                    [
+                        ("deleted".to_owned(), Value::Bool(true)),
+                        ("deviceId".to_owned(), Value::String(id)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                );
+                println!("{deleted}");
             } else {
                 println!("Deleted device {id}");
             }
@@ -315,15 +352,16 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
         } => {
             let client = conn.client()?;
             let path = format!("/devices/{}", enc(&id));
-            let mut d = call(&client, Method::GET, &path, None, &[]).await?;
-            d["status"] = json!(status);
-            d["statusReason"] = json!(reason);
-            let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or_default());
+            let mut d: Device =
+                serde_json::from_value(call(&client, Method::GET, &path, None, &[]).await?)?;
+            d.status = serde_json::from_value(Value::String(status))?;
+            d.status_reason = reason;
+            let etag = format!("\"{}\"", d.etag);
             let d = call(
                 &client,
                 Method::PUT,
                 &path,
-                Some(&d),
+                Some(&body(&d)),
                 &[("if-match", &etag)],
             )
             .await?;
@@ -341,37 +379,36 @@ pub(crate) fn warn_if_mqtt_unusable(id: &str) {
 }
 
 /// The deviceScope of an edge device (what its children carry).
-async fn parent_scope(client: &ServiceClient, parent: &str) -> Result<Value> {
-    let scope = call(
-        client,
-        Method::GET,
-        &format!("/devices/{}", enc(parent)),
-        None,
-        &[],
-    )
-    .await?["deviceScope"]
-        .clone();
-    if scope.is_null() {
-        bail!("{parent} is not an edge device (it has no deviceScope); create it with --edge");
-    }
-    Ok(scope)
+async fn parent_scope(client: &ServiceClient, parent: &str) -> Result<String> {
+    let path = format!("/devices/{}", enc(parent));
+    let edge: Device = serde_json::from_value(call(client, Method::GET, &path, None, &[]).await?)?;
+    edge.device_scope.with_context(|| {
+        format!("{parent} is not an edge device (it has no deviceScope); create it with --edge")
+    })
 }
 
 async fn set_parent(client: &ServiceClient, id: &str, parent: Option<&str>) -> Result<Value> {
     let path = format!("/devices/{}", enc(id));
-    let mut d = call(client, Method::GET, &path, None, &[]).await?;
-    if d["capabilities"]["iotEdge"] == true {
+    let mut d: Device = serde_json::from_value(call(client, Method::GET, &path, None, &[]).await?)?;
+    if d.capabilities.iot_edge {
         bail!(
             "{id} is an edge device: its deviceScope is its own; nested edge parents are set with parentScopes"
         );
     }
-    d["deviceScope"] = match parent {
-        Some(p) => parent_scope(client, p).await?,
-        None => Value::Null,
+    d.device_scope = match parent {
+        Some(p) => Some(parent_scope(client, p).await?),
+        None => None,
     };
-    d["parentScopes"] = json!([]);
-    let etag = format!("\"{}\"", d["etag"].as_str().unwrap_or_default());
-    call(client, Method::PUT, &path, Some(&d), &[("if-match", &etag)]).await
+    d.parent_scopes = Vec::new();
+    let etag = format!("\"{}\"", d.etag);
+    call(
+        client,
+        Method::PUT,
+        &path,
+        Some(&body(&d)),
+        &[("if-match", &etag)],
+    )
+    .await
 }
 
 fn print_device(d: &Value, json: bool, conn: &Conn) -> Result<()> {
@@ -477,12 +514,17 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
             conn,
         } => {
             let pem = store::read_text(&cert)?;
-            let body = json!({"properties": {"certificate": pem, "isVerified": verified}});
+            let upload = CaUploadRequest {
+                properties: CaUploadProperties {
+                    certificate: pem,
+                    is_verified: verified,
+                },
+            };
             let r = call(
                 &conn.client()?,
                 Method::PUT,
                 &format!("/certificates/{}", enc(&name)),
-                Some(&body),
+                Some(&body(&upload)),
                 &[],
             )
             .await?;
@@ -511,7 +553,7 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
                 &conn.client()?,
                 Method::POST,
                 &format!("/certificates/{}/verify", enc(&name)),
-                Some(&json!({"certificate": pem})),
+                Some(&body(&CaVerifyRequest { certificate: pem })),
                 &[],
             )
             .await?;
@@ -591,19 +633,24 @@ pub async fn c2d(cmd: C2dCmd) -> Result<()> {
             ttl,
             conn,
         } => {
-            let mut properties = serde_json::Map::new();
+            let mut properties = std::collections::BTreeMap::new();
             for p in props {
                 let Some((k, v)) = p.split_once('=') else {
                     bail!("--prop {p:?} is not KEY=VALUE")
                 };
-                properties.insert(k.to_owned(), json!(v));
+                properties.insert(k.to_owned(), v.to_owned());
             }
-            let req = json!({"body": body, "properties": properties, "ttlSeconds": ttl});
+            let req = SendRequest {
+                body,
+                properties,
+                ttl_seconds: ttl,
+                ..SendRequest::default()
+            };
             let r = call(
                 &conn.client()?,
                 Method::POST,
                 &format!("/devices/{}/messages/deviceBound", enc(&id)),
-                Some(&req),
+                Some(&self::body(&req)),
                 &[],
             )
             .await?;

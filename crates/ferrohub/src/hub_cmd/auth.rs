@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
+use hub::wire::{AuthPatch, AuthState};
 use hyper::Method;
-use serde_json::{Value, json};
 
-use super::admin::{Conn, call};
+use super::admin::{Conn, body, call};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -49,21 +49,29 @@ pub async fn run(cmd: AuthCmd) -> Result<()> {
     let (conn, patch) = match cmd {
         AuthCmd::DeviceSas { switch, conn } => (
             conn,
-            Some(json!({ "disableDeviceSas": switch == Switch::Off })),
+            Some(AuthPatch {
+                disable_device_sas: Some(switch == Switch::Off),
+                disable_module_sas: None,
+            }),
         ),
         AuthCmd::ModuleSas { switch, conn } => (
             conn,
-            Some(json!({ "disableModuleSas": switch == Switch::Off })),
+            Some(AuthPatch {
+                disable_device_sas: None,
+                disable_module_sas: Some(switch == Switch::Off),
+            }),
         ),
         AuthCmd::Show { conn } => (conn, None),
     };
     let client = conn.client()?;
+    let path = "/configuration/auth";
     let state = match &patch {
-        Some(body) => call(&client, Method::PUT, "/configuration/auth", Some(body), &[]).await?,
-        None => call(&client, Method::GET, "/configuration/auth", None, &[]).await?,
+        Some(p) => call(&client, Method::PUT, path, Some(&body(p)), &[]).await?,
+        None => call(&client, Method::GET, path, None, &[]).await?,
     };
-    let on = |v: &Value| if v == &Value::Bool(true) { "off" } else { "on" };
-    println!("device SAS: {}", on(&state["disableDeviceSas"]));
-    println!("module SAS: {}", on(&state["disableModuleSas"]));
+    let state: AuthState = serde_json::from_value(state)?;
+    let on = |disabled: bool| if disabled { "off" } else { "on" };
+    println!("device SAS: {}", on(state.disable_device_sas));
+    println!("module SAS: {}", on(state.disable_module_sas));
     Ok(())
 }

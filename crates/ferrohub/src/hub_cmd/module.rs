@@ -3,9 +3,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::admin::{Conn, call, enc, warn_if_mqtt_unusable};
+use super::admin::{Conn, body, call, enc, warn_if_mqtt_unusable};
 
 #[derive(Debug, Subcommand)]
 pub enum ModuleCmd {
@@ -73,16 +73,14 @@ pub async fn run(cmd: ModuleCmd) -> Result<()> {
             gateway,
             json,
         } => {
-            let body = json!({
-                "moduleId": module, "deviceId": device,
-                "authentication": {"type": "sas", "symmetricKey": {"primaryKey": primary_key.unwrap_or_default(), "secondaryKey": ""}},
-            });
+            let record =
+                hub::wire::sas_module(&device, &module, Some(primary_key.unwrap_or_default()));
             let client = conn.client()?;
             let m = call(
                 &client,
                 Method::PUT,
                 &path(&device, &module),
-                Some(&body),
+                Some(&body(&record)),
                 &[],
             )
             .await?;

@@ -3,10 +3,11 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
+use hub::wire::{DesiredPatch, MethodRequest, TwinPatch};
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::admin::{Conn, call, enc};
+use super::admin::{Conn, body, call, enc};
 
 /// A device, or one of its modules.
 #[derive(Debug, Args, Clone)]
@@ -106,14 +107,16 @@ pub async fn twin(cmd: TwinCmd) -> Result<()> {
                 desired.is_some() || tags.is_some(),
                 "give --desired and/or --tags"
             );
-            let mut patch = json!({});
-            if let Some(d) = desired {
-                patch["properties"] = json!({ "desired": json_arg(&d)? });
-            }
-            if let Some(t) = tags {
-                patch["tags"] = json_arg(&t)?;
-            }
-            (conn, Method::PATCH, target.path(""), Some(patch))
+            let patch = TwinPatch {
+                properties: match desired {
+                    Some(d) => Some(DesiredPatch {
+                        desired: json_arg(&d)?,
+                    }),
+                    None => None,
+                },
+                tags: tags.as_deref().map(json_arg).transpose()?,
+            };
+            (conn, Method::PATCH, target.path(""), Some(body(&patch)))
         }
     };
     let client = conn.client()?;
@@ -132,16 +135,18 @@ pub async fn invoke(a: InvokeArgs) -> Result<bool> {
         Some(p) => json_arg(p)?,
         None => Value::Null,
     };
-    let body = json!({
-        "methodName": a.name, "payload": payload,
-        "responseTimeoutInSeconds": a.timeout, "connectTimeoutInSeconds": a.connect_timeout,
-    });
+    let request = MethodRequest {
+        method_name: a.name.clone(),
+        payload,
+        response_timeout_in_seconds: Some(u64::from(a.timeout)),
+        connect_timeout_in_seconds: Some(u64::from(a.connect_timeout)),
+    };
     let client = a.conn.client()?;
     let answer = call(
         &client,
         Method::POST,
         &a.target.path("/methods"),
-        Some(&body),
+        Some(&body(&request)),
         &[],
     )
     .await?;

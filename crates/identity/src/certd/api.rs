@@ -1,4 +1,6 @@
-//! certd's HTTP API (aziot `2020-09-01`): routes, request shapes and error statuses.
+//! certd's HTTP API (aziot `2020-09-01`): routes and error statuses; the bodies are
+//! [`crate::wire::certd`]'s. `issuer.privateKeyHandle` is accepted and ignored: the issuer's key
+//! is the key pair named like `issuer.certId` (see the module docs).
 
 use std::sync::Arc;
 
@@ -8,11 +10,11 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
 
 use super::{API_VERSION, CertError, Certd, Operation};
 use crate::http::{self, HttpError};
 use crate::uds::Caller;
+use crate::wire::certd::{CreateCertRequest, ImportCertRequest, PemResponse};
 
 /// The certd routes; every request needs a [`Caller`] extension (added by [`crate::uds::serve`]).
 pub fn router(certd: Arc<Certd>) -> Router {
@@ -30,34 +32,6 @@ pub fn router(certd: Arc<Certd>) -> Router {
         )
         .fallback(http::not_found)
         .with_state(certd)
-}
-
-/// `POST /certificates`. `issuer.privateKeyHandle` is accepted and ignored: the issuer's key is
-/// the key pair named like `issuer.certId` (see the module docs).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateRequest {
-    cert_id: String,
-    csr: String,
-    #[serde(default)]
-    issuer: Option<IssuerRef>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IssuerRef {
-    cert_id: String,
-}
-
-/// `PUT /certificates/{id}`.
-#[derive(Debug, Deserialize)]
-struct ImportRequest {
-    pem: String,
-}
-
-#[derive(Debug, Serialize)]
-struct PemResponse {
-    pem: String,
 }
 
 impl From<CertError> for HttpError {
@@ -94,7 +68,7 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     http::api_version(&uri, &[API_VERSION])?;
-    let req: CreateRequest = http::body(&body)?;
+    let req: CreateCertRequest = http::body(&body)?;
     certd.authorize(caller.uid, Operation::Create, &req.cert_id)?;
     if let Some(issuer) = &req.issuer {
         certd.authorize(caller.uid, Operation::UseAsIssuer, &issuer.cert_id)?;
@@ -118,7 +92,7 @@ async fn import(
     body: Bytes,
 ) -> Result<Response, HttpError> {
     http::api_version(&uri, &[API_VERSION])?;
-    let req: ImportRequest = http::body(&body)?;
+    let req: ImportCertRequest = http::body(&body)?;
     certd.authorize(caller.uid, Operation::Import, &id)?;
     let pem = blocking(&certd, move |c| c.import_pem(&id, &req.pem)).await?;
     Ok(http::json(StatusCode::CREATED, &PemResponse { pem }))

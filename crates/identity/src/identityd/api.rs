@@ -1,5 +1,6 @@
 //! identityd's HTTP API (aziot's paths and JSON): identities of the caller, the device and its
-//! modules, provisioning info, reprovisioning and the trust bundle.
+//! modules, provisioning info, reprovisioning and the trust bundle. The bodies are
+//! [`crate::wire::identityd`]'s.
 
 use std::sync::Arc;
 
@@ -10,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use serde_json::{Value, json};
 use tracing::warn;
 
 use super::auth::{AuthId, Operation, authenticate, authorize, root_administers};
@@ -19,6 +19,10 @@ use super::modules::{ModuleError, ModuleRecord};
 use super::{Identityd, Trigger};
 use crate::http::{self, HttpError, json};
 use crate::uds::Caller;
+use crate::wire::identityd::{
+    AZIOT, AuthInfo, AuthType, CreateModuleRequest, Identity, IdentityList, IdentitySpec,
+    PayloadUri, ProvisioningInfo, TrustBundle,
+};
 
 const VERSIONS: [&str; 3] = ["2020-09-01", "2021-12-01", "2022-08-01"];
 
@@ -102,42 +106,68 @@ fn check_type(t: Option<String>) -> Result<()> {
     }
 }
 
+fn spec(d: &DeviceInfo, auth: Option<AuthInfo>) -> IdentitySpec {
+    IdentitySpec {
+        auth,
+        device_id: d.device_id.clone(),
+        gateway_host: d.local_gateway_hostname.clone(),
+        gen_id: None,
+        hub_name: d.hub_name.clone(),
+        module_id: None,
+    }
+}
+
+fn aziot(spec: IdentitySpec) -> Identity {
+    Identity {
+        spec,
+        id_type: AZIOT.to_owned(),
+    }
+}
+
 /// The module's identity for `caller`, with a key handle only the caller's uid (and root) may use.
-async fn module_json(
+async fn module_identity(
     idd: &Identityd,
     d: &DeviceInfo,
     m: &ModuleRecord,
     caller: Caller,
-) -> Result<Value> {
+) -> Result<Identity> {
     let gen_id = m.generation_id.clone().unwrap_or_default();
-    let handle = idd
+    let key_handle = idd
         .keys
         .module_key_handle(&m.module_id, &gen_id, "primary", Some(caller.uid))
         .await
         .map_err(key_error)?;
-    Ok(json!({"type": "aziot", "spec": {
-        "hubName": d.hub_name, "gatewayHost": d.local_gateway_hostname, "deviceId": d.device_id,
-        "moduleId": m.module_id, "genId": gen_id, "auth": {"type": "sas", "keyHandle": handle},
-    }}))
+    let auth = AuthInfo {
+        cert_id: None,
+        key_handle,
+        auth_type: AuthType::Sas,
+    };
+    Ok(aziot(IdentitySpec {
+        gen_id: Some(gen_id),
+        module_id: Some(m.module_id.clone()),
+        ..spec(d, Some(auth))
+    }))
 }
 
-async fn device_json(idd: &Identityd, d: &DeviceInfo) -> Result<Value> {
+async fn device_identity_of(idd: &Identityd, d: &DeviceInfo) -> Result<Identity> {
     let auth = match idd.auth() {
-        Some(DeviceAuth::Sas { key_id }) => {
-            json!({"type": "sas", "keyHandle": idd.keys.key_handle(&key_id).await.map_err(key_error)?})
-        }
-        Some(DeviceAuth::X509 { cert_id, key_id }) => {
-            json!({"type": "x509", "keyHandle": idd.keys.key_pair_handle(&key_id).await.map_err(key_error)?, "certId": cert_id})
-        }
+        Some(DeviceAuth::Sas { key_id }) => AuthInfo {
+            cert_id: None,
+            key_handle: idd.keys.key_handle(&key_id).await.map_err(key_error)?,
+            auth_type: AuthType::Sas,
+        },
+        Some(DeviceAuth::X509 { cert_id, key_id }) => AuthInfo {
+            key_handle: idd.keys.key_pair_handle(&key_id).await.map_err(key_error)?,
+            cert_id: Some(cert_id),
+            auth_type: AuthType::X509,
+        },
         None => {
             return Err(HttpError::bad_request(
                 "device not found: the device is not provisioned",
             ));
         }
     };
-    Ok(json!({"type": "aziot", "spec": {
-        "hubName": d.hub_name, "gatewayHost": d.local_gateway_hostname, "deviceId": d.device_id, "auth": auth,
-    }}))
+    Ok(aziot(spec(d, Some(auth))))
 }
 
 async fn caller_identity(
@@ -150,7 +180,7 @@ async fn caller_identity(
     if authorize(&who, &Operation::GetDevice) {
         return Ok(json(
             StatusCode::OK,
-            &device_json(&idd, &device(&idd)?).await?,
+            &device_identity_of(&idd, &device(&idd)?).await?,
         ));
     }
     if let AuthId::HostProcess(p) = &who
@@ -160,7 +190,7 @@ async fn caller_identity(
         let m = idd.get_module(&d, &p.name).await.map_err(module_error)?;
         return Ok(json(
             StatusCode::OK,
-            &module_json(&idd, &d, &m, caller).await?,
+            &module_identity(&idd, &d, &m, caller).await?,
         ));
     }
     warn!(
@@ -181,7 +211,7 @@ async fn device_identity(
     admit(&idd, &uri, caller, &Operation::GetDevice)?;
     Ok(json(
         StatusCode::OK,
-        &device_json(&idd, &device(&idd)?).await?,
+        &device_identity_of(&idd, &device(&idd)?).await?,
     ))
 }
 
@@ -205,10 +235,14 @@ async fn provisioning(State(idd): Idd, uri: Uri) -> Result<Response> {
     }
     use crate::config::daemons::{DpsAttestation, ManualAuth, Provisioning};
     let body = match idd.config().provisioning {
-        Provisioning::None => json!({"source": "none"}),
-        Provisioning::Manual { authentication, .. } => {
-            json!({"source": "manual", "auth": match authentication { ManualAuth::Sas { .. } => "sas", ManualAuth::X509 { .. } => "x509" }})
-        }
+        Provisioning::None => ProvisioningInfo::None,
+        Provisioning::Manual { authentication, .. } => ProvisioningInfo::Manual {
+            auth: match authentication {
+                ManualAuth::Sas { .. } => "sas",
+                ManualAuth::X509 { .. } => "x509",
+            }
+            .to_owned(),
+        },
         Provisioning::Dps {
             global_endpoint,
             scope_id,
@@ -223,8 +257,15 @@ async fn provisioning(State(idd): Idd, uri: Uri) -> Result<Response> {
                     registration_id, ..
                 } => ("x509", registration_id),
             };
-            json!({"source": "dps", "auth": auth, "endpoint": global_endpoint, "scope_id": scope_id,
-                   "registration_id": registration_id, "payload": payload.map(|p| json!({"uri": format!("file://{}", p.display())}))})
+            ProvisioningInfo::Dps {
+                auth: auth.to_owned(),
+                endpoint: global_endpoint,
+                scope_id,
+                registration_id,
+                payload: payload.map(|p| PayloadUri {
+                    uri: format!("file://{}", p.display()),
+                }),
+            }
         }
     };
     Ok(json(StatusCode::OK, &body))
@@ -239,11 +280,17 @@ async fn list_modules(
     check_type(http::query_param(&uri, "type"))?;
     let d = device(&idd)?;
     let modules = idd.list_modules(&d).await.map_err(module_error)?;
-    let identities: Vec<Value> = modules
+    let identities = modules
         .iter()
-        .map(|m| json!({"type": "aziot", "spec": {"hubName": d.hub_name, "gatewayHost": d.local_gateway_hostname, "deviceId": d.device_id, "moduleId": m.module_id, "genId": m.generation_id}}))
+        .map(|m| {
+            aziot(IdentitySpec {
+                gen_id: m.generation_id.clone(),
+                module_id: Some(m.module_id.clone()),
+                ..spec(&d, None)
+            })
+        })
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "identities": identities })))
+    Ok(json(StatusCode::OK, &IdentityList { identities }))
 }
 
 async fn create_module(
@@ -253,10 +300,11 @@ async fn create_module(
     body: Bytes,
 ) -> Result<Response> {
     admit(&idd, &uri, caller, &Operation::CreateModule)?;
-    let req: Value = http::body(&body)?;
-    check_type(req["type"].as_str().map(str::to_owned))?;
-    let module = req["moduleId"]
-        .as_str()
+    let req: CreateModuleRequest = http::body(&body)?;
+    check_type(req.id_type)?;
+    let module = req
+        .module_id
+        .as_deref()
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .ok_or_else(|| HttpError::bad_request("moduleId must not be empty"))?;
@@ -264,7 +312,7 @@ async fn create_module(
     let m = idd.create_module(&d, module).await.map_err(module_error)?;
     Ok(json(
         StatusCode::OK,
-        &module_json(&idd, &d, &m, caller).await?,
+        &module_identity(&idd, &d, &m, caller).await?,
     ))
 }
 
@@ -289,7 +337,7 @@ async fn get_module(
         .map_err(module_error)?;
     Ok(json(
         StatusCode::OK,
-        &module_json(&idd, &d, &m, caller).await?,
+        &module_identity(&idd, &d, &m, caller).await?,
     ))
 }
 
@@ -308,7 +356,7 @@ async fn update_module(
         .map_err(module_error)?;
     Ok(json(
         StatusCode::OK,
-        &module_json(&idd, &d, &m, caller).await?,
+        &module_identity(&idd, &d, &m, caller).await?,
     ))
 }
 
@@ -335,7 +383,7 @@ async fn trust_bundle(
 ) -> Result<Response> {
     admit(&idd, &uri, caller, &Operation::GetTrustBundle)?;
     let pem = idd.cloud.trust_bundle_pem().await.map_err(key_error)?;
-    Ok(json(StatusCode::OK, &json!({ "certificate": pem })))
+    Ok(json(StatusCode::OK, &TrustBundle { certificate: pem }))
 }
 
 /// `POST /reload` (ferrohub's addition for `ferrohub config apply`): re-read the config files and

@@ -1,29 +1,15 @@
 //! identityd's use of keyd: key handles for the device and module keys, derived module keys, and
 //! SAS tokens signed inside keyd (the device key never enters identityd).
 
-use base64::Engine as _;
-use hyper::Method;
-use serde_json::{Value, json};
-
 use crate::client::{UdsClient, UdsError};
+use crate::wire::keyd::{
+    B64, CreateKeyRequest, DeriveRequest, ExportResponse, HandleRequest, KeyHandleResponse,
+    SignRequest, SignResponse,
+};
 
 const KEYD_API: &str = "api-version=2020-09-01";
 /// The master key module keys are derived from (aziot's id).
 pub const MASTER_KEY: &str = "aziot_identityd_master_id";
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn field(v: &Value, name: &str) -> Result<String, UdsError> {
-    v[name]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| UdsError::Http {
-            path: "keyd".into(),
-            message: format!("answer without {name}: {v}"),
-        })
-}
 
 /// keyd, as identityd uses it.
 #[derive(Clone, Debug)]
@@ -38,38 +24,27 @@ impl Keys {
 
     /// The handle of an existing symmetric key (the device key is preloaded, never created here).
     pub async fn key_handle(&self, id: &str) -> Result<String, UdsError> {
-        let v = self
-            .keyd
-            .call(
-                Method::GET,
-                &format!("/key/{}?{KEYD_API}", iot_auth::percent_encode(id)),
-                None,
-            )
-            .await?;
-        field(&v, "keyHandle")
+        let path = format!("/key/{}?{KEYD_API}", iot_auth::percent_encode(id));
+        let v: KeyHandleResponse = self.keyd.get(&path).await?;
+        Ok(v.key_handle)
     }
 
     /// The handle of an existing key pair.
     pub async fn key_pair_handle(&self, id: &str) -> Result<String, UdsError> {
-        let v = self
-            .keyd
-            .call(
-                Method::GET,
-                &format!("/keypair/{}?{KEYD_API}", iot_auth::percent_encode(id)),
-                None,
-            )
-            .await?;
-        field(&v, "keyHandle")
+        let path = format!("/keypair/{}?{KEYD_API}", iot_auth::percent_encode(id));
+        let v: KeyHandleResponse = self.keyd.get(&path).await?;
+        Ok(v.key_handle)
     }
 
     /// The master key's handle, created on first use.
     pub async fn master_handle(&self) -> Result<String, UdsError> {
-        let body = json!({"keyId": MASTER_KEY, "usage": "derive,sign"});
-        let v = self
-            .keyd
-            .call(Method::POST, &format!("/key?{KEYD_API}"), Some(&body))
-            .await?;
-        field(&v, "keyHandle")
+        let body = CreateKeyRequest {
+            key_bytes: None,
+            key_id: MASTER_KEY.to_owned(),
+            usage: "derive,sign".to_owned(),
+        };
+        let v: KeyHandleResponse = self.keyd.post(&format!("/key?{KEYD_API}"), &body).await?;
+        Ok(v.key_handle)
     }
 
     /// The derived key handle for a module: `HMAC(master, "{module}:{generationId}:{which}")`,
@@ -83,43 +58,35 @@ impl Keys {
     ) -> Result<String, UdsError> {
         let master = self.master_handle().await?;
         let data = format!("{module}:{generation_id}:{which}");
-        let mut body = json!({"baseKeyHandle": master, "derivationData": b64(data.as_bytes())});
-        if let Some(uid) = owner {
-            body["ownerUid"] = json!(uid);
-        }
-        let v = self
+        let body = DeriveRequest {
+            base_key_handle: master.into(),
+            derivation_data: B64(data.into_bytes()),
+            owner_uid: owner,
+        };
+        let v: KeyHandleResponse = self
             .keyd
-            .call(
-                Method::POST,
-                &format!("/derivedkey?{KEYD_API}"),
-                Some(&body),
-            )
+            .post(&format!("/derivedkey?{KEYD_API}"), &body)
             .await?;
-        field(&v, "keyHandle")
+        Ok(v.key_handle)
     }
 
     /// The bytes of a derived key, base64 (what the hub stores as the module's SAS key).
     pub async fn export(&self, handle: &str) -> Result<String, UdsError> {
-        let body = json!({"keyHandle": handle});
-        let v = self
+        let v: ExportResponse = self
             .keyd
-            .call(
-                Method::POST,
+            .post(
                 &format!("/derivedkey/export?{KEYD_API}"),
-                Some(&body),
+                &HandleRequest::new(handle),
             )
             .await?;
-        field(&v, "key")
+        Ok(v.key)
     }
 
     /// HMAC-SHA256 of `message` with the key behind `handle`, base64.
     pub async fn sign(&self, handle: &str, message: &[u8]) -> Result<String, UdsError> {
-        let body = json!({"keyHandle": handle, "algorithm": "HMAC-SHA256", "parameters": {"message": b64(message)}});
-        let v = self
-            .keyd
-            .call(Method::POST, &format!("/sign?{KEYD_API}"), Some(&body))
-            .await?;
-        field(&v, "signature")
+        let body = SignRequest::hmac_sha256(handle, message);
+        let v: SignResponse = self.keyd.post(&format!("/sign?{KEYD_API}"), &body).await?;
+        Ok(v.signature)
     }
 
     /// `SharedAccessSignature sr=…&sig=…&se=…[&skn=…]` for `resource`, signed in keyd.

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use hub::wire::{AuthType, Authentication, Module, SymmetricKey};
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::Identityd;
@@ -169,7 +169,10 @@ impl Identityd {
             &client,
             Method::PUT,
             &path,
-            Some(&json!({"moduleId": module})),
+            Some(&hub::wire::body(&Module {
+                module_id: module.to_owned(),
+                ..Module::default()
+            })),
             false,
         )
         .await?;
@@ -210,10 +213,18 @@ impl Identityd {
                     .await?,
             )
             .await?;
-        let body = json!({
-            "moduleId": module,
-            "managedBy": current.managed_by,
-            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary}},
+        let body = hub::wire::body(&Module {
+            module_id: module.to_owned(),
+            managed_by: current.managed_by.clone(),
+            authentication: Authentication {
+                kind: Some(AuthType::Sas),
+                symmetric_key: Some(SymmetricKey {
+                    primary_key: Some(primary),
+                    secondary_key: Some(secondary),
+                }),
+                x509_thumbprint: None,
+            },
+            ..Module::default()
         });
         let client = self.hub_client(d).await?;
         let (status, v) = hub_call(

@@ -8,8 +8,8 @@
 //! identityd asks for each module's handle on behalf of the module's uid); it defaults to the
 //! caller. A derived handle carries its base key's handle, so the base handle must never be a
 //! capability by itself. Binary values are standard base64.
+//! The bodies are [`crate::wire::keyd`]'s.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Router;
@@ -21,7 +21,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::KeyError;
@@ -31,6 +31,12 @@ use super::service::{Keyd, SignMechanism};
 use crate::config::KeydConfig;
 use crate::http::{self, HttpError, method_not_allowed};
 use crate::uds::{self, Caller};
+use crate::wire::keyd::{
+    AeadParameters, B64, CreateKeyPairRequest, CreateKeyRequest, CryptRequest, DecryptResponse,
+    DeriveRequest, EncryptAlgorithm, EncryptResponse, ExportResponse, HandleRequest,
+    KeyHandleResponse, MoveKeyPairRequest, ParameterResponse, SignAlgorithm, SignRequest,
+    SignResponse,
+};
 
 /// The API versions keyd accepts, on every route.
 pub const API_VERSIONS: &[&str] = &["2020-09-01", "2021-05-01"];
@@ -180,53 +186,8 @@ fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> 
         .map_err(|e| HttpError::bad_request(e.body_text()))
 }
 
-/// Bytes carried as standard base64 in JSON (decoding failures are parse failures: 422).
-#[derive(Debug, Default)]
-struct B64(Vec<u8>);
-
-impl<'de> Deserialize<'de> for B64 {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = B64;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a base64 string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<B64, E> {
-                STANDARD
-                    .decode(v)
-                    .map(B64)
-                    .map_err(|e| E::custom(format!("invalid base64: {e}")))
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HandleAnswer {
-    key_handle: String,
-}
-
 fn handle_answer(key_handle: String) -> Response {
-    http::json(StatusCode::OK, &HandleAnswer { key_handle })
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HandleRequest<'a> {
-    #[serde(borrow)]
-    key_handle: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateKey {
-    key_id: String,
-    usage: String,
-    #[serde(default)]
-    key_bytes: Option<B64>,
+    http::json(StatusCode::OK, &KeyHandleResponse { key_handle })
 }
 
 /// `usage` is a comma list of `derive`, `sign` and `encrypt`.
@@ -249,7 +210,7 @@ async fn create_key(
     body: Bytes,
 ) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
-    let req: CreateKey = parse(&body)?;
+    let req: CreateKeyRequest = parse(&body)?;
     check_usage(&req.usage)?;
     let (operation, handle) = match &req.key_bytes {
         Some(bytes) => {
@@ -291,14 +252,6 @@ async fn delete_key(
     Ok(http::no_content())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CreateKeyPair {
-    key_id: String,
-    #[serde(default)]
-    preferred_algorithms: Option<String>,
-}
-
 async fn create_key_pair(
     State(k): State<Arc<Keyd>>,
     Extension(caller): Extension<Caller>,
@@ -306,7 +259,7 @@ async fn create_key_pair(
     body: Bytes,
 ) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
-    let req: CreateKeyPair = parse(&body)?;
+    let req: CreateKeyPairRequest = parse(&body)?;
     authorize(&k, caller, "create key pair", &req.key_id)?;
     // Generating an RSA key takes long: off the async threads.
     let handle = tokio::task::spawn_blocking(move || {
@@ -330,11 +283,6 @@ async fn get_key_pair(
     Ok(handle_answer(k.key_pair_handle(&id).map_err(key_error)?))
 }
 
-#[derive(Deserialize)]
-struct MoveKeyPair {
-    from: String,
-}
-
 async fn move_key_pair(
     State(k): State<Arc<Keyd>>,
     Extension(caller): Extension<Caller>,
@@ -344,7 +292,7 @@ async fn move_key_pair(
 ) -> Answer {
     http::api_version(&uri, API_VERSIONS)?;
     let to = path_id(id)?;
-    let req: MoveKeyPair = parse(&body)?;
+    let req: MoveKeyPairRequest = parse(&body)?;
     authorize(&k, caller, "move key pair", &req.from)?;
     authorize(&k, caller, "move key pair", &to)?;
     k.move_key_pair(&req.from, &to).map_err(key_error)?;
@@ -365,11 +313,6 @@ async fn delete_key_pair(
     Ok(http::no_content())
 }
 
-#[derive(Serialize)]
-struct ValueAnswer {
-    value: String,
-}
-
 async fn parameter(
     State(k): State<Arc<Keyd>>,
     Extension(caller): Extension<Caller>,
@@ -385,18 +328,7 @@ async fn parameter(
         ParameterValue::Name(n) => n.to_owned(),
         ParameterValue::Bytes(b) => STANDARD.encode(b),
     };
-    Ok(http::json(StatusCode::OK, &ValueAnswer { value }))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeriveRequest<'a> {
-    #[serde(borrow)]
-    base_key_handle: Cow<'a, str>,
-    derivation_data: B64,
-    /// The uid the derived handle is for (ferrohub's addition); the caller's by default.
-    #[serde(default)]
-    owner_uid: Option<u32>,
+    Ok(http::json(StatusCode::OK, &ParameterResponse { value }))
 }
 
 async fn derive(
@@ -416,11 +348,6 @@ async fn derive(
     Ok(handle_answer(handle))
 }
 
-#[derive(Serialize)]
-struct ExportAnswer {
-    key: String,
-}
-
 async fn export(
     State(k): State<Arc<Keyd>>,
     Extension(caller): Extension<Caller>,
@@ -433,41 +360,10 @@ async fn export(
     let key = k.export_derived(&req.key_handle).map_err(key_error)?;
     Ok(http::json(
         StatusCode::OK,
-        &ExportAnswer {
+        &ExportResponse {
             key: STANDARD.encode(key),
         },
     ))
-}
-
-#[derive(Deserialize)]
-enum SignAlgorithm {
-    #[serde(rename = "ECDSA")]
-    Ecdsa,
-    #[serde(rename = "HMAC-SHA256")]
-    HmacSha256,
-}
-
-#[derive(Deserialize, Default)]
-struct SignParameters {
-    #[serde(default)]
-    digest: Option<B64>,
-    #[serde(default)]
-    message: Option<B64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SignRequest<'a> {
-    #[serde(borrow)]
-    key_handle: Cow<'a, str>,
-    algorithm: SignAlgorithm,
-    #[serde(default)]
-    parameters: SignParameters,
-}
-
-#[derive(Serialize)]
-struct SignAnswer {
-    signature: String,
 }
 
 async fn sign(
@@ -493,41 +389,10 @@ async fn sign(
     let signature = k.sign(&req.key_handle, mechanism).map_err(key_error)?;
     Ok(http::json(
         StatusCode::OK,
-        &SignAnswer {
+        &SignResponse {
             signature: STANDARD.encode(signature),
         },
     ))
-}
-
-#[derive(Deserialize, PartialEq, Eq)]
-enum EncryptAlgorithm {
-    #[serde(rename = "AEAD")]
-    Aead,
-    #[serde(rename = "RSA-PKCS1")]
-    RsaPkcs1,
-    #[serde(rename = "RSA-NO-PADDING")]
-    RsaNoPadding,
-}
-
-#[derive(Deserialize, Default)]
-struct AeadParameters {
-    iv: B64,
-    #[serde(default)]
-    aad: B64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CryptRequest<'a> {
-    #[serde(borrow)]
-    key_handle: Cow<'a, str>,
-    algorithm: EncryptAlgorithm,
-    #[serde(default)]
-    parameters: Option<AeadParameters>,
-    #[serde(default)]
-    plaintext: Option<B64>,
-    #[serde(default)]
-    ciphertext: Option<B64>,
 }
 
 /// The AEAD parameters and the input named `field`, or why not.
@@ -565,7 +430,9 @@ async fn encrypt(
     let ciphertext = k
         .encrypt(&req.key_handle, &p.iv.0, &p.aad.0, plaintext)
         .map_err(key_error)?;
-    let answer = serde_json::json!({ "ciphertext": STANDARD.encode(ciphertext) });
+    let answer = EncryptResponse {
+        ciphertext: B64(ciphertext),
+    };
     Ok(http::json(StatusCode::OK, &answer))
 }
 
@@ -582,6 +449,8 @@ async fn decrypt(
     let plaintext = k
         .decrypt(&req.key_handle, &p.iv.0, &p.aad.0, ciphertext)
         .map_err(key_error)?;
-    let answer = serde_json::json!({ "plaintext": STANDARD.encode(plaintext) });
+    let answer = DecryptResponse {
+        plaintext: B64(plaintext),
+    };
     Ok(http::json(StatusCode::OK, &answer))
 }
