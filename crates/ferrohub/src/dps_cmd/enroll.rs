@@ -10,6 +10,11 @@ use serde_json::{Map, Value, json};
 
 use super::admin::{Conn, Session, enc, if_not_found, print_field, print_json};
 use crate::certs::store;
+use dps::model::{
+    AttestationMechanism, CaReferences, Capabilities, EnrollmentGroup, IndividualEnrollment,
+    ProvisioningStatus, ReprovisionPolicy, SymmetricKeyAttestation, X509Attestation,
+    X509CertificateWithInfo, X509Certificates,
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Allocation {
@@ -226,24 +231,32 @@ pub async fn group(cmd: GroupCmd) -> Result<()> {
     match cmd {
         GroupCmd::Create(a) => {
             let attestation = match (&a.ca_ref, &a.signing_cert) {
-                (Some(name), _) => {
-                    json!({"type": "x509", "x509": {"caReferences": {"primary": name}}})
-                }
-                (None, Some(file)) => {
-                    json!({"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": read_pem(file)?}}}})
-                }
+                (Some(name), _) => x509(X509Attestation {
+                    ca_references: Some(CaReferences {
+                        primary: Some(name.clone()),
+                        secondary: None,
+                    }),
+                    ..X509Attestation::default()
+                }),
+                (None, Some(file)) => x509(X509Attestation {
+                    signing_certificates: Some(inline_cert(file)?),
+                    ..X509Attestation::default()
+                }),
                 (None, None) => symmetric(&a.keys)?,
             };
-            let body = Map::from_iter([
-                ("enrollmentGroupId".to_owned(), json!(a.enrollment_group_id)),
-                ("attestation".to_owned(), attestation),
-            ]);
+            let id = &a.enrollment_group_id;
             create(
                 Kind::Group,
-                &a.enrollment_group_id,
-                body,
+                id,
+                attestation,
                 &a.settings,
                 &a.conn,
+                |settings| {
+                    Body::Group(EnrollmentGroup {
+                        enrollment_group_id: id.clone(),
+                        settings,
+                    })
+                },
             )
             .await
         }
@@ -255,24 +268,28 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
     match cmd {
         EnrollmentCmd::Create(a) => {
             let attestation = match &a.cert {
-                Some(file) => {
-                    json!({"type": "x509", "x509": {"clientCertificates": {"primary": {"certificate": read_pem(file)?}}}})
-                }
+                Some(file) => x509(X509Attestation {
+                    client_certificates: Some(inline_cert(file)?),
+                    ..X509Attestation::default()
+                }),
                 None => symmetric(&a.keys)?,
             };
-            let mut body = Map::from_iter([
-                ("registrationId".to_owned(), json!(a.registration_id)),
-                ("attestation".to_owned(), attestation),
-            ]);
-            if let Some(d) = &a.device_id {
-                body.insert("deviceId".into(), json!(d));
-            }
+            let id = &a.registration_id;
             create(
                 Kind::Individual,
-                &a.registration_id,
-                body,
+                id,
+                attestation,
                 &a.settings,
                 &a.conn,
+                |settings| {
+                    Body::Individual(IndividualEnrollment {
+                        registration_id: id.clone(),
+                        device_id: a.device_id.clone(),
+                        registration_state: None,
+                        optional_device_information: None,
+                        settings,
+                    })
+                },
             )
             .await
         }
@@ -280,16 +297,39 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
     }
 }
 
-fn read_pem(file: &std::path::Path) -> Result<String> {
-    store::load_cert(file)?;
-    store::read_text(file)
+/// What `enrollment create` and `enrollment-group create` send: the service's own documents.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Body {
+    Group(EnrollmentGroup),
+    Individual(IndividualEnrollment),
 }
 
-fn symmetric(k: &KeyArgs) -> Result<Value> {
-    let mut keys = Map::new();
-    for (flag, field, key) in [
-        ("--primary-key", "primaryKey", &k.primary_key),
-        ("--secondary-key", "secondaryKey", &k.secondary_key),
+fn x509(x509: X509Attestation) -> AttestationMechanism {
+    AttestationMechanism {
+        kind: "x509".into(),
+        x509: Some(x509),
+        ..AttestationMechanism::default()
+    }
+}
+
+/// A certificate file as the primary of an inline X.509 attestation (checked to parse first).
+fn inline_cert(file: &std::path::Path) -> Result<X509Certificates> {
+    store::load_cert(file)?;
+    Ok(X509Certificates {
+        primary: Some(X509CertificateWithInfo {
+            certificate: Some(store::read_text(file)?),
+            info: None,
+        }),
+        secondary: None,
+    })
+}
+
+fn symmetric(k: &KeyArgs) -> Result<AttestationMechanism> {
+    let mut keys = SymmetricKeyAttestation::default();
+    for (flag, slot, key) in [
+        ("--primary-key", &mut keys.primary_key, &k.primary_key),
+        ("--secondary-key", &mut keys.secondary_key, &k.secondary_key),
     ] {
         if let Some(key) = key {
             let ok = base64::engine::general_purpose::STANDARD
@@ -300,29 +340,37 @@ fn symmetric(k: &KeyArgs) -> Result<Value> {
                     "{flag} must be base64 of 16 to 64 bytes, or leave it out to have one generated"
                 );
             }
-            keys.insert(field.into(), json!(key.trim()));
+            *slot = Some(key.trim().to_owned());
         }
     }
-    Ok(json!({"type": "symmetricKey", "symmetricKey": keys}))
+    Ok(AttestationMechanism {
+        kind: "symmetricKey".into(),
+        symmetric_key: Some(keys),
+        ..AttestationMechanism::default()
+    })
 }
 
-/// Adds the shared settings to `body`, checking them against the linked hubs.
-fn apply_settings(body: &mut Map<String, Value>, s: &Settings, session: &Session) -> Result<()> {
-    if s.edge {
-        body.insert("capabilities".into(), json!({"iotEdge": true}));
-    }
+/// The shared settings of a new enrollment, checked against the linked hubs.
+fn model_settings(
+    attestation: AttestationMechanism,
+    s: &Settings,
+    session: &Session,
+) -> Result<dps::model::Settings> {
     let tags = parse_object("--tags", s.tags.as_deref())?;
     let desired = parse_object("--desired", s.desired.as_deref())?;
-    if tags.is_some() || desired.is_some() {
+    let initial_twin = (tags.is_some() || desired.is_some()).then(|| {
         let mut twin = Map::new();
         if let Some(t) = tags {
             twin.insert("tags".into(), t);
         }
         if let Some(d) = desired {
-            twin.insert("properties".into(), json!({"desired": d}));
+            twin.insert(
+                "properties".into(),
+                Value::Object(Map::from_iter([("desired".to_owned(), d)])),
+            );
         }
-        body.insert("initialTwin".into(), Value::Object(twin));
-    }
+        Value::Object(twin)
+    });
     let linked: Vec<String> = session
         .cfg
         .linked_hubs
@@ -338,38 +386,43 @@ fn apply_settings(body: &mut Map<String, Value>, s: &Settings, session: &Session
             );
         }
     }
-    if let Some(a) = s.allocation {
-        body.insert("allocationPolicy".into(), json!(a.name()));
-        if matches!(a, Allocation::Static) {
-            let Some(first) = s.hubs.first() else {
-                bail!(
-                    "--allocation static needs --hub HOSTNAME (one of: {})",
-                    linked.join(", ")
-                );
-            };
-            body.insert("iotHubHostName".into(), json!(first));
-        }
+    let mut iot_hub_host_name = None;
+    if let Some(Allocation::Static) = s.allocation {
+        let Some(first) = s.hubs.first() else {
+            bail!(
+                "--allocation static needs --hub HOSTNAME (one of: {})",
+                linked.join(", ")
+            );
+        };
+        iot_hub_host_name = Some(first.clone());
     }
-    if !s.hubs.is_empty() {
-        body.insert("iotHubs".into(), json!(s.hubs));
-    }
-    if let Some(r) = s.reprovision {
+    let reprovision_policy = s.reprovision.map(|r| {
         let (update, migrate) = match r {
             Reprovision::Migrate => (true, true),
             Reprovision::Reset => (true, false),
             Reprovision::Never => (false, false),
         };
-        body.insert(
-            "reprovisionPolicy".into(),
-            json!({"updateHubAssignment": update, "migrateDeviceData": migrate}),
-        );
-    }
-    let status = if s.disabled { "disabled" } else { "enabled" };
-    body.insert("provisioningStatus".into(), json!(status));
-    if s.allow_overwrite {
-        body.insert("allowOverwrite".into(), json!(true));
-    }
-    Ok(())
+        ReprovisionPolicy {
+            update_hub_assignment: update,
+            migrate_device_data: migrate,
+        }
+    });
+    Ok(dps::model::Settings {
+        attestation,
+        capabilities: Capabilities { iot_edge: s.edge },
+        iot_hub_host_name,
+        initial_twin,
+        provisioning_status: if s.disabled {
+            ProvisioningStatus::Disabled
+        } else {
+            ProvisioningStatus::Enabled
+        },
+        reprovision_policy,
+        allocation_policy: s.allocation.map(|a| a.name().to_owned()),
+        iot_hubs: s.hubs.clone(),
+        allow_overwrite: s.allow_overwrite,
+        ..dps::model::Settings::default()
+    })
 }
 
 fn parse_object(flag: &str, text: Option<&str>) -> Result<Option<Value>> {
@@ -383,18 +436,19 @@ fn parse_object(flag: &str, text: Option<&str>) -> Result<Option<Value>> {
 async fn create(
     kind: Kind,
     id: &str,
-    mut body: Map<String, Value>,
+    attestation: AttestationMechanism,
     settings: &Settings,
     conn: &Conn,
+    body: impl FnOnce(dps::model::Settings) -> Body,
 ) -> Result<()> {
     let session = conn.open()?;
-    apply_settings(&mut body, settings, &session)?;
+    let body = body(model_settings(attestation, settings, &session)?);
     let path = format!("{}/{}", kind.base(), enc(id));
     let r = session
         .call(
             Method::PUT,
             &path,
-            Some(&Value::Object(body)),
+            Some(&serde_json::to_value(&body)?),
             &kind.what(id),
         )
         .await?;
