@@ -21,6 +21,7 @@ pub mod cas;
 pub mod client;
 pub mod config;
 pub mod datalock;
+pub mod device_session;
 pub mod error;
 pub mod events;
 pub use durable_log::fsperm;

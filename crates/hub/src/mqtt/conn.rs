@@ -16,12 +16,12 @@ use super::queue;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, Identity, Refusal};
-use super::forwarded::NotStored;
 use super::io::PacketReader;
 use super::revoke::Kick;
 use super::session::{ConnHandle, time_left};
 use super::telemetry;
 use crate::Hub;
+use crate::device_session::forwarded::NotStored;
 use crate::metrics::Metrics;
 use crate::store::SessionRecord;
 use iot_auth::topic::PublishTopic;
@@ -351,7 +351,7 @@ struct State {
     throttle_logged: bool,
     /// Senders a gateway's `$edgeHub` connection published for (allocated at the first such
     /// message).
-    senders: Option<Box<super::forwarded::Senders>>,
+    senders: Option<Box<crate::device_session::forwarded::Senders>>,
 }
 
 const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
@@ -512,7 +512,7 @@ impl State {
                 p.topic
             ));
         };
-        let sender = match super::forwarded::resolve(
+        let sender = match crate::device_session::forwarded::resolve(
             &mut self.senders,
             &self.hub,
             &self.identity,
@@ -732,7 +732,7 @@ impl State {
         }
     }
 
-    /// A gateway's message for a sender it may not speak for (see [`super::forwarded`]): it is
+    /// A gateway's message for a sender it may not speak for (see [`crate::device_session::forwarded`]): it is
     /// acknowledged and not stored, so the gateway does not send it again and again; when the
     /// registry cannot tell, the connection ends unacknowledged and the gateway retries later.
     async fn refused_sender(&self, p: &Publish, why: Refusal) -> Option<End> {
@@ -757,10 +757,10 @@ impl State {
 }
 
 /// The in-flight limit of a connection (its name in `[limits]`, its value): a gateway's
-/// `$edgeHub` carries many devices' telemetry (see [`super::forwarded`]).
+/// `$edgeHub` carries many devices' telemetry (see [`crate::device_session::forwarded`]).
 fn inflight_limit(hub: &Hub, identity: &Identity) -> (&'static str, usize) {
     let limits = &hub.config.limits;
-    if super::forwarded::is_edge_hub(identity) {
+    if crate::device_session::forwarded::is_edge_hub(identity) {
         ("max_inflight_per_gateway", limits.max_inflight_per_gateway)
     } else {
         (

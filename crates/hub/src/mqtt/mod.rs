@@ -2,9 +2,7 @@
 
 pub mod auth;
 mod conn;
-mod forwarded;
 pub mod io;
-mod on_behalf;
 pub mod queue;
 pub mod revoke;
 pub mod session;
