@@ -4,7 +4,7 @@
 //! device endpoint, the service REST API and the durable events log.
 //!
 //! ```text
-//!  device ──MQTT/TLS──► mqtt::serve ──auth──► registry / cas
+//!  device ──MQTT/TLS──► mqtt::serve ──► device_session ──► registry / cas
 //!                          │ telemetry                 ▲
 //!                          ▼                           │ REST (SAS policy)
 //!                 durable events log ◄── GET /events ── api::serve ◄── service SDKs, CLI
