@@ -4,7 +4,7 @@
 //! device endpoint, the service REST API and the durable events log.
 //!
 //! ```text
-//!  device ──MQTT/TLS──► mqtt::serve ──auth──► registry / cas
+//!  device ──MQTT/TLS──► mqtt::serve ──► device_session ──► registry / cas
 //!                          │ telemetry                 ▲
 //!                          ▼                           │ REST (SAS policy)
 //!                 durable events log ◄── GET /events ── api::serve ◄── service SDKs, CLI
@@ -21,6 +21,7 @@ pub mod cas;
 pub mod client;
 pub mod config;
 pub mod datalock;
+pub mod device_session;
 pub mod error;
 pub mod events;
 pub use durable_log::fsperm;

@@ -56,9 +56,9 @@ pub struct Methods {
 }
 
 /// Removes a call from the pending table however the call ends (answer, timeout, cancelled).
-struct Registration<'a> {
+pub(crate) struct Registration<'a> {
     methods: &'a Methods,
-    rid: String,
+    pub(crate) rid: String,
 }
 
 impl Drop for Registration<'_> {
@@ -90,7 +90,10 @@ impl Methods {
             .is_some_and(|p| p.reply.send((status, payload)).is_ok())
     }
 
-    fn register(&self, client_id: &str) -> (Registration<'_>, oneshot::Receiver<(u16, Vec<u8>)>) {
+    pub(crate) fn register(
+        &self,
+        client_id: &str,
+    ) -> (Registration<'_>, oneshot::Receiver<(u16, Vec<u8>)>) {
         let rid = format!("{:x}", self.next_rid.fetch_add(1, Ordering::Relaxed) + 1);
         let (tx, rx) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {

@@ -174,7 +174,7 @@ fn authorize_device_certificate(
     if device.status != crate::model::Status::Enabled {
         return Err(refuse(format!("device {device_id:?} is disabled")));
     }
-    crate::mqtt::auth::check_x509(hub, device_id, &device.authentication, chain)
+    crate::device_session::auth::check_x509(hub, device_id, &device.authentication, chain)
         .map_err(|r| refuse(format!("client certificate refused for {device_id}: {r}")))?;
     Ok(format!("device:{device_id}"))
 }

@@ -2,13 +2,11 @@
 
 pub mod auth;
 mod conn;
-mod forwarded;
+mod handle;
 pub mod io;
-mod on_behalf;
 pub mod queue;
 pub mod revoke;
 pub mod session;
-mod telemetry;
 mod writer;
 
 use std::collections::HashMap;
@@ -23,7 +21,7 @@ use tracing::{Instrument as _, info, warn};
 use crate::Hub;
 use crate::metrics::Metrics;
 
-pub use telemetry::MAX_BODY_BYTES;
+pub use crate::device_session::telemetry::MAX_BODY_BYTES;
 
 /// Open connections per peer address, for `limits.max_connections_per_ip`.
 #[derive(Default)]

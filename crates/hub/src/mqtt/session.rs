@@ -2,7 +2,7 @@
 //! delivered to a connection whose SAS token has expired, even before its task closes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,14 +30,7 @@ pub struct ConnHandle {
     pub features: Arc<Features>,
 }
 
-/// Subscriptions the hub needs to know about outside the connection task.
-#[derive(Default)]
-pub struct Features {
-    /// `$iothub/twin/PATCH/properties/desired/#`: desired patches are pushed.
-    pub desired: AtomicBool,
-    /// `$iothub/methods/POST/#`: direct methods can be delivered.
-    pub methods: AtomicBool,
-}
+pub use crate::device_session::{Features, time_left};
 
 pub struct Connections {
     /// The hub's clock: SAS token expiry.
@@ -59,16 +52,6 @@ impl ConnHandle {
     fn usable(&self, clock: &SharedClock) -> bool {
         time_left(&self.identity, clock).is_none_or(|left| !left.is_zero())
     }
-}
-
-/// How long the session of `identity` may last on `clock`: until its SAS token expires (zero
-/// once it has); `None` without a token.
-pub fn time_left(identity: &Identity, clock: &SharedClock) -> Option<Duration> {
-    let end = i64::try_from(identity.token_expiry?.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let now = crate::time::now_ms(clock.as_ref());
-    Some(Duration::from_millis(
-        u64::try_from(end.saturating_sub(now)).unwrap_or(0),
-    ))
 }
 
 impl Connections {

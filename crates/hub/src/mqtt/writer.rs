@@ -20,8 +20,31 @@ use super::queue;
 use super::revoke::{EndReason, Kick};
 use tracing::{error, warn};
 
-use super::telemetry::PendingAck;
 use crate::Hub;
+use crate::device_session::telemetry::Durable;
+
+/// A QoS 1 publish whose record is being made durable.
+pub struct PendingAck {
+    packet_id: u16,
+    started: std::time::Instant,
+    /// Completes when the log's writer has made the record durable; the writer awaits it
+    /// directly.
+    append: durable_log::PendingAppend,
+}
+
+impl PendingAck {
+    /// The PUBACK of `packet_id`, due when `durable` completes; counted in flight until the
+    /// writer settles it.
+    pub fn new(hub: &Hub, packet_id: u16, durable: Durable) -> Self {
+        crate::metrics::Metrics::inc(&hub.metrics.inflight);
+        let Durable { started, append } = durable;
+        Self {
+            packet_id,
+            started,
+            append,
+        }
+    }
+}
 
 /// A write grows up to about this many bytes before it is sent.
 const MAX_WRITE: usize = 64 * 1024;

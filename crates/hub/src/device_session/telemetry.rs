@@ -1,11 +1,12 @@
-//! Device-to-cloud messages: topic check, the stored record, durability before PUBACK.
+//! Device-to-cloud messages: the stored record (with the sender's connection properties), its
+//! size limit, and its way to durability. The head acknowledges a message once its [`Durable`]
+//! completes (MQTT: the PUBACK of a QoS 1 publish).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use iot_auth::topic::{PropertyBag, PublishTopic};
-use mqtt_codec::{Publish, QoS, Will};
+use iot_auth::topic::PropertyBag;
 use tracing::warn;
 
 use super::auth::Identity;
@@ -18,53 +19,44 @@ use crate::time::{instant, rfc3339_millis};
 /// Largest telemetry body IoT Hub accepts.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// A QoS 1 publish whose record is being made durable.
-pub struct PendingAck {
-    pub(super) packet_id: u16,
-    pub(super) started: Instant,
-    /// Completes when the log's writer has made the record durable; the connection's writer
-    /// awaits it directly (see [`super::writer`]).
-    pub(super) append: durable_log::PendingAppend,
+/// A stored message on its way to durability.
+pub struct Durable {
+    /// When the message was accepted (the telemetry latency metric).
+    pub started: Instant,
+    /// Completes when the log's writer has made the record durable; a head may await it
+    /// directly (the MQTT writer does) or drop it (nothing to acknowledge).
+    pub append: durable_log::PendingAppend,
 }
 
-/// Stores a PUBLISH on a telemetry topic as from `identity` (the connection's own identity, or
-/// the sender a gateway forwards it for). `Ok(Some)` for QoS 1 (acknowledge when durable),
-/// `Ok(None)` for QoS 0; `Err` names the violation that ends the connection.
+/// Stores a message from `identity` (the session's own identity, or the sender a gateway
+/// forwards it for): queued on the log in arrival order; `Err` names the violation that ends
+/// the session.
 pub fn accept(
     hub: &Arc<Hub>,
     identity: &Identity,
-    p: &Publish,
     properties: &PropertyBag,
-) -> Result<Option<PendingAck>, String> {
+    body: &[u8],
+    retain: bool,
+) -> Result<Durable, String> {
     if let Some(relay) = hub.relay.get() {
         relay.admit(&identity.client_id())?;
     }
-    if p.payload.len() > MAX_BODY_BYTES {
+    if body.len() > MAX_BODY_BYTES {
         return Err(format!(
             "message body of {} bytes exceeds {MAX_BODY_BYTES}",
-            p.payload.len()
+            body.len()
         ));
     }
-    let record = build_record(hub, identity, properties, &p.payload, p.retain, None);
+    let record = build_record(hub, identity, properties, body, retain, None);
     let bytes =
         serde_json::to_vec(&record).map_err(|e| format!("cannot encode the record: {e}"))?;
     Metrics::inc(&hub.metrics.messages_in);
     hub.metrics
         .telemetry_bytes
-        .fetch_add(p.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let started = instant();
     let append = submit(hub, bytes);
-    match (p.qos, p.packet_id) {
-        (QoS::AtLeastOnce, Some(packet_id)) => {
-            Metrics::inc(&hub.metrics.inflight);
-            Ok(Some(PendingAck {
-                packet_id,
-                started,
-                append,
-            }))
-        }
-        _ => Ok(None),
-    }
+    Ok(Durable { started, append })
 }
 
 /// Queues the record on the log now (preserving arrival order) and returns its completion.
@@ -73,32 +65,16 @@ fn submit(hub: &Arc<Hub>, bytes: Vec<u8>) -> durable_log::PendingAppend {
     hub.events.submit(ts, bytes)
 }
 
-/// On an ungraceful close, the will is stored as telemetry marked `iothub-MessageType: Will`.
-pub async fn publish_will(hub: &Arc<Hub>, identity: &Identity, will: &Will) {
-    let props = match will.topic.split_once("/messages/events/") {
-        Some((_, bag)) => iot_auth::topic::parse_publish_topic(&will.topic)
-            .ok()
-            .and_then(|t| match t {
-                PublishTopic::Telemetry { properties, .. } => Some(properties),
-                _ => None,
-            })
-            .unwrap_or_else(|| {
-                warn!(
-                    bag,
-                    "Will property bag unreadable; storing the will without it"
-                );
-                PropertyBag::default()
-            }),
-        None => PropertyBag::default(),
-    };
-    let record = build_record(
-        hub,
-        identity,
-        &props,
-        &will.payload,
-        will.retain,
-        Some("Will"),
-    );
+/// Stores a session's last will (its protocol's message for an ungraceful end) as telemetry
+/// marked `iothub-MessageType: Will`, and waits until it is durable.
+pub async fn store_will(
+    hub: &Arc<Hub>,
+    identity: &Identity,
+    properties: &PropertyBag,
+    body: &[u8],
+    retain: bool,
+) {
+    let record = build_record(hub, identity, properties, body, retain, Some("Will"));
     match serde_json::to_vec(&record) {
         Ok(bytes) => match submit(hub, bytes).await {
             Ok(_) => Metrics::inc(&hub.metrics.messages_in),
