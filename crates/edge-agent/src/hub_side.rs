@@ -2,7 +2,7 @@
 //! device (the hub's `applyConfigurationContent` writes its module twins), and single module
 //! twins' desired properties.
 
-use hub::client::{ClientError, ServiceClient};
+use ferrohub_runtime::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hub::client::{ClientError, ServiceClient};
+use ferrohub_runtime::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -56,7 +56,7 @@ impl Identities {
     pub fn new(
         config: &crate::config::AgentConfig,
         tls: Arc<rustls::ClientConfig>,
-        clock: hub::time::SharedClock,
+        clock: ferrohub_runtime::time::SharedClock,
     ) -> Self {
         let key = iot_auth::sas::decode_key(&config.device_key).unwrap_or_default();
         let client = ServiceClient::for_device(

@@ -43,7 +43,10 @@ pub struct Report<'a> {
 }
 
 fn time(t: Option<OffsetDateTime>) -> Value {
-    t.map_or_else(|| NEVER.into(), |t| hub::time::rfc3339(t).into())
+    t.map_or_else(
+        || NEVER.into(),
+        |t| ferrohub_runtime::time::rfc3339(t).into(),
+    )
 }
 
 fn state_fields(s: &ModuleState) -> Map<String, Value> {

@@ -118,7 +118,7 @@ impl OffsetSaver {
 fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
     let tmp = path.with_extension("tmp");
-    let written = hub::fsperm::private_file()
+    let written = ferrohub_runtime::fsperm::private_file()
         .write(true)
         .create(true)
         .truncate(true)
@@ -178,7 +178,7 @@ fn min_ttl(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 fn expired(g: &Gateway, rec: &Record, ttl: Option<u64>) -> bool {
     let Some(ttl) = ttl else { return false };
-    let now = u64::try_from(hub::time::now_ms(g.clock.as_ref())).unwrap_or(0);
+    let now = u64::try_from(ferrohub_runtime::time::now_ms(g.clock.as_ref())).unwrap_or(0);
     now.saturating_sub(rec.timestamp_ms) > ttl.saturating_mul(1000)
 }
 

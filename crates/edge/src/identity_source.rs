@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hub::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 use hyper::Method;
 use identity::client::UdsClient;
 use identity::config::superconfig::{EdgeCa, SuperConfig};

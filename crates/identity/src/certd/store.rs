@@ -75,8 +75,9 @@ impl Store {
     pub(super) fn write(&self, id: &str, pem: &str) -> Result<(), CertError> {
         match self.location(id) {
             Location::File(path) if path.starts_with(&self.certs_dir) => {
-                hub::fsperm::create_dir(&self.certs_dir).map_err(io_error(&self.certs_dir))?;
-                write_atomic_mode(&path, pem.as_bytes(), hub::fsperm::FILE_MODE)
+                ferrohub_runtime::fsperm::create_dir(&self.certs_dir)
+                    .map_err(io_error(&self.certs_dir))?;
+                write_atomic_mode(&path, pem.as_bytes(), ferrohub_runtime::fsperm::FILE_MODE)
                     .map_err(io_error(&path))
             }
             Location::File(path) => write_atomic(&path, pem.as_bytes()).map_err(io_error(&path)),

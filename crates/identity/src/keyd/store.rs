@@ -98,7 +98,7 @@ impl FileKeyStore {
     /// around it is keyd's alone: created 0700, and anything looser in it narrowed.
     pub fn ensure_dir(&self) -> Result<(), KeyError> {
         if let Some(home) = self.dir.parent() {
-            hub::fsperm::secure_dir(home)?;
+            ferrohub_runtime::fsperm::secure_dir(home)?;
         }
         create_private_dir(&self.dir).map_err(|e| with_path(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
