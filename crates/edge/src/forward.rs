@@ -117,14 +117,12 @@ impl OffsetSaver {
 
 fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
-    let tmp = path.with_extension("tmp");
-    let written = ferrohub_runtime::fsperm::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, offset.to_string().as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    // Replaced atomically and durably: after a crash the offset is the old one or the new one.
+    let written = ferrohub_runtime::atomic::write(
+        &path,
+        offset.to_string().as_bytes(),
+        ferrohub_runtime::fsperm::FILE_MODE,
+    );
     match written {
         Ok(()) => {
             let slot = match lane {

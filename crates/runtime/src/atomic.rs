@@ -35,24 +35,37 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 /// Replaces every `(path, bytes, mode)` or none: all are staged (written and synced) before the
 /// first rename, and if one cannot be staged no destination is touched.
-pub fn write_all(files: &[(&Path, &[u8], u32)]) -> io::Result<()> {
+pub fn write_all(files: &[(&Path, &[u8], u32)]) -> Result<(), WriteError> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WriteError { path, source }
+    };
     let staged = files
         .iter()
-        .map(|(path, bytes, mode)| Staged::new(path, bytes, *mode))
-        .collect::<io::Result<Vec<_>>>()?;
+        .map(|(path, bytes, mode)| Staged::new(path, bytes, *mode).map_err(failed(path)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     for mut s in staged {
         let tmp = s.tmp.take().unwrap_or_default();
         if let Err(e) = fs::rename(&tmp, &s.dest) {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
+            return Err(failed(&s.dest)(e));
         }
         let dir = parent(&s.dest).to_path_buf();
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
     }
-    dirs.iter().try_for_each(|d| sync_dir(d))
+    dirs.iter().try_for_each(|d| sync_dir(d).map_err(failed(d)))
+}
+
+/// A file of [`write_all`] that could not be written (or the directory that could not be synced).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
 }
 
 /// A synced temporary file next to its destination; removed when dropped uncommitted.
@@ -194,7 +207,8 @@ mod tests {
         // The second destination's directory is missing: nothing is replaced.
         let missing = dir.path().join("missing").join("b.pem");
         let err = write_all(&[(&old, b"new", 0o644), (&missing, b"new", 0o600)]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
+        assert_eq!(err.path, missing);
         assert_eq!(fs::read(&old).unwrap(), b"old");
         assert_eq!(names(dir.path()), ["a.pem"]);
         // A rename that fails (a directory is in the way) leaves the directory and no temp file.

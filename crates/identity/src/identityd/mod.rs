@@ -53,21 +53,13 @@ pub struct Identityd {
     config_paths: Option<(PathBuf, PathBuf)>,
 }
 
-/// Writes a file atomically (temp + rename), creating its directory (0700); mode 0600.
+/// Replaces a file atomically and durably (see `ferrohub_runtime::atomic`), creating its
+/// directory (0700); mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
     if let Some(dir) = path.parent() {
         ferrohub_runtime::fsperm::create_dir(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = ferrohub_runtime::fsperm::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    ferrohub_runtime::atomic::write(path, bytes, ferrohub_runtime::fsperm::FILE_MODE)
 }
 
 impl Identityd {
