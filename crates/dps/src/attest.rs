@@ -422,7 +422,7 @@ pub fn parse_pem_or_der(text: &str) -> Option<Certificate> {
 
 /// `X509CertificateInfo` of a certificate.
 pub fn certificate_info(c: &Certificate) -> X509CertificateInfo {
-    let fmt = |t: time::OffsetDateTime| hub::time::rfc3339(t);
+    let fmt = |t: time::OffsetDateTime| ferrohub_runtime::time::rfc3339(t);
     X509CertificateInfo {
         subject_name: c.subject(),
         sha1_thumbprint: c.thumbprint_sha1(),

@@ -62,8 +62,8 @@ impl ApiError {
 }
 
 /// The hub's CA service errors (proof of possession) keep their status and name.
-impl From<hub::error::ApiError> for ApiError {
-    fn from(e: hub::error::ApiError) -> Self {
+impl From<ferrohub_runtime::error::ApiError> for ApiError {
+    fn from(e: ferrohub_runtime::error::ApiError) -> Self {
         let code = u32::from(e.status.as_u16()) * 1000;
         Self::new(e.status, code, e.code, e.message)
     }
@@ -93,7 +93,7 @@ impl IntoResponse for ApiError {
             "trackingId": "ferrohub",
             "message": format!("{}: {}", self.name, self.message),
             "info": {},
-            "timestampUtc": hub::time::now_rfc3339(),
+            "timestampUtc": ferrohub_runtime::time::now_rfc3339(),
         });
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Ok(v) = HeaderValue::from_str(self.name) {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hub::client::{ClientError, ServiceClient};
+use ferrohub_runtime::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -43,7 +43,10 @@ pub struct LinkedHubs {
 }
 
 impl LinkedHubs {
-    pub fn new(config: &DpsConfig, clock: &hub::time::SharedClock) -> Result<Self, DpsError> {
+    pub fn new(
+        config: &DpsConfig,
+        clock: &ferrohub_runtime::time::SharedClock,
+    ) -> Result<Self, DpsError> {
         let mut hubs = Vec::new();
         for linked in &config.linked_hubs {
             let hostname = linked.hostname();
@@ -67,7 +70,7 @@ impl LinkedHubs {
                 .ok_or_else(|| {
                     err("no CA to trust for its TLS certificate: set ca = \"...\"".into())
                 })?;
-            let tls = hub::tls::client_config(ca)?;
+            let tls = ferrohub_runtime::tls::client_config(ca)?;
             let addr = linked
                 .address
                 .clone()

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use config::DpsConfig;
-use hub::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 
 /// A failure to start the provisioning service.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum DpsError {
     #[error(transparent)]
     HubStore(#[from] hub::store::StoreError),
     #[error(transparent)]
-    Tls(#[from] hub::tls::TlsError),
+    Tls(#[from] ferrohub_runtime::tls::TlsError),
     #[error("linked hub {hub}: {message}")]
     LinkedHub { hub: String, message: String },
     #[error("cannot listen for metrics (listen.metrics) on {addr}: {source}")]
@@ -73,7 +73,7 @@ pub struct Metrics {
     pub registrations_not_managed: std::sync::atomic::AtomicU64,
     pub auth_failures: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     pub http_requests: std::sync::atomic::AtomicU64,
-    pub registration_latency: hub::metrics::Histogram,
+    pub registration_latency: ferrohub_runtime::metrics::Histogram,
 }
 
 impl Metrics {
@@ -138,17 +138,28 @@ pub async fn run(
     listeners: Listeners,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), DpsError> {
-    let mqtt_tls = hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[])?;
-    let https_tls =
-        hub::tls::device_server_config(&dps.config.tls.cert, &dps.config.tls.key, &[b"http/1.1"])?;
-    let metrics = hub::net::bind_metrics(dps.config.listen.metrics)
+    let mqtt_tls = ferrohub_runtime::tls::device_server_config(
+        &dps.config.tls.cert,
+        &dps.config.tls.key,
+        &[],
+    )?;
+    let https_tls = ferrohub_runtime::tls::device_server_config(
+        &dps.config.tls.cert,
+        &dps.config.tls.key,
+        &[b"http/1.1"],
+    )?;
+    let metrics = ferrohub_runtime::net::bind_metrics(dps.config.listen.metrics)
         .await
         .map_err(|(addr, source)| DpsError::MetricsListen { addr, source })?;
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), id_scope = %dps.config.id_scope, "Provisioning service serving");
     if let Some(listener) = metrics {
         let d = dps.clone();
         let render = move || render_metrics(&d);
-        tokio::spawn(hub::net::serve_metrics(listener, render, shutdown.clone()));
+        tokio::spawn(ferrohub_runtime::net::serve_metrics(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
     }
     let probed = dps.clone();
     tokio::spawn(async move {

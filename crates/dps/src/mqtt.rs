@@ -81,7 +81,8 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    while let Some((tcp, peer)) = hub::net::accept_next(&listener, &mut shutdown, "dps-mqtt").await
+    while let Some((tcp, peer)) =
+        ferrohub_runtime::net::accept_next(&listener, &mut shutdown, "dps-mqtt").await
     {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, "Refusing connection: too many connections");
@@ -95,15 +96,16 @@ pub async fn serve(
                 let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
                 // Nothing but the socket is held until the client sends its first bytes; then
                 // the handshake and the session each get their own allocation in turn.
-                if !hub::net::first_bytes(&tcp, deadline).await {
+                if !ferrohub_runtime::net::first_bytes(&tcp, deadline).await {
                     debug!("Closing: nothing sent before the connect timeout");
                     return;
                 }
-                let Some(tls) = Box::pin(hub::net::handshake(&acceptor, tcp, deadline)).await
+                let Some(tls) =
+                    Box::pin(ferrohub_runtime::net::handshake(&acceptor, tcp, deadline)).await
                 else {
                     return;
                 };
-                let chain = hub::net::peer_chain(&tls);
+                let chain = ferrohub_runtime::net::peer_chain(&tls);
                 Box::pin(connection(dps, tls, chain)).await;
             }
             .instrument(tracing::info_span!("dps-mqtt", %peer)),
@@ -341,7 +343,7 @@ fn to_json(s: &OperationStatus) -> Value {
 }
 
 fn error_body(code: u32, message: &str) -> Value {
-    json!({"errorCode": code, "trackingId": "ferrohub", "message": message, "timestampUtc": hub::time::now_rfc3339()})
+    json!({"errorCode": code, "trackingId": "ferrohub", "message": message, "timestampUtc": ferrohub_runtime::time::now_rfc3339()})
 }
 
 async fn write<W: AsyncWrite + Unpin>(wr: &mut W, packet: &Packet) -> std::io::Result<()> {

@@ -129,7 +129,7 @@ pub async fn register(
     attested: Attested,
     payload: Option<Value>,
 ) -> RegistrationState {
-    let now = hub::time::rfc3339_millis(dps.clock.now());
+    let now = ferrohub_runtime::time::rfc3339_millis(dps.clock.now());
     let previous = dps.store.get_registration(registration_id).ok().flatten();
     let mut state = RegistrationState {
         registration_id: registration_id.to_owned(),

@@ -71,7 +71,7 @@
 
 mod error;
 mod format;
-pub mod fsperm;
+pub use ferrohub_fs::fsperm;
 mod log;
 mod reader;
 mod recovery;

@@ -33,7 +33,7 @@ pub enum AgentError {
         source: std::io::Error,
     },
     #[error("TLS: {0}")]
-    Tls(#[from] hub::tls::TlsError),
+    Tls(#[from] ferrohub_runtime::tls::TlsError),
     #[error("another agent is running on {0} (its control socket answers)")]
     AlreadyRunning(std::path::PathBuf),
 }
@@ -55,7 +55,7 @@ pub use edge::control::ListEntry;
 
 pub struct Agent {
     pub config: AgentConfig,
-    clock: hub::time::SharedClock,
+    clock: ferrohub_runtime::time::SharedClock,
     supervisor: Supervisor,
     identities: Identities,
     tls: Arc<rustls::ClientConfig>,
@@ -83,7 +83,7 @@ impl Agent {
     /// and opens the agent's log.
     pub fn open(
         config: AgentConfig,
-        clock: hub::time::SharedClock,
+        clock: ferrohub_runtime::time::SharedClock,
     ) -> Result<Arc<Self>, AgentError> {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = &config.data_dir;
@@ -121,7 +121,7 @@ impl Agent {
                 "Killed module {m}, left running by an earlier agent"
             ));
         }
-        let tls = hub::tls::client_config(&config.hub_ca)?;
+        let tls = ferrohub_runtime::tls::client_config(&config.hub_ca)?;
         let identities = Identities::new(&config, tls.clone(), clock.clone());
         Ok(Arc::new(Self {
             started: clock.now(),

@@ -2,8 +2,8 @@
 //! device (the hub's `applyConfigurationContent` writes its module twins), and single module
 //! twins' desired properties.
 
-use hub::client::{ClientError, ServiceClient};
-use hub::wire::{ConfigurationContent, TwinPatch, body};
+use ferrohub_runtime::client::{ClientError, ServiceClient};
+use hub_wire::{ConfigurationContent, TwinPatch, body};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hub::client::{ClientError, ServiceClient};
+use ferrohub_runtime::client::{ClientError, ServiceClient};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -56,7 +56,7 @@ impl Identities {
     pub fn new(
         config: &crate::config::AgentConfig,
         tls: Arc<rustls::ClientConfig>,
-        clock: hub::time::SharedClock,
+        clock: ferrohub_runtime::time::SharedClock,
     ) -> Self {
         let key = iot_auth::sas::decode_key(&config.device_key).unwrap_or_default();
         let client = ServiceClient::for_device(
@@ -109,12 +109,12 @@ impl Identities {
         let path = self.module_path(module);
         let r = self.client.send(Method::GET, &path, None, &[]).await?;
         let m = if r.status == StatusCode::NOT_FOUND {
-            let record = hub::wire::Module {
+            let record = hub_wire::Module {
                 managed_by: Some("iotEdge".to_owned()),
-                ..hub::wire::sas_module(&self.edge_id, module, None)
+                ..hub_wire::sas_module(&self.edge_id, module, None)
             };
             self.client
-                .send(Method::PUT, &path, Some(&hub::wire::body(&record)), &[])
+                .send(Method::PUT, &path, Some(&hub_wire::body(&record)), &[])
                 .await?
                 .ok()?
                 .json()

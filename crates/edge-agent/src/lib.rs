@@ -40,7 +40,7 @@ pub use edge::logs;
 /// Runs an agent with `config` until `shutdown` turns true.
 pub async fn run(
     config: AgentConfig,
-    clock: hub::time::SharedClock,
+    clock: ferrohub_runtime::time::SharedClock,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     Agent::open(config, clock)?.run(shutdown).await

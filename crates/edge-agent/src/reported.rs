@@ -43,7 +43,10 @@ pub struct Report<'a> {
 }
 
 fn time(t: Option<OffsetDateTime>) -> Value {
-    t.map_or_else(|| NEVER.into(), |t| hub::time::rfc3339(t).into())
+    t.map_or_else(
+        || NEVER.into(),
+        |t| ferrohub_runtime::time::rfc3339(t).into(),
+    )
 }
 
 fn state_fields(s: &ModuleState) -> Map<String, Value> {
@@ -185,7 +188,7 @@ mod tests {
         let have = json!({"modules": {"a": {"k": 1, "old": true}, "b": {}}, "top": "x"});
         let want = json!({"modules": {"a": {"k": 2}}, "top": "y", "more": [1, 2]});
         let mut merged = have.as_object().unwrap().clone();
-        hub::twin::merge(&mut merged, diff(&have, &want).as_object().unwrap());
+        hub_wire::merge(&mut merged, diff(&have, &want).as_object().unwrap());
         assert_eq!(Value::Object(merged), want);
     }
 }

@@ -94,7 +94,7 @@ impl Default for ModuleState {
 
 /// What every module task shares.
 pub struct Shared {
-    pub clock: hub::time::SharedClock,
+    pub clock: ferrohub_runtime::time::SharedClock,
     pub backoff: Backoff,
     pub logs: LogSettings,
     pub data_dir: PathBuf,
@@ -109,7 +109,10 @@ impl Shared {
     /// Logs an agent event (to tracing and to the agent's log file).
     pub fn event(&self, text: &str) {
         info!(target: "edge_agent", "{text}");
-        let line = format!("{} {text}", hub::time::rfc3339(self.clock.now()));
+        let line = format!(
+            "{} {text}",
+            ferrohub_runtime::time::rfc3339(self.clock.now())
+        );
         if let Ok(mut log) = self.events.lock()
             && let Some(log) = log.as_mut()
             && let Err(e) = log.write_line(line.as_bytes())

@@ -151,7 +151,7 @@ impl GatewayControl {
             edge_id: c.edge_id.clone(),
             hub: c.hub_hostname.clone(),
             pid: std::process::id(),
-            started_at: hub::time::rfc3339(self.started),
+            started_at: ferrohub_runtime::time::rfc3339(self.started),
             restart_count: self.restarts,
             upstream_connected: g.relay.stats.edge_hub_online.load(Ordering::Relaxed),
             clients_connected: g.local.connections.count(),

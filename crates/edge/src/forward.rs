@@ -104,27 +104,31 @@ impl OffsetSaver {
     }
 
     /// Writes `offset` if it moved and is due, or anyway when `now` is set.
-    pub(crate) fn offer(&mut self, g: &Gateway, offset: u64, now: bool) {
+    pub(crate) async fn offer(&mut self, g: &Gateway, offset: u64, now: bool) {
         let due = tokio::time::Instant::now() >= self.due
             || offset.saturating_sub(self.saved) >= SAVE_EVERY_RECORDS;
         if self.behind(offset) && (now || due) {
-            save_offset(g, self.lane, offset);
+            save_offset(g, self.lane, offset).await;
             self.saved = offset;
             self.due = tokio::time::Instant::now() + SAVE_EVERY;
         }
     }
 }
 
-fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
+/// Replaces the lane's offset file atomically and durably (after a crash it holds the old offset
+/// or the new one), on a blocking thread: its fsyncs would stall the tasks sharing this one.
+async fn save_offset(g: &Gateway, lane: Lane, offset: u64) {
     let path = offset_file(g, lane);
-    let tmp = path.with_extension("tmp");
-    let written = hub::fsperm::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, offset.to_string().as_bytes()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
+    let write = move || {
+        ferrohub_runtime::atomic::write(
+            &path,
+            offset.to_string().as_bytes(),
+            ferrohub_runtime::fsperm::FILE_MODE,
+        )
+    };
+    let written = tokio::task::spawn_blocking(write)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     match written {
         Ok(()) => {
             let slot = match lane {
@@ -178,7 +182,7 @@ fn min_ttl(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 fn expired(g: &Gateway, rec: &Record, ttl: Option<u64>) -> bool {
     let Some(ttl) = ttl else { return false };
-    let now = u64::try_from(hub::time::now_ms(g.clock.as_ref())).unwrap_or(0);
+    let now = u64::try_from(ferrohub_runtime::time::now_ms(g.clock.as_ref())).unwrap_or(0);
     now.saturating_sub(rec.timestamp_ms) > ttl.saturating_mul(1000)
 }
 
@@ -224,17 +228,17 @@ pub async fn run(g: Arc<Gateway>, lane: Lane, mut shutdown: watch::Receiver<bool
             tokio::select! {
                 _ = head.changed() => continue,
                 () = tokio::time::sleep_until(saver.due()), if saver.behind(offset) => {
-                    saver.offer(&g, offset, true);
+                    saver.offer(&g, offset, true).await;
                     continue;
                 }
                 _ = shutdown.changed() => {
-                    saver.offer(&g, offset, true);
+                    saver.offer(&g, offset, true).await;
                     return;
                 }
             }
         }
         let done = inputs_pass(&g, records, &mut offset, &mut shutdown).await;
-        saver.offer(&g, offset, !done);
+        saver.offer(&g, offset, !done).await;
         if !done {
             return;
         }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hub::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 use identity::client::UdsClient;
 use identity::config::superconfig::{EdgeCa, SuperConfig};
 use identity::config::{CertdConfig, IdentitydConfig, KeydConfig};

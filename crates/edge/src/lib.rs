@@ -142,7 +142,7 @@ pub enum EdgeError {
         error: routes::ParseError,
     },
     #[error("TLS: {0}")]
-    Tls(#[from] hub::tls::TlsError),
+    Tls(#[from] ferrohub_runtime::tls::TlsError),
     #[error("scope sync: {0}")]
     Scope(String),
     #[error("configuration: {0}")]
@@ -165,7 +165,7 @@ pub struct Gateway {
     /// Upstream sessions (one per identity behind the gateway).
     pub relay: Arc<relay::Relay>,
     token: relay::TokenFn,
-    pub(crate) clock: hub::time::SharedClock,
+    pub(crate) clock: ferrohub_runtime::time::SharedClock,
     /// Messages delivered upstream since start.
     pub forwarded: AtomicU64,
     pub stats: GatewayStats,
@@ -176,7 +176,7 @@ pub struct Gateway {
     /// Identities dropped because the hub disabled or removed them.
     dropped: scope::Dropped,
     /// A renewable server certificate, when set (see [`Gateway::use_server_cert`]).
-    server_cert: std::sync::OnceLock<Arc<hub::tls::ReloadableCert>>,
+    server_cert: std::sync::OnceLock<Arc<ferrohub_runtime::tls::ReloadableCert>>,
 }
 
 /// Store-and-forward counters (see also [`relay::RelayStats`]).
@@ -206,7 +206,10 @@ pub struct GatewayStats {
 
 impl Gateway {
     /// Opens a gateway whose `$edgeHub` tokens are signed with `config.edge_hub_key`.
-    pub fn open(config: EdgeConfig, clock: hub::time::SharedClock) -> Result<Arc<Self>, EdgeError> {
+    pub fn open(
+        config: EdgeConfig,
+        clock: ferrohub_runtime::time::SharedClock,
+    ) -> Result<Arc<Self>, EdgeError> {
         let token: relay::TokenFn = {
             let (key, clock) = (config.edge_hub_key.clone(), clock.clone());
             let resource = format!(
@@ -225,12 +228,12 @@ impl Gateway {
     /// service's keyd; `config.edge_hub_key` is then unused).
     pub fn open_with(
         config: EdgeConfig,
-        clock: hub::time::SharedClock,
+        clock: ferrohub_runtime::time::SharedClock,
         token: relay::TokenFn,
     ) -> Result<Arc<Self>, EdgeError> {
         // The data directory holds the device scope (keys), the store (telemetry), offsets and
-        // TLS files: 0700 with 0600 files, looser ones narrowed (see `hub::fsperm`).
-        hub::fsperm::secure_dir(&config.data_dir)
+        // TLS files: 0700 with 0600 files, looser ones narrowed (see `ferrohub_runtime::fsperm`).
+        ferrohub_runtime::fsperm::secure_dir(&config.data_dir)
             .map_err(|e| EdgeError::Config(format!("data_dir: {e}")))?;
         let texts = if config.routes.is_empty() {
             vec!["FROM /messages/* INTO $upstream".to_owned()]
@@ -275,7 +278,7 @@ impl Gateway {
         let link = upstream::HubLink {
             hostname: config.hub_hostname.clone(),
             addr: config.hub_mqtt.clone(),
-            tls: hub::tls::client_config(&config.hub_ca)?,
+            tls: ferrohub_runtime::tls::client_config(&config.hub_ca)?,
             edge_id: config.edge_id.clone(),
         };
         let ttl = Some(config.store_ttl_hours.max(1) * 3600);
@@ -473,7 +476,7 @@ async fn sync_loop(
 }
 
 /// A SAS token for `resource` valid for an hour.
-fn edge_hub_token(resource: &str, key: &str, clock: &dyn hub::time::Clock) -> String {
+fn edge_hub_token(resource: &str, key: &str, clock: &dyn ferrohub_runtime::time::Clock) -> String {
     let key = iot_auth::sas::decode_key(key).unwrap_or_default();
     let expiry = u64::try_from(clock.now().unix_timestamp()).unwrap_or(0) + 3600;
     iot_auth::sas::generate_sas_token(resource, &key, None, expiry)

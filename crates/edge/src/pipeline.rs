@@ -119,7 +119,7 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         }
         lanes.dispatch(&g, &mut tasks, &shutdown);
         let committed = lanes.committed();
-        saver.offer(&g, committed, false);
+        saver.offer(&g, committed, false).await;
         let caught_up = lanes.read_pos >= g.local.events.next_offset();
         tokio::select! {
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -140,7 +140,7 @@ pub async fn run(g: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             () = std::future::ready(()), if !caught_up && lanes.pending.len() < WINDOW => {}
             _ = shutdown.changed() => {
                 tasks.abort_all();
-                saver.offer(&g, lanes.committed(), true);
+                saver.offer(&g, lanes.committed(), true).await;
                 return;
             }
         }

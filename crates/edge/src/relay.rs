@@ -714,7 +714,7 @@ fn queue_c2d(relay: &Relay, client_id: &str, p: &Publish) -> Result<bool, String
         .map_or("", |(_, b)| b);
     let bag = PropertyBag::parse(bag_text).map_err(|e| e.to_string())?;
     let split = bag.split_system();
-    let now_ms = hub::time::now_ms(relay.local.clock.as_ref());
+    let now_ms = ferrohub_runtime::time::now_ms(relay.local.clock.as_ref());
     let ttl_ms = i64::try_from(hub::c2d::DEFAULT_TTL_SECS * 1000).unwrap_or(i64::MAX);
     let msg = hub::store::C2dMessage {
         seq: 0,

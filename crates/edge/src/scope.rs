@@ -161,7 +161,7 @@ impl Gateway {
     /// case it joined the scope since the last sync; adds it when the hub says it is in scope.
     /// An identity is looked up at most once per [`LOOKUP_EVERY_MS`].
     pub async fn lookup(&self, client_id: &str) -> bool {
-        let now = hub::time::now_ms(self.clock.as_ref());
+        let now = ferrohub_runtime::time::now_ms(self.clock.as_ref());
         if !first_in_a_while(&self.lookups, client_id, now) {
             return false;
         }
@@ -180,8 +180,7 @@ impl Gateway {
             }
             return false;
         }
-        let err =
-            |e: hub::error::ApiError| warn!(client_id, error = %e, "Could not add a new identity");
+        let err = |e: ferrohub_runtime::error::ApiError| warn!(client_id, error = %e, "Could not add a new identity");
         for d in page.devices {
             let id = d.device_id.clone();
             let enabled = d.status == Status::Enabled;
@@ -223,7 +222,7 @@ impl Gateway {
     /// it. Another refusal (say, of the gateway's own credential) leaves it alone. At most once
     /// per identity per [`LOOKUP_EVERY_MS`].
     pub async fn recheck(&self, client_id: &str) {
-        let now = hub::time::now_ms(self.clock.as_ref());
+        let now = ferrohub_runtime::time::now_ms(self.clock.as_ref());
         if !first_in_a_while(&self.rechecks, client_id, now) {
             return;
         }
@@ -263,7 +262,7 @@ impl Gateway {
         id: &str,
         reason: DropReason,
         disabled: Option<hub::model::Device>,
-    ) -> Result<(), hub::error::ApiError> {
+    ) -> Result<(), ferrohub_runtime::error::ApiError> {
         let served = self
             .local
             .registry
@@ -301,7 +300,11 @@ impl Gateway {
     }
 
     /// Drops a module removed at the hub (see [`Gateway::drop_device`]).
-    fn drop_module(&self, device: &str, module: &str) -> Result<(), hub::error::ApiError> {
+    fn drop_module(
+        &self,
+        device: &str,
+        module: &str,
+    ) -> Result<(), ferrohub_runtime::error::ApiError> {
         let client_id = format!("{device}/{module}");
         self.dropped.mark(&client_id, DropReason::Removed);
         let served = match self
@@ -341,7 +344,7 @@ impl Gateway {
 
     /// One page of the hub's scope API, called with the `$edgeHub` token.
     async fn fetch(&self, path: &str) -> Result<Page, EdgeError> {
-        let client = hub::client::ServiceClient::new(
+        let client = ferrohub_runtime::client::ServiceClient::new(
             self.config.hub_https.clone(),
             self.config.hub_hostname.clone(),
             String::new(),
@@ -397,7 +400,7 @@ impl Gateway {
     /// Makes the local modules match the hub's (the edge device's own modules authenticate here
     /// with their own keys).
     fn apply_modules(&self, modules: Vec<hub::model::Module>) -> Result<(), EdgeError> {
-        let err = |e: hub::error::ApiError| EdgeError::Scope(e.to_string());
+        let err = |e: ferrohub_runtime::error::ApiError| EdgeError::Scope(e.to_string());
         let mut by_device: std::collections::BTreeMap<String, Vec<hub::model::Module>> =
             std::collections::BTreeMap::new();
         for m in modules {
@@ -429,7 +432,7 @@ impl Gateway {
     }
 
     fn apply_scope(&self, children: Vec<hub::model::Device>) -> Result<usize, EdgeError> {
-        let err = |e: hub::error::ApiError| EdgeError::Scope(e.to_string());
+        let err = |e: ferrohub_runtime::error::ApiError| EdgeError::Scope(e.to_string());
         let wanted: std::collections::BTreeSet<String> =
             children.iter().map(|d| d.device_id.clone()).collect();
         for old in self.local.registry.list_devices(None).map_err(err)? {

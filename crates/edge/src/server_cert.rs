@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hub::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 use hyper::Method;
 use identity::client::{UdsClient, UdsError};
 use identity::wire::certd::{CreateCertRequest, ImportCertRequest, IssuerRef, PemResponse};
@@ -87,7 +87,7 @@ pub struct ServerCerts {
     keyd: UdsClient,
     plan: CertPlan,
     clock: SharedClock,
-    tls: Arc<hub::tls::ReloadableCert>,
+    tls: Arc<ferrohub_runtime::tls::ReloadableCert>,
     /// The chain in force, leaf first.
     chain: Mutex<Vec<Certificate>>,
     /// Renewals since start.
@@ -113,7 +113,7 @@ impl ServerCerts {
     ) -> Result<Arc<Self>, EdgeError> {
         let (ca_handle, _) = edge_ca(&certd, &keyd, &plan, clock.now()).await?;
         let (chain, key) = issue(&certd, &plan, &ca_handle).await?;
-        let tls = hub::tls::ReloadableCert::new(ders(&chain), key)?;
+        let tls = ferrohub_runtime::tls::ReloadableCert::new(ders(&chain), key)?;
         let certs = Arc::new(Self {
             certd,
             keyd,
@@ -129,7 +129,7 @@ impl ServerCerts {
     }
 
     /// What the gateway's TLS listener presents (see [`crate::Gateway::use_server_cert`]).
-    pub fn tls(&self) -> Arc<hub::tls::ReloadableCert> {
+    pub fn tls(&self) -> Arc<ferrohub_runtime::tls::ReloadableCert> {
         self.tls.clone()
     }
 
@@ -174,8 +174,8 @@ impl ServerCerts {
             subject_alt_names = ?leaf.info().subject_alt_names,
             issuer = %leaf.issuer(),
             chain = chain.len(),
-            expires = %hub::time::rfc3339(leaf.not_after()),
-            renews_at = %hub::time::rfc3339(renewal_time(leaf.not_before(), leaf.not_after())),
+            expires = %ferrohub_runtime::time::rfc3339(leaf.not_after()),
+            renews_at = %ferrohub_runtime::time::rfc3339(renewal_time(leaf.not_before(), leaf.not_after())),
             file = %self.chain_path().display(),
             "{what}"
         );
@@ -267,7 +267,7 @@ async fn edge_ca(
                 current.and_then(|c| c.into_iter().next())
             } else {
                 let ca = quickstart_ca(certd, key, &plan.hostname, now, expiry_days).await?;
-                info!(subject = %ca.subject(), expires = %hub::time::rfc3339(ca.not_after()),
+                info!(subject = %ca.subject(), expires = %ferrohub_runtime::time::rfc3339(ca.not_after()),
                       "Quickstart edge CA made in keyd and stored in certd (children must trust it)");
                 Some(ca)
             };
@@ -371,7 +371,7 @@ fn io_error(path: &Path, e: std::io::Error) -> EdgeError {
 }
 
 /// Writes a certificate file atomically. It holds no secret, but it lives in the gateway's
-/// private data directory, whose files are all 0600 (see `hub::fsperm`).
+/// private data directory, whose files are all 0600 (see `ferrohub_runtime::fsperm`).
 fn write_public(path: &Path, pem: &str) -> Result<(), EdgeError> {
     identity::identityd::write_atomic(path, pem.as_bytes()).map_err(|e| io_error(path, e))
 }

@@ -37,7 +37,7 @@ pub fn maintain(g: &Gateway) {
         .load(Ordering::Relaxed)
         .min(g.stats.inputs_offset.load(Ordering::Relaxed));
     let before = events.start_offset();
-    let now_ms = hub::time::now_ms(g.clock.as_ref()).unsigned_abs();
+    let now_ms = ferrohub_runtime::time::now_ms(g.clock.as_ref()).unsigned_abs();
     match events.release(now_ms, consumed) {
         Ok(report) if report.start_offset > consumed.max(before) => {
             let lost = report.start_offset - consumed.max(before);
@@ -106,7 +106,7 @@ pub fn render(g: &Gateway) -> String {
         .ok()
         .and_then(|r| r.first().map(|r| r.timestamp_ms))
         .map_or(0.0, |ts| {
-            let now = hub::time::now_ms(g.clock.as_ref()).unsigned_abs();
+            let now = ferrohub_runtime::time::now_ms(g.clock.as_ref()).unsigned_abs();
             now.saturating_sub(ts) as f64 / 1000.0
         });
     let r = &g.relay.stats;
@@ -235,5 +235,5 @@ pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     shutdown: watch::Receiver<bool>,
 ) {
-    hub::net::serve_metrics(listener, move || render(&g), shutdown).await;
+    ferrohub_runtime::net::serve_metrics(listener, move || render(&g), shutdown).await;
 }

@@ -15,12 +15,12 @@ use crate::{EdgeError, Gateway};
 impl Gateway {
     /// Serves children with `cert` (instead of the `tls_cert`/`tls_key` files) from the next
     /// [`Gateway::run`] on. Returns false when one was set already (the first one stays).
-    pub fn use_server_cert(&self, cert: Arc<hub::tls::ReloadableCert>) -> bool {
+    pub fn use_server_cert(&self, cert: Arc<ferrohub_runtime::tls::ReloadableCert>) -> bool {
         self.server_cert.set(cert).is_ok()
     }
 
     /// The replaceable server certificate, when one is in use.
-    pub fn server_cert(&self) -> Option<Arc<hub::tls::ReloadableCert>> {
+    pub fn server_cert(&self) -> Option<Arc<ferrohub_runtime::tls::ReloadableCert>> {
         self.server_cert.get().cloned()
     }
 }
@@ -37,14 +37,14 @@ pub(crate) async fn serve_local(
     const HTTPS: &[&[u8]] = &[b"h2", b"http/1.1"];
     let (mqtt_tls, api_tls) = match g.server_cert() {
         Some(cert) => (
-            hub::tls::device_server_config_reloadable(cert.clone(), &[])?,
-            hub::tls::device_server_config_reloadable(cert, HTTPS)?,
+            ferrohub_runtime::tls::device_server_config_reloadable(cert.clone(), &[])?,
+            ferrohub_runtime::tls::device_server_config_reloadable(cert, HTTPS)?,
         ),
         None => {
             let (cert, key) = (&local.config.tls.cert, &local.config.tls.key);
             (
-                hub::tls::device_server_config(cert, key, &[])?,
-                hub::tls::device_server_config(cert, key, HTTPS)?,
+                ferrohub_runtime::tls::device_server_config(cert, key, &[])?,
+                ferrohub_runtime::tls::device_server_config(cert, key, HTTPS)?,
             )
         }
     };

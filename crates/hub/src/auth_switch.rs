@@ -7,32 +7,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+
+pub use hub_wire::{AuthPatch, AuthState};
 
 use crate::config::AuthSettings;
 use crate::store::{Registry, StoreError};
 
 /// The registry key the switches are stored under.
 const KEY: &str = "auth";
-
-/// What `GET`/`PUT /configuration/auth` carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AuthState {
-    pub disable_device_sas: bool,
-    pub disable_module_sas: bool,
-}
-
-/// A `PUT /configuration/auth` body: the switches to change (others keep their value).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AuthPatch {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disable_device_sas: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disable_module_sas: Option<bool>,
-}
 
 /// The live switches, read by every SAS authentication.
 pub struct AuthSwitches {

@@ -5,36 +5,18 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use serde::Deserialize;
 
 use crate::Hub;
 use crate::error::ApiError;
 use crate::store::C2dMessage;
 
 /// Azure's default queue depth per device.
+pub use hub_wire::SendRequest;
+
 pub const MAX_QUEUE_DEPTH: usize = 50;
 /// Default and maximum time to live.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 pub const MAX_TTL_SECS: u64 = 48 * 3600;
-
-/// The body of `POST /devices/{id}/messages/deviceBound` (a ferrohub extension; the SDKs send
-/// over AMQP, which ferrohub does not serve yet).
-#[derive(Debug, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SendRequest {
-    pub body: String,
-    /// `utf-8` (default) or `base64`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_encoding: Option<String>,
-    #[serde(default)]
-    pub properties: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
-}
 
 /// Queues a message for a device and wakes its connection.
 pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, ApiError> {

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -22,26 +21,10 @@ use crate::error::ApiError;
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 /// Allowed `responseTimeoutInSeconds` (IoT Hub: 5 to 300, default 30).
 pub const RESPONSE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 5..=300;
+pub use hub_wire::{MethodRequest, MethodResult};
+
 /// Largest `connectTimeoutInSeconds` (default 0: the device must be online now).
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 300;
-
-/// The body of `POST /twins/{id}/methods` (`CloudToDeviceMethod`).
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MethodRequest {
-    pub method_name: String,
-    #[serde(default)]
-    pub payload: Value,
-    pub response_timeout_in_seconds: Option<u64>,
-    pub connect_timeout_in_seconds: Option<u64>,
-}
-
-/// The device's answer (`CloudToDeviceMethodResult`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
-pub struct MethodResult {
-    pub status: i64,
-    pub payload: Value,
-}
 
 struct Pending {
     client_id: String,

@@ -220,32 +220,7 @@ fn with_version(section: &Map<String, Value>, version: u64) -> Value {
     Value::Object(m)
 }
 
-/// RFC 7396 merge: objects merge recursively, `null` deletes, anything else replaces.
-pub fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
-    for (k, v) in patch {
-        match v {
-            Value::Null => {
-                target.remove(k);
-            }
-            Value::Object(p) => {
-                let entry = target
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(t) = entry {
-                    merge(t, p);
-                } else {
-                    *entry = Value::Object(Map::new());
-                    if let Value::Object(t) = entry {
-                        merge(t, p);
-                    }
-                }
-            }
-            other => {
-                target.insert(k.clone(), other.clone());
-            }
-        }
-    }
-}
+pub use hub_wire::merge;
 
 fn depth(v: &Value) -> usize {
     match v {

@@ -22,7 +22,7 @@ use crate::Dps;
 use crate::config::Right;
 use crate::error::ApiError;
 
-pub use hub::net::PeerChain;
+pub use ferrohub_runtime::net::PeerChain;
 
 pub fn router(dps: Arc<Dps>) -> Router {
     let routes = Router::new()
@@ -92,7 +92,7 @@ pub fn router(dps: Arc<Dps>) -> Router {
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .with_state(dps);
     // The SDKs' trailing-slash forms, as the hub accepts them.
-    hub::net::accept_trailing_slash(routes)
+    ferrohub_runtime::net::accept_trailing_slash(routes)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
@@ -108,7 +108,9 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     admit(&dps, &headers, METRICS_RIGHT)?;
-    Ok(hub::api::metrics_text(crate::render_metrics(&dps)))
+    Ok(ferrohub_runtime::metrics::metrics_text(
+        crate::render_metrics(&dps),
+    ))
 }
 
 /// Every service handler: count, check the policy token and its right.
@@ -202,6 +204,8 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     // TLS and the first request within 30 s; the net module logs a client that misses it.
-    let deadline: (_, hub::net::OnTimeout) = (std::time::Duration::from_secs(30), Arc::new(|| {}));
-    hub::net::serve_https(listener, tls, router(dps), deadline, "dps-https", shutdown).await;
+    let deadline: (_, ferrohub_runtime::net::OnTimeout) =
+        (std::time::Duration::from_secs(30), Arc::new(|| {}));
+    ferrohub_runtime::net::serve_https(listener, tls, router(dps), deadline, "dps-https", shutdown)
+        .await;
 }

@@ -80,7 +80,7 @@ fn prepare(dps: &Dps, s: &mut Settings, existing: Option<&Settings>, kind: Kind)
     if s.reprovision_policy.is_none() {
         s.reprovision_policy = Some(ReprovisionPolicy::default());
     }
-    let now = hub::time::rfc3339_millis(dps.clock.now());
+    let now = ferrohub_runtime::time::rfc3339_millis(dps.clock.now());
     s.created_date_time_utc = existing
         .and_then(|e| e.created_date_time_utc.clone())
         .or_else(|| Some(now.clone()));

@@ -2,8 +2,6 @@
 //! writes (keys 0600, nothing overwritten without `--force`, no partial output on failure).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -50,45 +48,21 @@ pub fn check_free(paths: &[PathBuf], force: bool) -> Result<()> {
 }
 
 /// Writes every output or none: each goes to a temporary file in the target directory first
-/// (synced), and only when all are written are they renamed into place.
+/// (synced), and only when all are written are they renamed into place (`ferrohub_runtime::atomic`).
 pub fn write_all(outputs: &[Output]) -> Result<()> {
-    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
-    let result = (|| {
-        for out in outputs {
-            let dir = out.path.parent().unwrap_or(Path::new("."));
-            fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create directory {}", dir.display()))?;
-            let name = out
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-            let tmp = dir.join(format!(
-                ".{}.tmp-{}",
-                name.unwrap_or_default(),
-                std::process::id()
-            ));
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(if out.secret { 0o600 } else { 0o644 })
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            staged.push((tmp.clone(), &out.path));
-            f.write_all(out.contents.as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("cannot write {}", out.path.display()))?;
-        }
-        for (tmp, dest) in &staged {
-            fs::rename(tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        for (tmp, _) in &staged {
-            let _ = fs::remove_file(tmp);
-        }
+    for out in outputs {
+        let dir = out.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
-    result
+    let files: Vec<(&Path, &[u8], u32)> = outputs
+        .iter()
+        .map(|o| {
+            let mode = if o.secret { 0o600 } else { 0o644 };
+            (o.path.as_path(), o.contents.as_bytes(), mode)
+        })
+        .collect();
+    Ok(ferrohub_runtime::atomic::write_all(&files)?)
 }
 
 /// Reads a file as UTF-8 text, naming the file in every error.

@@ -251,11 +251,9 @@ pub async fn group(cmd: GroupCmd) -> Result<()> {
                 attestation,
                 &a.settings,
                 &a.conn,
-                |settings| {
-                    Body::Group(EnrollmentGroup {
-                        enrollment_group_id: id.clone(),
-                        settings,
-                    })
+                |settings| EnrollmentGroup {
+                    enrollment_group_id: id.clone(),
+                    settings,
                 },
             )
             .await
@@ -281,28 +279,18 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
                 attestation,
                 &a.settings,
                 &a.conn,
-                |settings| {
-                    Body::Individual(IndividualEnrollment {
-                        registration_id: id.clone(),
-                        device_id: a.device_id.clone(),
-                        registration_state: None,
-                        optional_device_information: None,
-                        settings,
-                    })
+                |settings| IndividualEnrollment {
+                    registration_id: id.clone(),
+                    device_id: a.device_id.clone(),
+                    registration_state: None,
+                    optional_device_information: None,
+                    settings,
                 },
             )
             .await
         }
         EnrollmentCmd::Common(c) => common(Kind::Individual, c).await,
     }
-}
-
-/// What `enrollment create` and `enrollment-group create` send: the service's own documents.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum Body {
-    Group(EnrollmentGroup),
-    Individual(IndividualEnrollment),
 }
 
 fn x509(x509: X509Attestation) -> AttestationMechanism {
@@ -433,13 +421,13 @@ fn parse_object(flag: &str, text: Option<&str>) -> Result<Option<Value>> {
     }
 }
 
-async fn create(
+async fn create<B: serde::Serialize>(
     kind: Kind,
     id: &str,
     attestation: AttestationMechanism,
     settings: &Settings,
     conn: &Conn,
-    body: impl FnOnce(dps::model::Settings) -> Body,
+    body: impl FnOnce(dps::model::Settings) -> B,
 ) -> Result<()> {
     let session = conn.open()?;
     let body = body(model_settings(attestation, settings, &session)?);

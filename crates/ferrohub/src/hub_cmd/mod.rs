@@ -221,17 +221,4 @@ fn serve(config: &std::path::Path) -> Result<bool> {
     })
 }
 
-pub(crate) async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
+pub(crate) use ferrohub_runtime::shutdown::wait_for_signal;

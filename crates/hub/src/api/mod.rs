@@ -135,17 +135,7 @@ async fn metrics(
     Ok(metrics_text(hub.metrics.render(hub.events.next_offset())))
 }
 
-/// Prometheus text as a response.
-pub fn metrics_text(body: String) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        body,
-    )
-        .into_response()
-}
+pub use ferrohub_runtime::metrics::metrics_text;
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))

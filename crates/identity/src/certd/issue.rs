@@ -170,7 +170,7 @@ fn now(certd: &Certd) -> OffsetDateTime {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use hub::time::FixedClock;
+    use ferrohub_runtime::time::FixedClock;
     use pki::csr::CsrOptions;
     use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile};
 

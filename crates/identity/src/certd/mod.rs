@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hub::time::{SharedClock, SystemClock};
+use ferrohub_runtime::time::{SharedClock, SystemClock};
 use tracing::{info, warn};
 
 use crate::config::CertdConfig;
@@ -124,7 +124,7 @@ impl Certd {
         check_preloaded(config)?;
         check_issuance(&config.cert_issuance);
         // certd's home is its own: 0700, certificate files 0600, looser ones narrowed.
-        hub::fsperm::secure_dir(&config.homedir).map_err(|source| CertError::Io {
+        ferrohub_runtime::fsperm::secure_dir(&config.homedir).map_err(|source| CertError::Io {
             path: config.homedir.clone(),
             source,
         })?;

@@ -2,9 +2,7 @@
 //! names; trust bundles are read as the concatenation of their members.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::CertError;
 use crate::config::daemons::PreloadedCert;
@@ -75,8 +73,9 @@ impl Store {
     pub(super) fn write(&self, id: &str, pem: &str) -> Result<(), CertError> {
         match self.location(id) {
             Location::File(path) if path.starts_with(&self.certs_dir) => {
-                hub::fsperm::create_dir(&self.certs_dir).map_err(io_error(&self.certs_dir))?;
-                write_atomic_mode(&path, pem.as_bytes(), hub::fsperm::FILE_MODE)
+                ferrohub_runtime::fsperm::create_dir(&self.certs_dir)
+                    .map_err(io_error(&self.certs_dir))?;
+                write_atomic_mode(&path, pem.as_bytes(), ferrohub_runtime::fsperm::FILE_MODE)
                     .map_err(io_error(&path))
             }
             Location::File(path) => write_atomic(&path, pem.as_bytes()).map_err(io_error(&path)),
@@ -103,47 +102,17 @@ fn bundle_is_read_only(id: &str) -> CertError {
     )
 }
 
-/// Writes `bytes` to a temporary file next to `path` (mode 0644), syncs it and renames it over
-/// `path`, so readers see the old or the new content, never a part. Creates the directory.
+/// Replaces `path` with `bytes` atomically and durably (mode 0644), creating its directory.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_mode(path, bytes, 0o644)
 }
 
 /// [`write_atomic`] with the file's `mode`, set whatever the process umask.
 fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename durable; a directory that cannot be opened for sync is not fatal.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    ferrohub_runtime::atomic::write(path, bytes, mode)
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -444,20 +443,20 @@ fn outputs(applied: &Applied, paths: &Paths) -> Result<Vec<Output>, ApplyError> 
 pub fn write(applied: &Applied, paths: &Paths) -> Result<Vec<PathBuf>, ApplyError> {
     let outputs = outputs(applied, paths)?;
     let mut created = Vec::new();
-    let mut staged = Vec::new();
-    let result = stage(&outputs, &mut created, &mut staged).and_then(|()| {
-        for (tmp, out) in staged.iter().zip(&outputs) {
-            fs::rename(tmp, &out.path).map_err(|source| ApplyError::Write {
-                path: out.path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    });
+    let result = outputs
+        .iter()
+        .try_for_each(|out| output_dir(out, &mut created))
+        .and_then(|()| {
+            let files: Vec<(&Path, &[u8], u32)> = outputs
+                .iter()
+                .map(|o| (o.path.as_path(), o.contents.as_slice(), 0o600))
+                .collect();
+            ferrohub_runtime::atomic::write_all(&files).map_err(|e| ApplyError::Write {
+                path: e.path,
+                source: e.source,
+            })
+        });
     if result.is_err() {
-        for tmp in &staged {
-            let _ = fs::remove_file(tmp);
-        }
         for dir in created.iter().rev() {
             let _ = fs::remove_dir(dir);
         }
@@ -467,52 +466,20 @@ pub fn write(applied: &Applied, paths: &Paths) -> Result<Vec<PathBuf>, ApplyErro
         // Where agents' installers drop their principal files (aziot's layout).
         create_dirs(&dir, 0o755, &mut Vec::new())?;
     }
-    for out in &outputs {
-        if let Some(dir) = out.path.parent()
-            && let Ok(d) = fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-    }
     Ok(outputs.into_iter().map(|o| o.path).collect())
 }
 
-fn stage(
-    outputs: &[Output],
-    created: &mut Vec<PathBuf>,
-    staged: &mut Vec<PathBuf>,
-) -> Result<(), ApplyError> {
-    for out in outputs {
-        let dir = out.path.parent().unwrap_or(Path::new("."));
-        create_dirs(dir, out.dir_mode, created)?;
-        if out.dir_mode == 0o700 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
-                ApplyError::CreateDir {
-                    path: dir.into(),
-                    source,
-                }
-            })?;
-        }
-        let name = out.path.file_name().map(|n| n.to_string_lossy());
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            name.unwrap_or_default(),
-            std::process::id()
-        ));
-        let write_error = |source| ApplyError::Write {
-            path: out.path.clone(),
-            source,
-        };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(write_error)?;
-        staged.push(tmp);
-        f.write_all(&out.contents)
-            .and_then(|()| f.sync_all())
-            .map_err(write_error)?;
+/// Creates the directory of `out` (recording what it created); a secrets directory is 0700.
+fn output_dir(out: &Output, created: &mut Vec<PathBuf>) -> Result<(), ApplyError> {
+    let dir = out.path.parent().unwrap_or(Path::new("."));
+    create_dirs(dir, out.dir_mode, created)?;
+    if out.dir_mode == 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            ApplyError::CreateDir {
+                path: dir.into(),
+                source,
+            }
+        })?;
     }
     Ok(())
 }

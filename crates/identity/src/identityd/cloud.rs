@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hub::client::ServiceClient;
+use ferrohub_runtime::client::ServiceClient;
 use hyper::{Method, StatusCode};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -22,7 +22,7 @@ pub struct Cloud {
     pub trust_bundle: Option<String>,
     /// Hub host name → `host:port` to dial instead of `{host}:443` (tests, benchmarks).
     pub hub_addresses: std::collections::BTreeMap<String, String>,
-    pub clock: hub::time::SharedClock,
+    pub clock: ferrohub_runtime::time::SharedClock,
 }
 
 fn net(e: impl std::fmt::Display) -> ProvisionError {

@@ -40,7 +40,7 @@ pub struct Options {
     pub store: Option<Arc<dyn KeyStore>>,
     /// Hub host name → `host:port` to dial instead of `{host}:443`.
     pub hub_addresses: std::collections::BTreeMap<String, String>,
-    pub clock: Option<hub::time::SharedClock>,
+    pub clock: Option<ferrohub_runtime::time::SharedClock>,
     /// The config file and its drop-in directory, re-read on `POST /reload`.
     pub config_paths: Option<(PathBuf, PathBuf)>,
 }
@@ -53,27 +53,19 @@ pub struct Identityd {
     config_paths: Option<(PathBuf, PathBuf)>,
 }
 
-/// Writes a file atomically (temp + rename), creating its directory (0700); mode 0600.
+/// Replaces a file atomically and durably (see `ferrohub_runtime::atomic`), creating its
+/// directory (0700); mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
     if let Some(dir) = path.parent() {
-        hub::fsperm::create_dir(dir)?;
+        ferrohub_runtime::fsperm::create_dir(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    let mut f = hub::fsperm::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    ferrohub_runtime::atomic::write(path, bytes, ferrohub_runtime::fsperm::FILE_MODE)
 }
 
 impl Identityd {
     pub fn new(config: IdentitydConfig, options: Options) -> Arc<Self> {
         // identityd's home (device and module caches) is its own: 0700, files 0600.
-        if let Err(e) = hub::fsperm::secure_dir(&config.homedir) {
+        if let Err(e) = ferrohub_runtime::fsperm::secure_dir(&config.homedir) {
             warn!(error = %e, "Cannot make identityd's home directory private");
         }
         let cloud = Cloud {
@@ -83,7 +75,7 @@ impl Identityd {
             hub_addresses: options.hub_addresses,
             clock: options
                 .clock
-                .unwrap_or_else(|| Arc::new(hub::time::SystemClock)),
+                .unwrap_or_else(|| Arc::new(ferrohub_runtime::time::SystemClock)),
         };
         Arc::new(Self {
             keys: Keys::new(UdsClient::new(&config.keyd_socket)),
@@ -117,7 +109,7 @@ impl Identityd {
     async fn hub_client(
         &self,
         d: &DeviceInfo,
-    ) -> Result<hub::client::ServiceClient, ProvisionError> {
+    ) -> Result<ferrohub_runtime::client::ServiceClient, ProvisionError> {
         let auth = self.auth().ok_or(ProvisionError::Unprovisioned)?;
         self.cloud.hub_client(d, &auth, &self.keys).await
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hub::wire::{AuthType, Authentication, Module, SymmetricKey};
+use hub_wire::{AuthType, Authentication, Module, SymmetricKey};
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -169,7 +169,7 @@ impl Identityd {
             &client,
             Method::PUT,
             &path,
-            Some(&hub::wire::body(&Module {
+            Some(&hub_wire::body(&Module {
                 module_id: module.to_owned(),
                 ..Module::default()
             })),
@@ -213,7 +213,7 @@ impl Identityd {
                     .await?,
             )
             .await?;
-        let body = hub::wire::body(&Module {
+        let body = hub_wire::body(&Module {
             module_id: module.to_owned(),
             managed_by: current.managed_by.clone(),
             authentication: Authentication {

@@ -12,10 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -98,7 +96,7 @@ impl FileKeyStore {
     /// around it is keyd's alone: created 0700, and anything looser in it narrowed.
     pub fn ensure_dir(&self) -> Result<(), KeyError> {
         if let Some(home) = self.dir.parent() {
-            hub::fsperm::secure_dir(home)?;
+            ferrohub_runtime::fsperm::secure_dir(home)?;
         }
         create_private_dir(&self.dir).map_err(|e| with_path(&self.dir, e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
@@ -240,7 +238,8 @@ impl KeyStore for FileKeyStore {
             Err(e) => return Err(with_path(&src, e).into()),
         }
         if let Some(dir) = dst.parent() {
-            sync_dir(dir);
+            // Best effort: the move is done; this makes it durable.
+            let _ = ferrohub_runtime::atomic::sync_dir(dir);
         }
         tracing::info!(from, to, "Moved key pair");
         Ok(())
@@ -294,65 +293,25 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// Best effort: makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// A fresh, fsynced 0600 temporary file next to `path` holding `bytes`.
-fn write_temp(path: &Path, bytes: &[u8]) -> Result<PathBuf, KeyError> {
+/// A fresh, synced 0600 temporary file next to `path` holding `bytes`, in a 0700 directory.
+fn stage(path: &Path, bytes: &[u8]) -> Result<ferrohub_runtime::atomic::Staged, KeyError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir).map_err(|e| with_path(dir, e))?;
-    let mut suffix = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| random_failed())?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(suffix)));
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    match written {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(with_path(&tmp, e).into())
-        }
-    }
+    ferrohub_runtime::atomic::Staged::new(path, bytes, 0o600).map_err(|e| with_path(path, e).into())
 }
 
-/// Writes `bytes` to `path` (mode 0600), replacing it atomically.
+/// Writes `bytes` to `path` (mode 0600), replacing it atomically and durably.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let tmp = write_temp(path, bytes)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(with_path(path, e).into());
-    }
-    sync_dir(path.parent().unwrap_or(Path::new(".")));
-    Ok(())
+    stage(path, bytes)?
+        .commit()
+        .map_err(|e| with_path(path, e).into())
 }
 
 /// Writes `bytes` to `path` (mode 0600) only if `path` does not exist; whether it did.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<bool, KeyError> {
-    let tmp = write_temp(path, bytes)?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(path.parent().unwrap_or(Path::new(".")));
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(with_path(path, e).into()),
-    }
+    stage(path, bytes)?
+        .commit_new()
+        .map_err(|e| with_path(path, e).into())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// "Never", as the hub reports it for times that have not happened yet.
-pub const NEVER: &str = "0001-01-01T00:00:00Z";
+pub const NEVER: &str = ferrohub_runtime::time::NEVER;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

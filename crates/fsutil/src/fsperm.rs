@@ -1,9 +1,9 @@
 //! Private files and directories: what ferrohub keeps on disk (databases, log segments, offsets,
 //! keys) is for its own uid only — directories 0700, files 0600 — whatever the process umask.
 //!
-//! This is the one implementation the hub, the provisioning service, the edge gateway and the
-//! identity service use (the hub re-exports it as `hub::fsperm`). It lives here because the log
-//! creates its own directory and segment files.
+//! This is the one implementation the hub, the provisioning service, the edge gateway, the
+//! identity service and the durable log use (the durable log creates its own directory and
+//! segment files). Replacing a file's content is [`crate::atomic`]'s.
 //!
 //! * [`create_dir`] makes a data directory 0700;
 //! * [`private_file`] gives `OpenOptions` that create files 0600;

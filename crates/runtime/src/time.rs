@@ -1,4 +1,5 @@
-//! The hub's clock: injected so expiry, token validity and timestamps are testable.
+//! The servers' clock: injected so expiry, token validity and timestamps are testable, and the
+//! time formats the service APIs show.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)] // the one place the hub reads the wall clock
+    #[allow(clippy::disallowed_methods)] // the one place a server reads the wall clock
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
     }
@@ -31,6 +32,10 @@ impl Clock for FixedClock {
 
 pub type SharedClock = Arc<dyn Clock>;
 
+/// The time shown for "never" (a device that never connected): the service SDKs parse it, where
+/// they would not parse an empty string.
+pub const NEVER: &str = "0001-01-01T00:00:00Z";
+
 /// Unix milliseconds on `clock` (0 before 1970).
 pub fn now_ms(clock: &dyn Clock) -> i64 {
     i64::try_from(clock.now().unix_timestamp_nanos() / 1_000_000)
@@ -43,7 +48,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.replace_nanosecond(0)
         .unwrap_or(t)
         .format(&Rfc3339)
-        .unwrap_or_else(|_| crate::model::NEVER.to_owned())
+        .unwrap_or_else(|_| NEVER.to_owned())
 }
 
 /// Now, formatted, for log-facing text such as error tracking stamps.
@@ -61,9 +66,7 @@ pub fn instant() -> std::time::Instant {
 pub fn rfc3339_millis(t: OffsetDateTime) -> String {
     let ms = t.millisecond();
     let base = t.replace_nanosecond(0).unwrap_or(t);
-    let s = base
-        .format(&Rfc3339)
-        .unwrap_or_else(|_| crate::model::NEVER.to_owned());
+    let s = base.format(&Rfc3339).unwrap_or_else(|_| NEVER.to_owned());
     match s.strip_suffix('Z') {
         Some(head) => format!("{head}.{ms:03}Z"),
         None => s,

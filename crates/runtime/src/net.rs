@@ -1,5 +1,5 @@
-//! Accepting TCP and TLS, shared by the MQTT and HTTPS listeners of the hub and the provisioning
-//! service.
+//! Accepting TCP and TLS, shared by the MQTT and HTTPS listeners of the hub, the provisioning
+//! service and the gateway, and the token-free `/metrics` listener.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -152,7 +152,7 @@ where
         "/metrics",
         axum::routing::get(move || {
             let render = render.clone();
-            async move { crate::api::metrics_text(render()) }
+            async move { crate::metrics::metrics_text(render()) }
         }),
     );
     let stop = async move {

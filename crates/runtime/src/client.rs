@@ -1,5 +1,6 @@
-//! A small HTTPS client for the service API (the CLI, tests, benchmarks): SAS policy tokens,
-//! JSON bodies, and the NDJSON events stream.
+//! A small HTTPS client for the service APIs of the hub and the provisioning service (the CLI,
+//! the provisioning service calling its hubs, identityd, the gateway and the edge agent, tests,
+//! benchmarks): SAS policy tokens, JSON bodies, and the NDJSON events stream.
 
 use std::sync::Arc;
 

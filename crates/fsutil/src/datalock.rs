@@ -46,8 +46,8 @@ impl DataLock {
             lock: path.display().to_string(),
             source,
         };
-        durable_log::fsperm::create_dir(dir).map_err(io)?;
-        let mut file = durable_log::fsperm::private_file()
+        crate::fsperm::create_dir(dir).map_err(io)?;
+        let mut file = crate::fsperm::private_file()
             .read(true)
             .write(true)
             .create(true)

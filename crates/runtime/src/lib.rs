@@ -1,0 +1,29 @@
+//! # ferrohub runtime
+//!
+//! What every ferrohub server shares and none of them owns: the hub, the provisioning service,
+//! the edge gateway, the edge agent and the on-device identity service all build on it, so none
+//! of them links another server's code (the identity service does not link the hub's MQTT server,
+//! REST API or SQLite).
+//!
+//! * [`time`]: the injected clock and the service API's time formats;
+//! * [`tls`]: server and client TLS configs, reloadable server certificates;
+//! * [`net`]: accept loops, TLS handshakes by a deadline, HTTPS and `/metrics` serving;
+//! * [`error`]: the HTTP error type every REST API answers with;
+//! * [`metrics`]: latency histograms and the Prometheus text response;
+//! * [`fsperm`]: private (0700/0600) directories and files;
+//! * [`atomic`]: the one atomic, durable file write;
+//! * [`datalock`]: one process per data directory;
+//! * [`shutdown`]: waiting for SIGTERM or Ctrl-C;
+//! * [`client`]: the HTTPS client of the service APIs.
+#![forbid(unsafe_code)]
+
+pub use ferrohub_fs::atomic;
+pub mod client;
+pub use ferrohub_fs::datalock;
+pub mod error;
+pub use ferrohub_fs::fsperm;
+pub mod metrics;
+pub mod net;
+pub mod shutdown;
+pub mod time;
+pub mod tls;
