@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hub::mqtt::io::PacketReader;
-use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckReturnCode};
+use mqtt_codec::{
+    ConnAck, ConnectReturnCode, Packet, PacketReader, Publish, QoS, SubAck, SubAckReturnCode,
+};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use mqtt_codec::{Connect, ConnectReturnCode, Packet};
+use mqtt_client::{Client, ClientError, Incoming, Login, Outgoing};
+use mqtt_codec::{ConnectReturnCode, Packet};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-/// Largest packet accepted from the hub.
-const MAX_PACKET: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -48,15 +46,23 @@ pub struct HubLink {
 }
 
 /// The read half of an upstream connection.
-pub struct Reader {
-    rd: ReadHalf<TlsStream<TcpStream>>,
-    buf: Vec<u8>,
-}
+pub struct Reader(Incoming<ReadHalf<TlsStream<TcpStream>>>);
 
 /// The write half of an upstream connection.
-pub struct Writer {
-    wr: WriteHalf<TlsStream<TcpStream>>,
-    buf: Vec<u8>,
+pub struct Writer(Outgoing<WriteHalf<TlsStream<TcpStream>>>);
+
+impl From<ClientError> for UpstreamError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Io(e) | ClientError::Read(mqtt_codec::ReadError::Io(e)) => Self::Io(e),
+            ClientError::Refused { client_id, code } => Self::Refused {
+                client: client_id,
+                code,
+            },
+            ClientError::Closed => Self::Protocol("the hub closed the connection".into()),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
 }
 
 /// Connects as `client_id` (`device` or `device/module`) with `token`. With `on_behalf`, the
@@ -80,78 +86,33 @@ pub async fn connect(
         .connect(name, tcp)
         .await
         .map_err(UpstreamError::Tls)?;
-    let (rd, wr) = tokio::io::split(stream);
-    let mut reader = Reader {
-        rd,
-        buf: Vec::with_capacity(8192),
-    };
-    let mut writer = Writer {
-        wr,
-        buf: Vec::with_capacity(8192),
-    };
     let mut username = format!("{}/{client_id}/?api-version=2021-04-12", link.hostname);
     if on_behalf {
         username.push_str(&format!("&auth-chain={client_id};{}", link.edge_id));
     }
-    writer
-        .send(&[Packet::Connect(Box::new(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: true,
-            keep_alive: 120,
-            client_id: client_id.to_owned(),
-            will: None,
-            username: Some(username),
-            password: Some(token.as_bytes().to_vec()),
-        }))])
-        .await?;
-    match reader.recv().await? {
-        Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok((reader, writer)),
-        Packet::ConnAck(a) => Err(UpstreamError::Refused {
-            client: client_id.to_owned(),
-            code: a.code,
-        }),
-        other => Err(UpstreamError::Protocol(format!(
-            "expected CONNACK, got {other:?}"
-        ))),
-    }
+    let login = Login::new(client_id)
+        .username(username)
+        .password(token.as_bytes())
+        .keep_alive(120);
+    let (rd, wr) = Client::connect(stream, &login).await?.into_split();
+    Ok((Reader(rd), Writer(wr)))
 }
 
 impl Writer {
     /// Writes the packets in one flush.
     pub async fn send(&mut self, packets: &[Packet]) -> Result<(), UpstreamError> {
-        self.buf.clear();
-        for p in packets {
-            mqtt_codec::encode(p, &mut self.buf)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        }
-        self.wr.write_all(&self.buf).await?;
-        self.wr.flush().await?;
-        Ok(())
+        Ok(self.0.send(packets).await?)
     }
 
     /// Sends DISCONNECT and closes.
-    pub async fn close(mut self) {
-        let _ = self.send(&[Packet::Disconnect]).await;
-        let _ = self.wr.shutdown().await;
+    pub async fn close(self) {
+        self.0.close().await;
     }
 }
 
 impl Reader {
-    /// The next packet from the hub.
+    /// The next packet from the hub (cancel safe).
     pub async fn recv(&mut self) -> Result<Packet, UpstreamError> {
-        loop {
-            if let Some((p, n)) = mqtt_codec::decode(&self.buf, MAX_PACKET)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
-            {
-                self.buf.drain(..n);
-                return Ok(p);
-            }
-            if self.rd.read_buf(&mut self.buf).await? == 0 {
-                return Err(UpstreamError::Protocol(
-                    "the hub closed the connection".into(),
-                ));
-            }
-        }
+        Ok(self.0.recv().await?)
     }
 }

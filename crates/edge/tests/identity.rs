@@ -145,7 +145,7 @@ fn serial(der: &[u8]) -> String {
 }
 
 fn peer_serial(c: &Mqtt) -> String {
-    serial(c.stream.get_ref().1.peer_certificates().unwrap()[0].as_ref())
+    serial(c.stream().get_ref().1.peer_certificates().unwrap()[0].as_ref())
 }
 
 async fn connect_child(addr: std::net::SocketAddr, root: &Path) -> Mqtt {

@@ -1,14 +1,15 @@
-//! A minimal MQTT device client over TLS with an X.509 identity or a SAS token (quickstart and
-//! bench), directly to the hub or through a transparent gateway (`*_via`).
+//! A device's MQTT connection over TLS with an X.509 identity or a SAS token (quickstart, connect
+//! check and bench), directly to the hub or through a transparent gateway (`*_via`): the TLS and
+//! the IoT Hub username here, the MQTT itself in the shared `mqtt_client::Client`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, Publish, QoS};
+use anyhow::{Context as _, Result};
+use mqtt_client::{Client, ClientError, Login};
+use mqtt_codec::{ConnectReturnCode, Packet, Publish, QoS};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -31,10 +32,7 @@ impl std::error::Error for Refused {}
 
 /// A connected, authenticated device.
 pub struct DeviceConn {
-    pub rd: ReadHalf<Stream>,
-    pub wr: WriteHalf<Stream>,
-    pub buf: Vec<u8>,
-    next_id: u16,
+    client: Client<Stream>,
 }
 
 impl DeviceConn {
@@ -138,126 +136,61 @@ impl DeviceConn {
             .connect(ServerName::try_from(host.to_owned())?, tcp)
             .await
             .with_context(|| format!("TLS handshake with {host} at {addr} failed"))?;
-        let (rd, wr) = tokio::io::split(tls);
-        let mut conn = Self {
-            rd,
-            wr,
-            buf: Vec::with_capacity(16 * 1024),
-            next_id: 1,
-        };
-        conn.send(&Packet::Connect(Box::new(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: true,
-            keep_alive: 60,
-            client_id: client_id.to_owned(),
-            will: None,
-            username: Some(username.to_owned()),
-            password: password.map(|p| p.as_bytes().to_vec()),
-        })))
-        .await?;
-        match conn.recv().await? {
-            Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(conn),
-            Packet::ConnAck(a) => Err(Refused {
-                client_id: client_id.to_owned(),
-                code: a.code,
+        let mut login = Login::new(client_id).username(username);
+        if let Some(p) = password {
+            login = login.password(p.as_bytes());
+        }
+        match Client::connect(tls, &login).await {
+            Ok(client) => Ok(Self { client }),
+            Err(ClientError::Refused { client_id, code }) => {
+                Err(Refused { client_id, code }.into())
             }
-            .into()),
-            other => bail!("{client_id}: expected CONNACK, got {other:?}"),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("{client_id}: CONNECT"))),
         }
     }
 
     pub async fn send(&mut self, packet: &Packet) -> Result<()> {
-        let mut out = Vec::with_capacity(256);
-        mqtt_codec::encode(packet, &mut out)?;
-        self.wr.write_all(&out).await?;
-        Ok(())
+        Ok(self.client.send(packet).await?)
     }
 
     pub async fn recv(&mut self) -> Result<Packet> {
-        read_packet(&mut self.rd, &mut self.buf).await
+        Ok(self.client.recv().await?)
     }
 
     /// A QoS 1 PUBLISH with the next packet id; returns that id.
     pub async fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<u16> {
-        let id = self.next_id;
-        self.next_id = self.next_id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
-        let p = Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: topic.to_owned(),
-            packet_id: Some(id),
-            payload,
-        };
-        self.send(&Packet::Publish(p)).await?;
-        Ok(id)
+        let id = self
+            .client
+            .publish(topic, payload, QoS::AtLeastOnce)
+            .await?;
+        id.context("a QoS 1 PUBLISH without a packet id")
     }
 
     /// A QoS 0 PUBLISH (twin requests and method answers).
     pub async fn publish_qos0(&mut self, topic: &str, payload: Vec<u8>) -> Result<()> {
-        self.send(&Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: topic.to_owned(),
-            packet_id: None,
-            payload,
-        }))
-        .await
+        self.client.publish(topic, payload, QoS::AtMostOnce).await?;
+        Ok(())
     }
 
     /// Subscribes to `filter` (QoS 0) and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str) -> Result<()> {
-        let packet_id = self.next_id;
-        self.next_id = self.next_id.checked_add(1).filter(|n| *n != 0).unwrap_or(1);
-        self.send(&Packet::Subscribe(mqtt_codec::Subscribe {
-            packet_id,
-            filters: vec![(filter.to_owned(), QoS::AtMostOnce)],
-        }))
-        .await?;
-        match self.recv().await? {
-            Packet::SubAck(a) if a.packet_id == packet_id => Ok(()),
-            other => bail!("expected SUBACK {packet_id}, got {other:?}"),
-        }
+        self.client.subscribe(&[(filter, QoS::AtMostOnce)]).await?;
+        Ok(())
     }
 
     /// Publishes and waits for its PUBACK (the hub sends it once the message is durable).
     pub async fn publish_acked(&mut self, topic: &str, payload: Vec<u8>) -> Result<()> {
-        let id = self.publish(topic, payload).await?;
-        match self.recv().await? {
-            Packet::PubAck(got) if got == id => Ok(()),
-            other => bail!("expected PUBACK {id}, got {other:?}"),
-        }
+        Ok(self.client.publish_acked(topic, payload).await?)
     }
 
     /// Publishes every message (QoS 1, all in flight at once) and waits for all their PUBACKs.
     pub async fn publish_all_acked(&mut self, messages: Vec<(String, Vec<u8>)>) -> Result<()> {
-        let mut waiting = std::collections::HashSet::new();
-        for (topic, payload) in messages {
-            waiting.insert(self.publish(&topic, payload).await?);
-        }
-        while !waiting.is_empty() {
-            match self.recv().await? {
-                Packet::PubAck(id) => {
-                    waiting.remove(&id);
-                }
-                Packet::Publish(_) | Packet::PingResp => {}
-                other => bail!("expected PUBACKs, got {other:?}"),
-            }
-        }
-        Ok(())
+        Ok(self.client.publish_all_acked(messages).await?)
     }
 
     /// The next PUBLISH from the server (a method call, a twin answer or patch, a C2D message).
     pub async fn next_publish(&mut self) -> Result<Publish> {
-        loop {
-            match self.recv().await? {
-                Packet::Publish(p) => return Ok(p),
-                Packet::PingResp | Packet::PubAck(_) => {}
-                other => bail!("expected a PUBLISH, got {other:?}"),
-            }
-        }
+        Ok(self.client.next_publish().await?)
     }
 
     /// Answers a direct method call received on `request_topic`
@@ -278,9 +211,8 @@ impl DeviceConn {
         Ok(name.to_owned())
     }
 
-    pub async fn disconnect(mut self) {
-        let _ = self.send(&Packet::Disconnect).await;
-        let _ = self.wr.shutdown().await;
+    pub async fn disconnect(self) {
+        self.client.disconnect().await;
     }
 }
 
@@ -290,18 +222,6 @@ pub fn parse_method_topic(topic: &str) -> Option<(&str, &str)> {
     let (name, query) = rest.split_once("/?")?;
     let rid = query.split('&').find_map(|kv| kv.strip_prefix("$rid="))?;
     Some((name, rid))
-}
-
-pub async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Result<Packet> {
-    loop {
-        if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20)? {
-            buf.drain(..n);
-            return Ok(p);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            bail!("the server closed the connection");
-        }
-    }
 }
 
 #[cfg(test)]

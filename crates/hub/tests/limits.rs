@@ -305,8 +305,8 @@ async fn half_open_tls_and_a_trickled_connect_are_closed_by_connect_timeout_secs
     let mut closed = false;
     for byte in &connect {
         let write = async {
-            slow.stream.write_all(&[*byte]).await?;
-            slow.stream.flush().await
+            slow.stream_mut().write_all(&[*byte]).await?;
+            slow.stream_mut().flush().await
         };
         if write.await.is_err() {
             closed = true;
@@ -314,7 +314,9 @@ async fn half_open_tls_and_a_trickled_connect_are_closed_by_connect_timeout_secs
         }
         sent += 1;
         let mut buf = [0u8; 64];
-        match tokio::time::timeout(Duration::from_millis(100), slow.stream.read(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_millis(100), slow.stream_mut().read(&mut buf))
+            .await
+        {
             Ok(Ok(0) | Err(_)) => {
                 closed = true;
                 break;
@@ -504,7 +506,7 @@ async fn https_clients_without_a_request_are_closed_by_connect_timeout_secs() {
     // A client that asks in time keeps its connection past the deadline (keep-alive).
     let mut asking = Mqtt::tls_to(t.https, &t.root, None).await;
     assert!(
-        http_status(&mut asking.stream)
+        http_status(asking.stream_mut())
             .await
             .starts_with("HTTP/1.1 ")
     );
@@ -513,12 +515,12 @@ async fn https_clients_without_a_request_are_closed_by_connect_timeout_secs() {
     let mut quiet = Mqtt::tls_to(t.https, &t.root, None).await;
     assert!(closed_by_hub(&mut silent).await, "a silent peer is closed");
     assert!(
-        closed_by_hub(&mut quiet.stream).await,
+        closed_by_hub(quiet.stream_mut()).await,
         "TLS without a request is closed"
     );
     reached(&t, "connect_timeout_secs", 2).await;
     named(&t, "connect_timeout_secs", 2);
-    let again = http_status(&mut asking.stream).await;
+    let again = http_status(asking.stream_mut()).await;
     assert!(again.starts_with("HTTP/1.1 "), "{again}");
     row(
         "half-open HTTPS",

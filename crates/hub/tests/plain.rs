@@ -9,8 +9,8 @@ use test_support::hub as common;
 use common::{KEY, TestHub, device_token, expiry};
 use hub::model::{AuthType, Authentication, Device, Status};
 use hub::registry::IfMatch;
-use mqtt_codec::{ConnectReturnCode, Packet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mqtt_codec::{ConnectReturnCode, Packet, PacketReader, ReadError};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A device that can only authenticate with a certificate.
@@ -32,18 +32,12 @@ async fn send(s: &mut TcpStream, p: Packet) {
     s.write_all(&out).await.unwrap();
 }
 
-async fn recv(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Packet> {
-    loop {
-        if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20).unwrap() {
-            buf.drain(..n);
-            return Some(p);
-        }
-        let mut chunk = [0u8; 1024];
-        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk));
-        match read.await.unwrap() {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+async fn recv(s: &mut TcpStream, reader: &mut PacketReader) -> Option<Packet> {
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), reader.next(s));
+    match read.await.unwrap() {
+        Ok(p) => p,
+        Err(ReadError::Decode(e)) => panic!("malformed packet from the hub: {e}"),
+        Err(_) => None,
     }
 }
 
@@ -51,13 +45,13 @@ async fn connect(
     t: &TestHub,
     id: &str,
     password: Option<String>,
-) -> (TcpStream, Vec<u8>, ConnectReturnCode) {
+) -> (TcpStream, PacketReader, ConnectReturnCode) {
     let addr = t.hub.config.listen.mqtt_plain.unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
     send(&mut s, common::connect_packet(id, password)).await;
-    let mut buf = Vec::new();
-    match recv(&mut s, &mut buf).await {
-        Some(Packet::ConnAck(a)) => (s, buf, a.code),
+    let mut reader = PacketReader::new(1 << 20);
+    match recv(&mut s, &mut reader).await {
+        Some(Packet::ConnAck(a)) => (s, reader, a.code),
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }

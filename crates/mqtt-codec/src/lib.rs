@@ -40,6 +40,8 @@
 //! ));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With the `tokio` feature, [`PacketReader`] reads whole packets from an async byte stream.
 #![forbid(unsafe_code)]
 
 mod decode;
@@ -48,6 +50,8 @@ mod error;
 mod header;
 mod packets;
 mod reader;
+#[cfg(feature = "tokio")]
+mod stream;
 mod topic;
 
 pub use decode::decode;
@@ -58,4 +62,6 @@ pub use packets::{
     ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, SubAck, SubAckReturnCode, Subscribe,
     Unsubscribe, Will, packet_type_name,
 };
+#[cfg(feature = "tokio")]
+pub use stream::{PacketReader, ReadError};
 pub use topic::{is_valid_topic_filter, is_valid_topic_name};

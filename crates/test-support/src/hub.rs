@@ -15,7 +15,7 @@ use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 
@@ -203,9 +203,10 @@ impl ClientCert {
     }
 }
 
+/// The tests' MQTT client: the shared `mqtt_client::Client` over TLS, with answers shaped for
+/// assertions (a closed connection is `None`, a refusal is a return code, not an error).
 pub struct Mqtt {
-    pub stream: TlsStream<TcpStream>,
-    buf: Vec<u8>,
+    client: mqtt_client::Client<TlsStream<TcpStream>>,
 }
 
 impl Mqtt {
@@ -230,41 +231,39 @@ impl Mqtt {
             .await
             .unwrap();
         Self {
-            stream,
-            buf: Vec::new(),
+            client: mqtt_client::Client::new(stream),
         }
     }
 
+    /// The TLS stream, to inspect the session.
+    pub fn stream(&self) -> &TlsStream<TcpStream> {
+        self.client.get_ref()
+    }
+
+    /// The TLS stream, to write and read bytes that are not packets.
+    pub fn stream_mut(&mut self) -> &mut TlsStream<TcpStream> {
+        self.client.get_mut()
+    }
+
     pub async fn send(&mut self, p: &Packet) {
-        let mut out = Vec::new();
-        mqtt_codec::encode(p, &mut out).unwrap();
-        self.stream.write_all(&out).await.unwrap();
-        self.stream.flush().await.unwrap();
+        self.client.send(p).await.unwrap();
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-        self.stream.flush().await.unwrap();
+        let stream = self.stream_mut();
+        stream.write_all(bytes).await.unwrap();
+        stream.flush().await.unwrap();
     }
 
     /// The next packet, or None when the hub closed the connection.
     pub async fn recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some((p, n)) = mqtt_codec::decode(&self.buf, 1 << 20).unwrap() {
-                self.buf.drain(..n);
-                return Some(p);
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), self.client.recv());
+        match read.await.unwrap() {
+            Ok(p) => Some(p),
+            Err(mqtt_client::ClientError::Read(mqtt_codec::ReadError::Decode(e))) => {
+                panic!("malformed packet from the hub: {e}")
             }
-            let mut chunk = [0u8; 4096];
-            let read = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                self.stream.read(&mut chunk),
-            )
-            .await
-            .unwrap();
-            match read {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
+            Err(_) => None,
         }
     }
 
@@ -287,21 +286,15 @@ impl Mqtt {
         password: Option<String>,
         clean: bool,
     ) -> (bool, mqtt_codec::ConnectReturnCode) {
-        let username = username.to_owned();
-        self.send(&Packet::Connect(Box::new(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: clean,
-            keep_alive: 60,
-            client_id: client_id.into(),
-            will: None,
-            username: Some(username),
-            password: password.map(String::into_bytes),
-        })))
-        .await;
-        match self.recv().await {
-            Some(Packet::ConnAck(a)) => (a.session_present, a.code),
-            other => panic!("expected CONNACK, got {other:?}"),
+        let mut login = mqtt_client::Login::new(client_id)
+            .username(username)
+            .clean_session(clean);
+        if let Some(p) = password {
+            login = login.password(p);
+        }
+        match self.client.login(&login).await {
+            Ok(a) => (a.session_present, a.code),
+            Err(e) => panic!("expected CONNACK, got {e}"),
         }
     }
 }

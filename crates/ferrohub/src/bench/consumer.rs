@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use http_body_util::BodyExt as _;
-use mqtt_codec::{Packet, QoS, SubAckReturnCode, Subscribe};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use mqtt_codec::{Packet, PacketReader, QoS, SubAckReturnCode, Subscribe};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
 use super::stats::{Latency, Timeline};
@@ -244,17 +244,17 @@ async fn subscriber(
     )?;
     s.write_all(&out).await?;
     s.flush().await?;
-    let (mut buf, mut records) = (Vec::with_capacity(1 << 20), 0u64);
+    let (mut reader, mut records) = (super::mqtt::packet_reader(1 << 20), 0u64);
     loop {
         tokio::select! {
-            n = s.read_buf(&mut buf) => if n? == 0 { bail!("mosquitto closed the subscriber") },
+            more = reader.fill(&mut s) => if !more? { bail!("mosquitto closed the subscriber") },
             _ = stop.changed() => {
                 super::mqtt::disconnect(&mut s).await;
                 return Ok(records);
             }
         }
         out.clear();
-        records += take_packets(&mut buf, &mut out, &arrivals, qos, &ready)?;
+        records += take_packets(&mut reader, &mut out, &arrivals, qos, &ready)?;
         if !out.is_empty() {
             s.write_all(&out).await?;
             s.flush().await?;
@@ -262,20 +262,19 @@ async fn subscriber(
     }
 }
 
-/// Decodes every complete packet in `buf`: checks off PUBLISHes and queues their PUBACKs in
+/// Decodes every complete packet read so far: checks off PUBLISHes and queues their PUBACKs in
 /// `out`; returns how many PUBLISHes there were.
 fn take_packets(
-    buf: &mut Vec<u8>,
+    reader: &mut PacketReader,
     out: &mut Vec<u8>,
     arrivals: &Shared,
     qos: QoS,
     ready: &watch::Sender<bool>,
 ) -> Result<u64> {
     let (at, at_us) = (clock::instant(), now_us());
-    let (mut consumed, mut records) = (0, 0u64);
+    let mut records = 0u64;
     let mut a = lock(arrivals);
-    while let Some((p, n)) = mqtt_codec::decode(&buf[consumed..], 1 << 20)? {
-        consumed += n;
+    while let Some(p) = reader.try_next()? {
         match p {
             Packet::Publish(p) => {
                 records += 1;
@@ -294,7 +293,6 @@ fn take_packets(
         }
     }
     drop(a);
-    buf.drain(..consumed);
     Ok(records)
 }
 

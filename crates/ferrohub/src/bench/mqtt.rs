@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, Publish, QoS};
+use mqtt_codec::{Connect, ConnectReturnCode, Packet, PacketReader, Publish, QoS};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use super::DeviceCreds;
@@ -122,8 +122,7 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     )?;
     s.write_all(&out).await?;
     s.flush().await?;
-    let mut buf = Vec::with_capacity(64);
-    match read_packet(s, &mut buf).await? {
+    match read_packet(s, &mut PacketReader::new(MAX_PACKET)).await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(()),
         other => bail!("{client_id} was refused: {other:?}"),
     }
@@ -160,15 +159,21 @@ pub fn encode_publish(
     Ok(())
 }
 
-/// Reads one packet (keeping any bytes after it in `buf`).
-pub async fn read_packet<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>) -> Result<Packet> {
-    loop {
-        if let Some((p, n)) = mqtt_codec::decode(buf, 1 << 20)? {
-            buf.drain(..n);
-            return Ok(p);
-        }
-        if rd.read_buf(buf).await? == 0 {
-            bail!("the server closed the connection");
-        }
-    }
+/// The largest packet the bench's clients accept.
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// A reader for a bench connection: its buffer is kept, bench clients read steadily.
+pub fn packet_reader(capacity: usize) -> PacketReader {
+    PacketReader::with_capacity(MAX_PACKET, capacity)
+}
+
+/// Reads one packet (keeping any bytes after it in `reader`); the end of the stream is an error.
+pub async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    reader: &mut PacketReader,
+) -> Result<Packet> {
+    reader
+        .next(rd)
+        .await?
+        .context("the server closed the connection")
 }

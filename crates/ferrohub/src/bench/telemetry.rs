@@ -274,11 +274,10 @@ async fn warm_up(
         c.write_all(&out).await?;
         c.flush().await?;
     }
-    let mut buf = Vec::new();
     if plan.qos == QoS::AtLeastOnce {
         for (i, c) in conns.iter_mut().enumerate() {
-            buf.clear();
-            let read = super::mqtt::read_packet(c, &mut buf);
+            let mut reader = super::mqtt::packet_reader(64);
+            let read = super::mqtt::read_packet(c, &mut reader);
             match tokio::time::timeout(Duration::from_secs(20), read).await {
                 Ok(Ok(Packet::PubAck(1))) => {}
                 Ok(other) => {
@@ -365,7 +364,8 @@ async fn device(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::time::Instant>();
     let (reader_window, reader_pb, n) = (window.clone(), pb.clone(), p.messages as u64);
     let reader = tokio::spawn(async move {
-        let (mut buf, mut latency, mut acked, mut last) = (Vec::new(), Latency::new(), 0u64, began);
+        let mut buf = super::mqtt::packet_reader(4096);
+        let (mut latency, mut acked, mut last) = (Latency::new(), 0u64, began);
         while qos1 && acked < n {
             if let Packet::PubAck(_) = super::mqtt::read_packet(&mut rd, &mut buf).await? {
                 // PUBACKs come in publish order, so this one answers the oldest publish.

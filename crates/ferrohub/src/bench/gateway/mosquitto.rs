@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, QoS, SubAckReturnCode, Subscribe};
+use mqtt_codec::{
+    Connect, ConnectReturnCode, Packet, PacketReader, QoS, SubAckReturnCode, Subscribe,
+};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -210,8 +212,8 @@ async fn session(
         &mut out,
     )?;
     s.write_all(&out).await?;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let present = match crate::device_client::read_packet(&mut s, &mut buf).await? {
+    let mut reader = crate::bench::mqtt::packet_reader(64 * 1024);
+    let present = match crate::bench::mqtt::read_packet(&mut s, &mut reader).await? {
         Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => a.session_present,
         other => bail!("the hub broker refused the subscriber: {other:?}"),
     };
@@ -234,29 +236,28 @@ async fn session(
     }
     loop {
         tokio::select! {
-            n = s.read_buf(&mut buf) => if n? == 0 { bail!("the hub broker closed the connection") },
+            more = reader.fill(&mut s) => if !more? { bail!("the hub broker closed the connection") },
             _ = stop.changed() => return Ok(()),
         }
         out.clear();
-        take_packets(&mut buf, &mut out, arrivals, ready)?;
+        take_packets(&mut reader, &mut out, arrivals, ready)?;
         if !out.is_empty() {
             s.write_all(&out).await?;
         }
     }
 }
 
-/// Decodes every complete packet in `buf`: checks off PUBLISHes and queues their PUBACKs in `out`.
+/// Decodes every complete packet read so far: checks off PUBLISHes and queues their PUBACKs in
+/// `out`.
 fn take_packets(
-    buf: &mut Vec<u8>,
+    reader: &mut PacketReader,
     out: &mut Vec<u8>,
     arrivals: &Arrivals,
     ready: &watch::Sender<bool>,
 ) -> Result<()> {
     let at = clock::instant();
-    let mut consumed = 0;
     let mut t = lock(arrivals);
-    while let Some((p, n)) = mqtt_codec::decode(&buf[consumed..], 1 << 20)? {
-        consumed += n;
+    while let Some(p) = reader.try_next()? {
         match p {
             Packet::Publish(p) => {
                 let child = p
@@ -278,6 +279,5 @@ fn take_packets(
             _ => {}
         }
     }
-    buf.drain(..consumed);
     Ok(())
 }
