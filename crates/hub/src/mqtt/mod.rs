@@ -98,6 +98,12 @@ where
 {
     use std::sync::atomic::Ordering::SeqCst;
     hub.connections.tasks.fetch_add(1, SeqCst);
+    if hub.connections.closing.load(SeqCst) {
+        // Its handshake finished while the hub stops: the shutdown below would not see it.
+        hub.connections.tasks.fetch_sub(1, SeqCst);
+        info!("Closing connection: the hub is stopping");
+        return;
+    }
     tokio::spawn(
         async move {
             let _slots = slots;
@@ -176,6 +182,7 @@ async fn serve_with(
     } else {
         "mqtt-plain"
     };
+    hub.connections.closing.store(false, SeqCst);
     while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, name).await {
         Metrics::inc(&hub.metrics.connections_accepted);
         let span = tracing::info_span!("conn", %peer);
@@ -224,15 +231,13 @@ async fn serve_with(
         );
     }
     // A stopped hub serves no one: live sessions end too (their wills are published, their
-    // unacknowledged messages stay for redelivery).
-    hub.connections.kick_all();
+    // unacknowledged messages stay for redelivery). A handshake still running admits no one now,
+    // and a session that registered after a kick is kicked on the next round.
+    use std::sync::atomic::Ordering::SeqCst;
+    hub.connections.closing.store(true, SeqCst);
     for _ in 0..500 {
-        if hub
-            .connections
-            .tasks
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
+        hub.connections.kick_all();
+        if hub.connections.tasks.load(SeqCst) == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

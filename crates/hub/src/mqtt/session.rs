@@ -41,6 +41,8 @@ pub struct Connections {
     changed: watch::Sender<u64>,
     /// Connection tasks still running (authenticated or not), for a clean shutdown.
     pub tasks: AtomicU64,
+    /// Set while the listeners stop: a connection admitted now is closed, not served.
+    pub(crate) closing: std::sync::atomic::AtomicBool,
     /// Bumped by every [`Connections::revoke`] before it looks for sessions to end.
     revocations: AtomicU64,
     /// Connection limits shared by the MQTT listeners, made by the first one.
@@ -62,6 +64,7 @@ impl Connections {
             live: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             tasks: AtomicU64::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             revocations: AtomicU64::new(0),
             admission: std::sync::OnceLock::new(),
         }
