@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use hub::events::EventRecord;
-use hub::model::{AuthType, Authentication, Device, SymmetricKey};
+use hub::model::{Authentication, Device};
 use hub::registry::IfMatch;
 use hyper::Method;
 use rustls::pki_types::CertificateDer;
@@ -246,16 +246,10 @@ impl<'a> EdgeStage<'a> {
         let key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
         let sas = Device {
             device_id: CHILD_SAS.into(),
-            authentication: Authentication {
-                kind: Some(AuthType::Sas),
-                symmetric_key: Some(SymmetricKey {
-                    primary_key: Some(key.clone()),
-                    secondary_key: Some(
-                        hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
-                    ),
-                }),
-                x509_thumbprint: None,
-            },
+            authentication: Authentication::sas(
+                Some(key.clone()),
+                Some(hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?),
+            ),
             device_scope: Some(scope.clone()),
             ..Default::default()
         };

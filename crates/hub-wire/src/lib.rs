@@ -92,14 +92,7 @@ pub fn sas_module(device_id: &str, module_id: &str, primary: Option<String>) -> 
     Module {
         module_id: module_id.to_owned(),
         device_id: device_id.to_owned(),
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: primary,
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
+        authentication: Authentication::sas(primary, None),
         ..Module::default()
     }
 }

@@ -301,18 +301,11 @@ impl Mqtt {
 
 /// Registers device `id` with SAS ([`KEY`] as its primary key) and `status`.
 pub fn sas_device(t: &TestHub, id: &str, status: hub::model::Status) {
-    use hub::model::{AuthType, Authentication, Device, SymmetricKey};
+    use hub::model::{Authentication, Device};
     let d = Device {
         device_id: id.into(),
         status,
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
+        authentication: Authentication::sas(Some(KEY.into()), None),
         ..Default::default()
     };
     t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use hub::client::ServiceClient;
 use hub::wire::{
     AuthType, Authentication, CaUploadProperties, CaUploadRequest, CaVerifyRequest, Capabilities,
-    Device, SendRequest, Status, SymmetricKey, X509Thumbprint,
+    Device, SendRequest, Status, X509Thumbprint,
 };
 use hyper::Method;
 use serde_json::Value;
@@ -222,14 +222,10 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
                 (None, t) => t,
             };
             let authentication = match auth {
-                AuthKind::Sas => Authentication {
-                    kind: Some(AuthType::Sas),
-                    symmetric_key: Some(SymmetricKey {
-                        primary_key: primary_key.or_else(|| Some(String::new())),
-                        secondary_key: secondary_key.or_else(|| Some(String::new())),
-                    }),
-                    x509_thumbprint: None,
-                },
+                AuthKind::Sas => Authentication::sas(
+                    primary_key.or_else(|| Some(String::new())),
+                    secondary_key.or_else(|| Some(String::new())),
+                ),
                 AuthKind::SelfSigned => {
                     let Some(t) = thumb else {
                         bail!("--auth self-signed needs --primary-thumbprint or --cert")

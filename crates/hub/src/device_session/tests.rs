@@ -12,7 +12,7 @@ use super::auth::{Credentials, Identity, Refusal, authenticate};
 use super::{DeviceSession, Interests, TelemetryRefused, c2d};
 use crate::Hub;
 use crate::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
-use crate::model::{AuthType, Authentication, Device, Status, SymmetricKey};
+use crate::model::{AuthType, Authentication, Device, Status};
 use crate::registry::IfMatch;
 use crate::time::FixedClock;
 
@@ -63,14 +63,7 @@ fn sas_device(hub: &Hub, id: &str, status: Status) {
     let device = Device {
         device_id: id.into(),
         status,
-        authentication: Authentication {
-            kind: Some(AuthType::Sas),
-            symmetric_key: Some(SymmetricKey {
-                primary_key: Some(KEY.into()),
-                secondary_key: None,
-            }),
-            x509_thumbprint: None,
-        },
+        authentication: Authentication::sas(Some(KEY.into()), None),
         ..Default::default()
     };
     hub.registry

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hub_wire::{AuthType, Authentication, Module, SymmetricKey};
+use hub_wire::{Authentication, Module};
 use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -216,14 +216,7 @@ impl Identityd {
         let body = hub_wire::body(&Module {
             module_id: module.to_owned(),
             managed_by: current.managed_by.clone(),
-            authentication: Authentication {
-                kind: Some(AuthType::Sas),
-                symmetric_key: Some(SymmetricKey {
-                    primary_key: Some(primary),
-                    secondary_key: Some(secondary),
-                }),
-                x509_thumbprint: None,
-            },
+            authentication: Authentication::sas(Some(primary), Some(secondary)),
             ..Module::default()
         });
         let client = self.hub_client(d).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
-use hub::model::{AuthType, Authentication, Capabilities, Device, SymmetricKey};
+use hub::model::{Authentication, Capabilities, Device};
 use hub::registry::IfMatch;
 use tokio::sync::watch;
 
@@ -197,14 +197,7 @@ fn register_edge(hub: &hub::Hub, children: usize) -> Result<(String, Vec<u8>)> {
         let device = Device {
             device_id: id.clone(),
             device_scope: edge.device_scope.clone(),
-            authentication: Authentication {
-                kind: Some(AuthType::Sas),
-                symmetric_key: Some(SymmetricKey {
-                    primary_key: Some(key.clone()),
-                    secondary_key: Some(key.clone()),
-                }),
-                ..Default::default()
-            },
+            authentication: Authentication::sas(Some(key.clone()), Some(key.clone())),
             ..Default::default()
         };
         hub.registry
