@@ -111,20 +111,12 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
         let (mqtt, https, gw_addr) = (free_addr(), free_addr(), free_addr());
-        let hub_config = path("hub/hub.toml");
-        let (mqtt_s, https_s, gw_s) = (mqtt.to_string(), https.to_string(), gw_addr.to_string());
-        ferrohub(&[
-            "hub",
-            "init",
-            "--dir",
-            &path("hub"),
-            "--hostname",
-            "localhost",
-            "--mqtt",
-            &mqtt_s,
-            "--https",
-            &https_s,
-        ]);
+        let hub_config = kill9::init_hub(
+            &dir.path().join("hub"),
+            &mqtt.to_string(),
+            &https.to_string(),
+        );
+        let gw_s = gw_addr.to_string();
         let hub = start(
             &["hub", "--config", &hub_config],
             mqtt,

@@ -61,20 +61,12 @@ fn setup() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
     let (mqtt, https, gw_addr) = (free_addr(), free_addr(), free_addr());
-    let hub_config = path("hub/hub.toml");
-    let (mqtt_s, https_s, gw_s) = (mqtt.to_string(), https.to_string(), gw_addr.to_string());
-    ferrohub(&[
-        "hub",
-        "init",
-        "--dir",
-        &path("hub"),
-        "--hostname",
-        "localhost",
-        "--mqtt",
-        &mqtt_s,
-        "--https",
-        &https_s,
-    ]);
+    let hub_config = kill9::init_hub(
+        &dir.path().join("hub"),
+        &mqtt.to_string(),
+        &https.to_string(),
+    );
+    let gw_s = gw_addr.to_string();
     let hub = kill9::start(
         &["hub", "--config", &hub_config],
         mqtt,
@@ -265,18 +257,7 @@ async fn list_logs_restart_and_check_work_without_an_agent() {
 /// A gateway process (file mode) holding `root`'s identity-mode data directory.
 fn holder(dir: &Path, root: &Path) -> (Child, SocketAddr) {
     let p = |s: &str| dir.join(s).to_string_lossy().into_owned();
-    ferrohub(&[
-        "hub",
-        "init",
-        "--dir",
-        &p("hub"),
-        "--hostname",
-        "localhost",
-        "--mqtt",
-        "127.0.0.1:1",
-        "--https",
-        "127.0.0.1:1",
-    ]);
+    kill9::init_hub(&dir.join("hub"), "127.0.0.1:1", "127.0.0.1:1");
     let addr = free_addr();
     let data: PathBuf = root.join("var/lib/ferrohub/edge");
     std::fs::write(

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Child;
 
-use kill9::{ferrohub, publish, window};
+use kill9::{publish, window};
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::Packet;
 use test_support::hub::Mqtt;
@@ -79,21 +79,7 @@ async fn kill_nine_under_qos1_load_loses_no_acknowledged_message() {
     let hub_dir = dir.path().join("hub");
     let mqtt = free_addr();
     let https = free_addr().to_string();
-    let hub_dir_s = hub_dir.to_string_lossy().into_owned();
-    ferrohub(&[
-        "hub",
-        "init",
-        "--dir",
-        &hub_dir_s,
-        "--hostname",
-        "localhost",
-        "--mqtt",
-        &mqtt.to_string(),
-        "--https",
-        &https,
-    ]);
-    let config = hub_dir.join("hub.toml");
-    let config_s = config.to_string_lossy().into_owned();
+    let config_s = kill9::init_hub(&hub_dir, &mqtt.to_string(), &https);
     let root = hub_dir.join("certs/root-ca.cert.pem");
     let log = dir.path().join("hub.log");
 

@@ -28,6 +28,24 @@ pub fn ferrohub(args: &[&str]) -> String {
     text
 }
 
+/// `ferrohub hub init --dir DIR --hostname localhost --mqtt MQTT --https HTTPS`; the hub.toml path.
+pub fn init_hub(dir: &Path, mqtt: &str, https: &str) -> String {
+    let dir_s = dir.to_string_lossy();
+    ferrohub(&[
+        "hub",
+        "init",
+        "--dir",
+        &dir_s,
+        "--hostname",
+        "localhost",
+        "--mqtt",
+        mqtt,
+        "--https",
+        https,
+    ]);
+    dir.join("hub.toml").to_string_lossy().into_owned()
+}
+
 /// Starts `ferrohub ARGS` with its log appended to `log`, once it listens on `addr` (checked
 /// every 25 ms, at most `tries` times: a bounded wait, not a timing assertion).
 pub fn start(args: &[&str], addr: SocketAddr, log: &Path, tries: u32) -> Child {
