@@ -108,16 +108,26 @@ pub fn device_server_config(
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (chain, key_der) = load_identity(cert, key)?;
+    let config = device_builder()?.with_single_cert(chain, key_der)?;
+    Ok(with_alpn(config, alpn))
+}
+
+/// TLS 1.2 and 1.3 with client certificates requested and checked after the handshake: what
+/// both device server configs start from.
+fn device_builder()
+-> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, TlsError> {
     let provider = provider();
     let verifier = Arc::new(DeferredClientAuth {
         algorithms: provider.signature_verification_algorithms,
     });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key_der)?;
+        .with_client_cert_verifier(verifier))
+}
+
+fn with_alpn(mut config: rustls::ServerConfig, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// A client config trusting exactly the given PEM roots (the CLI, tests, benchmarks).
@@ -220,14 +230,5 @@ pub fn device_server_config_reloadable(
     cert: Arc<ReloadableCert>,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = provider();
-    let verifier = Arc::new(DeferredClientAuth {
-        algorithms: provider.signature_verification_algorithms,
-    });
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(cert);
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(with_alpn(device_builder()?.with_cert_resolver(cert), alpn))
 }
