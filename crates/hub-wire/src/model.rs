@@ -247,6 +247,14 @@ fn never() -> String {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
+/// A new random SAS key (32 bytes, base64). Fails rather than return a predictable key.
+pub fn gen_key() -> Result<String, Invalid> {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    pki::random_fill(&mut b).map_err(|_| Invalid("the system random source failed".into()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
 /// Completes authentication for a new or replaced identity: generates missing SAS keys, checks
 /// thumbprints, clears what does not apply to the type.
 pub fn normalize_auth(

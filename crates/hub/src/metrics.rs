@@ -40,7 +40,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn inc(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+        ferrohub_runtime::metrics::inc(c);
     }
 
     pub fn auth_failure(&self, reason: &'static str) {

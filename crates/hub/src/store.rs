@@ -7,98 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ferrohub_runtime::cas::sqlite as ca_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Device, Module};
 
-/// A storage failure (I/O, corruption, a full disk). The caller answers 500 / CONNACK 3, or 507
-/// when the disk is full (the hub's registry and the provisioning service's database alike).
-#[derive(Debug, thiserror::Error)]
-#[error("registry storage: {message}")]
-pub struct StoreError {
-    message: String,
-    disk_full: bool,
-    path: Option<PathBuf>,
-}
-
-impl StoreError {
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            disk_full: false,
-            path: None,
-        }
-    }
-
-    /// Whether the write failed because the disk is full (SQLite's `SQLITE_FULL`, ENOSPC).
-    pub fn is_disk_full(&self) -> bool {
-        self.disk_full
-    }
-
-    /// The database file the failure happened in, when the store named it.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
-    /// Names the database file (for the operator's message).
-    #[must_use]
-    pub fn at(mut self, path: &Path) -> Self {
-        self.path.get_or_insert_with(|| path.to_owned());
-        self
-    }
-
-    /// What an API caller and the log are told when the disk is full.
-    pub fn disk_full_message(&self) -> String {
-        let at = self
-            .path
-            .as_deref()
-            .map_or_else(String::new, |p| format!(" at {}", p.display()));
-        format!(
-            "disk full{at}: the change was not stored; free space on that disk, or lower \
-             storage.retention_mib / retention_hours so the events log sharing it keeps less"
-        )
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        let disk_full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
-        Self {
-            disk_full,
-            ..Self::new(e.to_string())
-        }
-    }
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(e: serde_json::Error) -> Self {
-        Self::new(format!("stored record does not parse: {e}"))
-    }
-}
-
-/// A CA certificate registered for `certificateAuthority` devices.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CaRecord {
-    pub name: String,
-    pub etag: String,
-    /// PEM of the CA certificate.
-    pub certificate: String,
-    pub subject: String,
-    /// Upper-case SHA-1 thumbprint.
-    pub thumbprint: String,
-    pub expiry: String,
-    pub is_verified: bool,
-    pub created: String,
-    pub updated: String,
-    /// The outstanding proof-of-possession code, if one was generated.
-    #[serde(default)]
-    pub verification_code: Option<String>,
-    /// Unix seconds after which the code is no longer accepted.
-    #[serde(default)]
-    pub verification_code_expiry: Option<i64>,
-}
+pub use ferrohub_runtime::cas::{CaRecord, CaStore};
+pub use ferrohub_runtime::store::{StoreError, open_durable, secure_sqlite};
 
 /// A persisted MQTT session: the subscriptions of a client that connected with clean_session=0.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,8 +50,9 @@ pub struct C2dMessage {
     pub system: std::collections::BTreeMap<String, String>,
 }
 
-/// The registry's storage operations. Read-modify-write sequences are serialised by the caller.
-pub trait Registry: Send + Sync + 'static {
+/// The registry's storage operations (CA certificates: [`CaStore`]). Read-modify-write sequences
+/// are serialised by the caller.
+pub trait Registry: CaStore + Send + Sync + 'static {
     fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
     fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
     fn put_device(&self, device: &Device) -> Result<(), StoreError>;
@@ -148,11 +65,6 @@ pub trait Registry: Send + Sync + 'static {
     fn delete_module(&self, device_id: &str, module_id: &str) -> Result<bool, StoreError>;
     /// Replaces several devices and modules in one transaction (one commit, one fsync).
     fn put_many(&self, devices: &[Device], modules: &[Module]) -> Result<(), StoreError>;
-
-    fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError>;
-    fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError>;
-    fn put_ca(&self, ca: &CaRecord) -> Result<(), StoreError>;
-    fn delete_ca(&self, name: &str) -> Result<bool, StoreError>;
 
     fn get_session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     fn put_session(&self, client_id: &str, session: &SessionRecord) -> Result<(), StoreError>;
@@ -195,7 +107,6 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules (device_id TEXT NOT NULL, module_id TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (device_id, module_id));
-CREATE TABLE IF NOT EXISTS certificates (name TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS c2d (device_id TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT,
     expiry_ms INTEGER NOT NULL, body TEXT NOT NULL);
@@ -204,45 +115,12 @@ CREATE TABLE IF NOT EXISTS twins (client_id TEXT PRIMARY KEY, body TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 ";
 
-/// A SQLite connection in WAL mode where every commit is fsync'ed (`synchronous = FULL`): what
-/// the hub's registry and the provisioning service's enrollments use. The database is private
-/// (see [`secure_sqlite`]).
-pub fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
-    secure_sqlite(path).map_err(|e| {
-        rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-            Some(e.to_string()),
-        )
-    })?;
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
-}
-
-/// Makes the SQLite database at `path` private before it is opened: its directory is created
-/// 0700 when missing, the file is created 0600 when missing (SQLite gives the `-wal`, `-shm` and
-/// `-journal` files the database's mode), and the database and those files are narrowed to 0600
-/// when they are looser (logged by [`crate::fsperm::tighten`]).
-pub fn secure_sqlite(path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::fsperm::create_dir(dir)?;
-    }
-    crate::fsperm::create_private_file(path)?;
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        crate::fsperm::tighten(Path::new(&name))?;
-    }
-    Ok(())
-}
-
 impl SqliteRegistry {
     /// Opens (creating if needed) the registry file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = open_durable(path).map_err(|e| StoreError::from(e).at(path))?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| conn.execute_batch(ca_sql::SCHEMA))
             .map_err(|e| StoreError::from(e).at(path))?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -254,6 +132,7 @@ impl SqliteRegistry {
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(ca_sql::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path: PathBuf::from(":memory:"),
@@ -304,6 +183,24 @@ impl SqliteRegistry {
             Ok(c.prepare_cached(sql)?
                 .execute(rusqlite::params_from_iter(args))?)
         })
+    }
+}
+
+impl CaStore for SqliteRegistry {
+    fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
+        self.with(|c| ca_sql::get_ca(c, name))
+    }
+
+    fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
+        self.with(ca_sql::list_cas)
+    }
+
+    fn put_ca(&self, ca: &CaRecord) -> Result<(), StoreError> {
+        self.with(|c| ca_sql::put_ca(c, ca))
+    }
+
+    fn delete_ca(&self, name: &str) -> Result<bool, StoreError> {
+        self.with(|c| ca_sql::delete_ca(c, name))
     }
 }
 
@@ -400,27 +297,6 @@ impl Registry for SqliteRegistry {
             tx.commit()?;
             Ok(())
         })
-    }
-
-    fn get_ca(&self, name: &str) -> Result<Option<CaRecord>, StoreError> {
-        self.get("SELECT body FROM certificates WHERE name = ?1", &[name])
-    }
-
-    fn list_cas(&self) -> Result<Vec<CaRecord>, StoreError> {
-        self.list("SELECT body FROM certificates ORDER BY name", &[])
-    }
-
-    fn put_ca(&self, ca: &CaRecord) -> Result<(), StoreError> {
-        let body = serde_json::to_string(ca)?;
-        self.exec(
-            "INSERT OR REPLACE INTO certificates (name, body) VALUES (?1, ?2)",
-            &[&ca.name, &body],
-        )
-        .map(drop)
-    }
-
-    fn delete_ca(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.exec("DELETE FROM certificates WHERE name = ?1", &[name])? > 0)
     }
 
     fn get_session(&self, client_id: &str) -> Result<Option<SessionRecord>, StoreError> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Deepest nesting IoT Hub allows in tags and properties.
-pub const MAX_DEPTH: usize = 10;
+pub use hub_wire::limits::TWIN_MAX_DEPTH as MAX_DEPTH;
 /// Largest serialized tags, desired or reported section.
 pub const MAX_SECTION_BYTES: usize = 32 * 1024;
 

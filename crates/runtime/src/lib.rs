@@ -9,7 +9,11 @@
 //! * [`tls`]: server and client TLS configs, reloadable server certificates;
 //! * [`net`]: accept loops, TLS handshakes by a deadline, HTTPS and `/metrics` serving;
 //! * [`error`]: the HTTP error type every REST API answers with;
-//! * [`metrics`]: latency histograms and the Prometheus text response;
+//! * [`etag`]: etags and the `If-Match` rule of writes;
+//! * [`metrics`]: counters, latency histograms and the Prometheus text response;
+//! * [`config`]: the `[listen]` and `[tls]` tables every server's config file has;
+//! * [`store`]: the storage error and (feature `sqlite`) the durable SQLite open;
+//! * [`cas`]: CA certificates with proof of possession over a [`cas::CaStore`];
 //! * [`fsperm`]: private (0700/0600) directories and files;
 //! * [`atomic`]: the one atomic, durable file write;
 //! * [`datalock`]: one process per data directory;
@@ -18,12 +22,16 @@
 #![forbid(unsafe_code)]
 
 pub use ferrohub_fs::atomic;
+pub mod cas;
 pub mod client;
+pub mod config;
 pub use ferrohub_fs::datalock;
 pub mod error;
+pub mod etag;
 pub use ferrohub_fs::fsperm;
 pub mod metrics;
 pub mod net;
 pub mod shutdown;
+pub mod store;
 pub mod time;
 pub mod tls;

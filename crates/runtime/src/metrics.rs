@@ -47,6 +47,11 @@ impl Histogram {
     }
 }
 
+/// Counts one more (counters are relaxed atomics: each is read alone, when rendered).
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Prometheus text as a response.
 pub fn metrics_text(body: String) -> Response {
     (
