@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use hub::config::ConfigError;
+pub use ferrohub_runtime::config::ConfigError;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -36,9 +36,9 @@ fn default_allocation() -> String {
 
 /// MQTT over TLS (device registrations) and HTTPS (device registrations and the service API),
 /// with the same defaults as the hub's (8883 and 443 on all addresses).
-pub type Listen = hub::config::Listen;
+pub type Listen = ferrohub_runtime::config::Listen;
 
-pub type Tls = hub::config::Tls;
+pub type Tls = ferrohub_runtime::config::Tls;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -201,7 +201,7 @@ impl DpsConfig {
             return Err("link at least one hub ([[linked_hub]] connection_string = ...)".into());
         }
         if let Some(addr) = self.listen.metrics {
-            hub::config::check_metrics_listen("listen.metrics", addr)?;
+            ferrohub_runtime::config::check_metrics_listen("listen.metrics", addr)?;
         }
         Ok(())
     }

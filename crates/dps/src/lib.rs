@@ -39,8 +39,6 @@ pub enum DpsError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    HubStore(#[from] hub::store::StoreError),
-    #[error(transparent)]
     Tls(#[from] ferrohub_runtime::tls::TlsError),
     #[error("linked hub {hub}: {message}")]
     LinkedHub { hub: String, message: String },
@@ -54,9 +52,9 @@ pub enum DpsError {
 /// Everything the endpoints share.
 pub struct Dps {
     pub config: DpsConfig,
-    pub store: store::DpsStore,
-    /// CA certificates with proof of possession (the hub's implementation, on the DPS database).
-    pub cas: hub::cas::CaService,
+    pub store: Arc<dyn store::DpsStore>,
+    /// CA certificates with proof of possession (the runtime's service, on [`Dps::store`]).
+    pub cas: ferrohub_runtime::cas::CaService,
     pub hubs: hubs::LinkedHubs,
     pub clock: SharedClock,
     pub operations: provision::Operations,
@@ -85,19 +83,22 @@ impl Metrics {
 }
 
 impl Dps {
-    /// Opens the database and prepares clients for the linked hubs.
+    /// Opens the SQLite database and prepares clients for the linked hubs.
     pub fn open(config: DpsConfig, clock: SharedClock) -> Result<Arc<Self>, DpsError> {
-        // Both databases (with their directory) are created private by `open_durable`.
-        let store = store::DpsStore::open(&config.storage.database)?;
-        let ca_path = config
-            .storage
-            .database
-            .with_extension("certificates.sqlite");
-        let ca_store: Arc<dyn hub::store::Registry> =
-            Arc::new(hub::store::SqliteRegistry::open(&ca_path)?);
+        // The database (with its directory) is created private by `open_durable`.
+        let store = Arc::new(store::SqliteDpsStore::open(&config.storage.database)?);
+        Self::with_store(config, clock, store)
+    }
+
+    /// The service on the given store (another backend than the embedded SQLite).
+    pub fn with_store(
+        config: DpsConfig,
+        clock: SharedClock,
+        store: Arc<dyn store::DpsStore>,
+    ) -> Result<Arc<Self>, DpsError> {
         let hubs = hubs::LinkedHubs::new(&config, &clock)?;
         Ok(Arc::new(Self {
-            cas: hub::cas::CaService::new(ca_store, clock.clone()),
+            cas: ferrohub_runtime::cas::CaService::new(store.clone(), clock.clone()),
             store,
             hubs,
             clock,

@@ -127,7 +127,7 @@ where
         debug!("Closing: no CONNECT");
         return;
     };
-    hub::metrics::Metrics::inc(&dps.metrics.connections);
+    ferrohub_runtime::metrics::inc(&dps.metrics.connections);
     let refuse = |code| {
         Packet::ConnAck(ConnAck {
             session_present: false,
@@ -307,7 +307,7 @@ impl Session {
         let req: DeviceRegistration = if body.iter().all(u8::is_ascii_whitespace) {
             DeviceRegistration::default()
         } else {
-            if let Err(e) = hub::api::check_json_depth(body) {
+            if let Err(e) = hub_wire::limits::check_json_depth(body) {
                 return (400, error_body(400_004, &e));
             }
             match serde_json::from_slice(body) {

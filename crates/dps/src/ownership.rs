@@ -76,8 +76,8 @@ pub fn judge(
 /// thumbprints) counts as the same identity as the thumbprint of a leaf the group accepted: the
 /// write narrows it to that one certificate and gives nothing new.
 fn same_identity(current: &Value, wanted: &Value) -> bool {
-    use hub::model::AuthType;
-    let parse = |v: &Value| serde_json::from_value::<hub::model::Device>(v.clone()).ok();
+    use hub_wire::model::AuthType;
+    let parse = |v: &Value| serde_json::from_value::<hub_wire::model::Device>(v.clone()).ok();
     let (Some(a), Some(b)) = (parse(current), parse(wanted)) else {
         return false;
     };
@@ -106,7 +106,7 @@ pub async fn write_device(
             Verdict::Create => None,
             Verdict::Replace(etag) => Some(etag),
             Verdict::NotManaged(manager) => {
-                hub::metrics::Metrics::inc(&dps.metrics.registrations_not_managed);
+                ferrohub_runtime::metrics::inc(&dps.metrics.registrations_not_managed);
                 warn!(
                     %hub, device_id, managed_by = manager.as_deref().unwrap_or("(none)"),
                     "Registration refused: the device already exists at the hub and this \

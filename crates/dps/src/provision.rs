@@ -94,10 +94,10 @@ pub fn begin(
         let state = register(&dps2, &reg, attested, payload).await;
         dps2.metrics.registration_latency.observe(started.elapsed());
         let status = if state.status == "assigned" {
-            hub::metrics::Metrics::inc(&dps2.metrics.registrations_assigned);
+            ferrohub_runtime::metrics::inc(&dps2.metrics.registrations_assigned);
             "assigned"
         } else {
-            hub::metrics::Metrics::inc(&dps2.metrics.registrations_failed);
+            ferrohub_runtime::metrics::inc(&dps2.metrics.registrations_failed);
             "failed"
         };
         let result = OperationStatus {
@@ -140,7 +140,7 @@ pub async fn register(
                 .unwrap_or_else(|| now.clone()),
         ),
         last_updated_date_time_utc: Some(now),
-        etag: Some(hub::registry::new_etag()),
+        etag: Some(ferrohub_runtime::etag::new_etag()),
         payload,
         x509: attested.x509.clone(),
         symmetric_key: attested.symmetric_key.clone(),

@@ -1,11 +1,11 @@
-//! Registry rules on top of the storage: create-versus-update by `If-Match`, etags, generated keys
-//! and generation ids, edge device scopes and system modules, statistics. Every write ends the live
-//! sessions it invalidates (see [`crate::mqtt::revoke`]), whoever made it: the service API, the
-//! provisioning service through it, a gateway syncing its scope.
+//! Registry rules on top of the storage: create-versus-update by `If-Match` (the rule and etags
+//! are the runtime's, generated keys hub-wire's), generation ids, edge device scopes and system
+//! modules, statistics. Every write ends the live sessions it invalidates (see
+//! [`crate::mqtt::revoke`]), whoever made it: the service API, the provisioning service through
+//! it, a gateway syncing its scope.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
 
 use crate::error::ApiError;
 use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
@@ -14,6 +14,12 @@ use crate::mqtt::session::Connections;
 use crate::presence::{Change, Presence};
 use crate::store::Registry;
 use crate::time::{SharedClock, rfc3339};
+use ferrohub_runtime::etag::random_bytes;
+
+// The etag rule and key generation are shared with the provisioning service; re-exported here
+// until their users import them from the runtime and hub-wire.
+pub use ferrohub_runtime::etag::{IfMatch, new_etag};
+pub use hub_wire::model::gen_key;
 
 /// Module ids the hub creates for every edge device.
 pub const EDGE_SYSTEM_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];
@@ -32,8 +38,6 @@ pub struct RegistryService {
     /// The live sessions a write may end (none for a registry without an MQTT endpoint).
     sessions: Option<Arc<Connections>>,
 }
-
-pub use ferrohub_runtime::etag::IfMatch;
 
 /// Device counts for `/statistics/devices`.
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
@@ -541,14 +545,9 @@ fn parent_scopes(given: &[String], caps: Capabilities, scope: Option<&str>) -> V
     }
 }
 
-pub use ferrohub_runtime::etag::new_etag;
-use ferrohub_runtime::etag::random_bytes;
-
 /// An 18-digit decimal generation id, like the hub's.
 pub fn generation_id() -> String {
     let n =
         u64::from_le_bytes(random_bytes::<8>()) % 900_000_000_000_000_000 + 100_000_000_000_000_000;
     n.to_string()
 }
-
-pub use hub_wire::model::gen_key;

@@ -93,4 +93,3 @@ pub struct Tls {
     #[serde(default)]
     pub ca: Option<PathBuf>,
 }
-

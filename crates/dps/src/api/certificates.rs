@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hub::cas::CaDescription;
+use ferrohub_runtime::cas::CaDescription;
 
 use super::{admit, if_match, json, json_body};
 use crate::Dps;
@@ -41,7 +41,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Response> {
     admit(&dps, &headers, Right::ServiceConfig)?;
-    let (cert, verified) = hub::cas::upload_request(&json_body(&body)?)?;
+    let (cert, verified) = ferrohub_runtime::cas::upload_request(&json_body(&body)?)?;
     let record = dps
         .cas
         .upload(&name, &cert, verified, &if_match(&headers))?;
@@ -79,7 +79,7 @@ pub async fn verify(
     body: Bytes,
 ) -> Result<Response> {
     admit(&dps, &headers, Right::ServiceConfig)?;
-    let proof = hub::cas::verify_request(&json_body(&body)?)?;
+    let proof = ferrohub_runtime::cas::verify_request(&json_body(&body)?)?;
     let record = dps.cas.verify(&name, &if_match(&headers), &proof)?;
     Ok(json(StatusCode::OK, &CaDescription::from(&record)))
 }

@@ -25,7 +25,7 @@ pub async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
-    hub::metrics::Metrics::inc(&dps.metrics.http_requests);
+    ferrohub_runtime::metrics::inc(&dps.metrics.http_requests);
     check_scope(&dps, &scope)?;
     check_registration_id(&id).map_err(ApiError::bad_request)?;
     let req: DeviceRegistration = if body.iter().all(u8::is_ascii_whitespace) {
@@ -61,7 +61,7 @@ pub async fn poll(
     State(dps): State<Arc<Dps>>,
     Path((scope, id, op)): Path<(String, String, String)>,
 ) -> Result<Response> {
-    hub::metrics::Metrics::inc(&dps.metrics.http_requests);
+    ferrohub_runtime::metrics::inc(&dps.metrics.http_requests);
     check_scope(&dps, &scope)?;
     let status = dps.operations.poll(&op, &id).ok_or_else(|| {
         ApiError::not_found("OperationNotFound", format!("no operation {op} for {id}"))

@@ -115,7 +115,7 @@ async fn metrics(
 
 /// Every service handler: count, check the policy token and its right.
 pub(crate) fn admit(dps: &Dps, headers: &HeaderMap, right: Right) -> Result<(), ApiError> {
-    hub::metrics::Metrics::inc(&dps.metrics.http_requests);
+    ferrohub_runtime::metrics::inc(&dps.metrics.http_requests);
     authorize(dps, headers, right).inspect_err(|e| {
         warn!(reason = %e.message, "Service API request refused");
     })
@@ -164,10 +164,10 @@ fn authorize(dps: &Dps, headers: &HeaderMap, right: Right) -> Result<(), ApiErro
     Ok(())
 }
 
-/// Parses a JSON body; malformed JSON and bodies nested deeper than the hub's
-/// [`hub::api::MAX_BODY_DEPTH`] get 400.
+/// Parses a JSON body; malformed JSON and bodies nested deeper than the service APIs'
+/// [`hub_wire::limits::MAX_BODY_DEPTH`] get 400.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    hub::api::check_json_depth(body).map_err(ApiError::bad_request)?;
+    hub_wire::limits::check_json_depth(body).map_err(ApiError::bad_request)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
@@ -188,8 +188,8 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
     }
 }
 
-pub(crate) fn if_match(headers: &HeaderMap) -> hub::registry::IfMatch {
-    hub::registry::IfMatch::from_header(
+pub(crate) fn if_match(headers: &HeaderMap) -> ferrohub_runtime::etag::IfMatch {
+    ferrohub_runtime::etag::IfMatch::from_header(
         headers
             .get(axum::http::header::IF_MATCH)
             .and_then(|v| v.to_str().ok()),

@@ -85,12 +85,12 @@ fn prepare(dps: &Dps, s: &mut Settings, existing: Option<&Settings>, kind: Kind)
         .and_then(|e| e.created_date_time_utc.clone())
         .or_else(|| Some(now.clone()));
     s.last_updated_date_time_utc = Some(now);
-    s.etag = Some(hub::registry::new_etag());
+    s.etag = Some(ferrohub_runtime::etag::new_etag());
     Ok(())
 }
 
 fn gen_key() -> Result<String> {
-    hub::registry::gen_key().map_err(|e| ApiError::internal(e.to_string()))
+    hub_wire::model::gen_key().map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn prepare_x509(a: &mut crate::model::AttestationMechanism, kind: Kind) -> Result<()> {
@@ -195,7 +195,7 @@ pub async fn put_enrollment(
 /// `If-Match` with an etag must match the stored one (412 otherwise); `*` or none always passes.
 fn check_etag(headers: &HeaderMap, current: Option<&str>, id: &str) -> Result<()> {
     match if_match(headers) {
-        hub::registry::IfMatch::Etag(e) if Some(e.as_str()) != current => {
+        ferrohub_runtime::etag::IfMatch::Etag(e) if Some(e.as_str()) != current => {
             Err(ApiError::precondition(format!(
                 "{id} has etag {}, not {e}",
                 current.unwrap_or("(none: it does not exist)")
