@@ -239,17 +239,9 @@ pub struct OperationStatus {
     pub registration_state: Option<RegistrationState>,
 }
 
-/// The body of a device's register request.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceRegistration {
-    #[serde(default)]
-    pub registration_id: Option<String>,
-    #[serde(default)]
-    pub payload: Option<Value>,
-    #[serde(default)]
-    pub tpm: Option<Value>,
-}
+/// The body of a device's register request: one type for identityd, which sends it, and the
+/// device endpoints here, which parse it.
+pub use hub::wire::dps::DeviceRegistration;
 
 /// The registration id rules of the device API ([`pki::names::check_registration_id`]: up to
 /// 128 letters, digits and `- . _ :`, starting and ending with a letter or digit).
