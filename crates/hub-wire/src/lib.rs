@@ -151,7 +151,10 @@ pub struct MethodRequest {
     pub method_name: String,
     #[serde(default)]
     pub payload: Value,
+    /// Absent: the hub's default wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_timeout_in_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_in_seconds: Option<u64>,
 }
 
