@@ -5,6 +5,7 @@
 //! treat as final: 401 for credentials, 403 for a disabled enrollment.
 
 use base64::Engine as _;
+use hub::model::{AuthType, Authentication, X509Thumbprint};
 use iot_auth::sas::{SasError, SasToken};
 use pki::{Certificate, ChainValidator, Purpose, Reason};
 use rustls::pki_types::CertificateDer;
@@ -51,17 +52,20 @@ pub enum HubAuth {
 }
 
 impl HubAuth {
-    /// The `authentication` object of the hub's device document.
-    pub fn to_json(&self) -> Value {
+    /// The `authentication` of the hub's device record.
+    pub fn authentication(&self) -> Authentication {
         match self {
-            Self::Keys { primary, secondary } => json!({
-                "type": "sas",
-                "symmetricKey": {"primaryKey": primary, "secondaryKey": secondary}
-            }),
-            Self::Thumbprint(t) => json!({
-                "type": "selfSigned",
-                "x509Thumbprint": {"primaryThumbprint": t, "secondaryThumbprint": t}
-            }),
+            Self::Keys { primary, secondary } => {
+                Authentication::sas(Some(primary.clone()), Some(secondary.clone()))
+            }
+            Self::Thumbprint(t) => Authentication {
+                kind: Some(AuthType::SelfSigned),
+                symmetric_key: None,
+                x509_thumbprint: Some(X509Thumbprint {
+                    primary_thumbprint: Some(t.clone()),
+                    secondary_thumbprint: Some(t.clone()),
+                }),
+            },
         }
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrohub_runtime::client::{ClientError, ServiceClient};
+use hub::model::Device;
+use hub::wire::TwinPatch;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -166,12 +168,13 @@ impl LinkedHubs {
         &self,
         hostname: &str,
         id: &str,
-        device: &Value,
+        device: &Device,
         if_match: Option<&str>,
     ) -> Result<Value, HubCallError> {
         let path = format!("/devices/{}", iot_auth::percent_encode(id));
+        let body = hub::wire::body(device);
         match self
-            .call(hostname, Method::PUT, &path, Some(device), if_match)
+            .call(hostname, Method::PUT, &path, Some(&body), if_match)
             .await?
         {
             (StatusCode::OK, v) => Ok(v),
@@ -209,13 +212,14 @@ impl LinkedHubs {
         &self,
         hostname: &str,
         id: &str,
-        twin: &Value,
+        twin: &TwinPatch,
         replace: bool,
     ) -> Result<(), HubCallError> {
         let path = format!("/twins/{}", iot_auth::percent_encode(id));
         let method = if replace { Method::PUT } else { Method::PATCH };
+        let body = hub::wire::body(twin);
         match self
-            .call(hostname, method, &path, Some(twin), Some("*"))
+            .call(hostname, method, &path, Some(&body), Some("*"))
             .await?
         {
             (StatusCode::OK, _) => Ok(()),

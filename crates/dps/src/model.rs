@@ -69,6 +69,20 @@ pub struct EnrollmentGroup {
     pub settings: Settings,
 }
 
+impl EnrollmentGroup {
+    /// An enabled group with this attestation and every other setting at its default (what the
+    /// service reads when a body leaves them out).
+    pub fn new(enrollment_group_id: &str, attestation: AttestationMechanism) -> Self {
+        Self {
+            enrollment_group_id: enrollment_group_id.to_owned(),
+            settings: Settings {
+                attestation,
+                ..Settings::default()
+            },
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ProvisioningStatus {
@@ -120,6 +134,17 @@ pub struct AttestationMechanism {
     pub tpm: Option<Value>,
 }
 
+impl AttestationMechanism {
+    /// `{"type": "x509", "x509": …}`.
+    pub fn x509(x509: X509Attestation) -> Self {
+        Self {
+            kind: "x509".into(),
+            x509: Some(x509),
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct X509Attestation {
@@ -143,7 +168,39 @@ pub struct X509Certificates {
     pub secondary: Option<X509CertificateWithInfo>,
 }
 
+impl X509Attestation {
+    /// A group trusting the CA certificate uploaded (and verified) under `name`.
+    pub fn ca_reference(name: &str) -> Self {
+        Self {
+            ca_references: Some(CaReferences {
+                primary: Some(name.to_owned()),
+                secondary: None,
+            }),
+            ..Self::default()
+        }
+    }
+
+    /// A group trusting the CA certificate given inline (PEM).
+    pub fn signing_certificate(pem: String) -> Self {
+        Self {
+            signing_certificates: Some(X509Certificates::primary(pem)),
+            ..Self::default()
+        }
+    }
+}
+
 impl X509Certificates {
+    /// This certificate (PEM) as the primary, no secondary.
+    pub fn primary(pem: String) -> Self {
+        Self {
+            primary: Some(X509CertificateWithInfo {
+                certificate: Some(pem),
+                info: None,
+            }),
+            secondary: None,
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &X509CertificateWithInfo> {
         self.primary.iter().chain(self.secondary.iter())
     }
@@ -239,17 +296,9 @@ pub struct OperationStatus {
     pub registration_state: Option<RegistrationState>,
 }
 
-/// The body of a device's register request.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceRegistration {
-    #[serde(default)]
-    pub registration_id: Option<String>,
-    #[serde(default)]
-    pub payload: Option<Value>,
-    #[serde(default)]
-    pub tpm: Option<Value>,
-}
+/// The body of a device's register request: one type for identityd, which sends it, and the
+/// device endpoints here, which parse it.
+pub use hub_wire::dps::DeviceRegistration;
 
 /// The registration id rules of the device API ([`pki::names::check_registration_id`]: up to
 /// 128 letters, digits and `- . _ :`, starting and ending with a letter or digit).
@@ -287,6 +336,24 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(g.settings.provisioning_status, ProvisioningStatus::Enabled);
+    }
+
+    #[test]
+    fn built_groups_are_the_groups_their_json_reads_as() {
+        let by_ref = EnrollmentGroup::new(
+            "g",
+            AttestationMechanism::x509(X509Attestation::ca_reference("root")),
+        );
+        let json = json!({"enrollmentGroupId": "g",
+            "attestation": {"type": "x509", "x509": {"caReferences": {"primary": "root"}}}});
+        assert_eq!(by_ref, serde_json::from_value(json).unwrap());
+        let inline = EnrollmentGroup::new(
+            "b",
+            AttestationMechanism::x509(X509Attestation::signing_certificate("PEM".into())),
+        );
+        let json = json!({"enrollmentGroupId": "b", "attestation": {"type": "x509",
+            "x509": {"signingCertificates": {"primary": {"certificate": "PEM"}}}}});
+        assert_eq!(inline, serde_json::from_value(json).unwrap());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! 409 if the device appeared meanwhile), a replace or delete carries the etag that was checked
 //! (412 if the device changed meanwhile); either way the device is read and judged again.
 
+use hub_wire::model::Device;
 use serde_json::Value;
 use tracing::warn;
 
@@ -53,7 +54,7 @@ pub enum Verdict {
 pub fn judge(
     mark: &str,
     current: Option<&Value>,
-    wanted: &Value,
+    wanted: &Device,
     recorded_here: bool,
     adopt: bool,
 ) -> Verdict {
@@ -75,12 +76,12 @@ pub fn judge(
 /// A `certificateAuthority` device (what this service wrote for X.509 groups before it wrote
 /// thumbprints) counts as the same identity as the thumbprint of a leaf the group accepted: the
 /// write narrows it to that one certificate and gives nothing new.
-fn same_identity(current: &Value, wanted: &Value) -> bool {
+fn same_identity(current: &Value, wanted: &Device) -> bool {
     use hub_wire::model::AuthType;
-    let parse = |v: &Value| serde_json::from_value::<hub_wire::model::Device>(v.clone()).ok();
-    let (Some(a), Some(b)) = (parse(current), parse(wanted)) else {
+    let Ok(a) = serde_json::from_value::<Device>(current.clone()) else {
         return false;
     };
+    let b = wanted;
     let (x, y) = (&a.authentication, &b.authentication);
     let narrowed = x.kind() == AuthType::CertificateAuthority && y.kind() == AuthType::SelfSigned;
     let same = x.kind() == y.kind() && x.keys() == y.keys() && x.thumbprints() == y.thumbprints();
@@ -93,7 +94,7 @@ pub async fn write_device(
     dps: &Dps,
     hub: &str,
     device_id: &str,
-    device: &Value,
+    device: &Device,
     recorded_here: bool,
     adopt: bool,
 ) -> Result<(bool, String), WriteError> {
@@ -186,9 +187,14 @@ mod tests {
             "capabilities": {"iotEdge": edge}})
     }
 
+    /// The device record a write sends, from its JSON.
+    fn typed(v: Value) -> Device {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn only_marked_or_adopted_devices_are_replaced() {
-        let wanted = sas(K1, false);
+        let wanted = typed(sas(K1, false));
         assert_eq!(judge(MARK, None, &wanted, false, false), Verdict::Create);
         let mut ours = sas(K2, true);
         ours["managedBy"] = json!(MARK);
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn unmarked_devices_of_our_records_are_ours_only_with_the_same_identity() {
-        let wanted = sas(K1, false);
+        let wanted = typed(sas(K1, false));
         let same = sas(K1, false);
         assert_eq!(
             judge(MARK, Some(&same), &wanted, true, false),
@@ -239,9 +245,11 @@ mod tests {
     fn unmarked_certificate_authority_devices_of_our_records_narrow_to_the_thumbprint() {
         let ca = json!({"deviceId": "d", "etag": "E1",
             "authentication": {"type": "certificateAuthority"}, "capabilities": {"iotEdge": true}});
-        let mut wanted = json!({"deviceId": "d", "authentication": {"type": "selfSigned",
+        let mut wanted = typed(
+            json!({"deviceId": "d", "authentication": {"type": "selfSigned",
             "x509Thumbprint": {"primaryThumbprint": "AB", "secondaryThumbprint": "AB"}},
-            "capabilities": {"iotEdge": true}});
+            "capabilities": {"iotEdge": true}}),
+        );
         assert_eq!(
             judge(MARK, Some(&ca), &wanted, true, false),
             Verdict::Replace("E1".into())
@@ -251,7 +259,7 @@ mod tests {
             Verdict::NotManaged(None),
             "no record of ours"
         );
-        wanted["capabilities"]["iotEdge"] = json!(false);
+        wanted.capabilities.iot_edge = false;
         assert_eq!(
             judge(MARK, Some(&ca), &wanted, true, false),
             Verdict::NotManaged(None)

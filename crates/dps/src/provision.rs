@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use serde_json::{Value, json};
+use hub_wire::model::{Device, Status};
+use hub_wire::TwinPatch;
+use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::Dps;
 use crate::allocate::{self, Candidate};
-use crate::attest::{Attested, Enrollment};
+use crate::attest::{Attested, Enrollment, HubAuth};
 use crate::hubs::HubCallError;
 use crate::model::{OperationStatus, RegistrationState};
 use crate::ownership::{self, WriteError};
@@ -305,13 +307,12 @@ async fn apply(
     recorded_here: bool,
 ) -> Result<(), WriteError> {
     let settings = attested.enrollment.settings();
-    let device = json!({
-        "deviceId": device_id,
-        "status": "enabled",
-        "authentication": attested.auth.to_json(),
-        "capabilities": {"iotEdge": settings.capabilities.iot_edge},
-        "managedBy": ownership::mark(dps),
-    });
+    let device = hub_device(
+        device_id,
+        &attested.auth,
+        settings.capabilities.iot_edge,
+        ownership::mark(dps),
+    );
     let twin = match &plan {
         Plan::Keep => None,
         Plan::InitialTwin { .. } => settings.initial_twin.as_ref().map(initial_twin_document),
@@ -350,8 +351,25 @@ async fn apply(
     }
 }
 
+/// The device record written to the hub: enabled, the credential the device proved here, the
+/// enrollment's `iotEdge` capability, managed by this service (`mark`).
+fn hub_device(device_id: &str, auth: &HubAuth, iot_edge: bool, mark: String) -> Device {
+    Device {
+        device_id: device_id.to_owned(),
+        status: Status::Enabled,
+        authentication: auth.authentication(),
+        capabilities: hub_wire::model::Capabilities { iot_edge },
+        managed_by: Some(mark),
+        ..Device::default()
+    }
+}
+
 /// Tags and desired properties of the device's old copy, if that copy is still ours.
-async fn migrated_twin(dps: &Dps, from: &str, old: &str) -> Result<Option<Value>, HubCallError> {
+async fn migrated_twin(
+    dps: &Dps,
+    from: &str,
+    old: &str,
+) -> Result<Option<TwinPatch>, HubCallError> {
     let Some(current) = dps.hubs.get_device(from, old).await? else {
         return Ok(None);
     };
@@ -359,18 +377,19 @@ async fn migrated_twin(dps: &Dps, from: &str, old: &str) -> Result<Option<Value>
         return Ok(None);
     }
     let t = dps.hubs.get_twin(from, old).await?;
-    Ok(Some(
-        json!({"tags": t["tags"], "properties": {"desired": strip_meta(&t["properties"]["desired"])}}),
-    ))
+    Ok(Some(TwinPatch {
+        tags: Some(t["tags"].clone()),
+        ..TwinPatch::desired(strip_meta(&t["properties"]["desired"]))
+    }))
 }
 
 /// `{tags, properties: {desired}}` from an enrollment's `initialTwin` (TwinCollection metadata
 /// such as `version`/`count` dropped).
-fn initial_twin_document(t: &Value) -> Value {
-    json!({
-        "tags": strip_meta(&t["tags"]),
-        "properties": {"desired": strip_meta(&t["properties"]["desired"])},
-    })
+fn initial_twin_document(t: &Value) -> TwinPatch {
+    TwinPatch {
+        tags: Some(strip_meta(&t["tags"])),
+        ..TwinPatch::desired(strip_meta(&t["properties"]["desired"]))
+    }
 }
 
 fn strip_meta(v: &Value) -> Value {
@@ -381,23 +400,58 @@ fn strip_meta(v: &Value) -> Value {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
-        _ => json!({}),
+        _ => Value::Object(serde_json::Map::new()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The record the hub's devices API parses from a body, but for the times, which the hub
+    /// sets itself whatever a client sends.
+    fn as_hub_reads(body: Value) -> Device {
+        let mut d: Device = serde_json::from_value(body).unwrap();
+        d.connection_state_updated_time.clear();
+        d.status_updated_time.clear();
+        d.last_activity_time.clear();
+        d
+    }
+
+    #[test]
+    fn the_hub_reads_the_device_record_as_the_json_written_before() {
+        let keys = HubAuth::Keys {
+            primary: "p".into(),
+            secondary: "s".into(),
+        };
+        let old = json!({"deviceId": "d1", "status": "enabled",
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "p", "secondaryKey": "s"}},
+            "capabilities": {"iotEdge": true}, "managedBy": "dps:0ne1"});
+        let typed = hub_device("d1", &keys, true, "dps:0ne1".into());
+        assert_eq!(as_hub_reads(hub_wire::body(&typed)), as_hub_reads(old));
+        let old = json!({"deviceId": "d2", "status": "enabled",
+            "authentication": {"type": "selfSigned",
+                "x509Thumbprint": {"primaryThumbprint": "AB", "secondaryThumbprint": "AB"}},
+            "capabilities": {"iotEdge": false}, "managedBy": "dps:0ne1"});
+        let typed = hub_device(
+            "d2",
+            &HubAuth::Thumbprint("AB".into()),
+            false,
+            "dps:0ne1".into(),
+        );
+        assert_eq!(as_hub_reads(hub_wire::body(&typed)), as_hub_reads(old));
+    }
 
     #[test]
     fn initial_twins_keep_only_tags_and_desired() {
         let t = json!({"tags": {"a": 1}, "properties": {"desired": {"rate": 2, "$version": 4}, "reported": {"x": 1}}});
         assert_eq!(
-            initial_twin_document(&t),
+            hub_wire::body(&initial_twin_document(&t)),
             json!({"tags": {"a": 1}, "properties": {"desired": {"rate": 2}}})
         );
         assert_eq!(
-            initial_twin_document(&json!({})),
+            hub_wire::body(&initial_twin_document(&json!({}))),
             json!({"tags": {}, "properties": {"desired": {}}})
         );
     }

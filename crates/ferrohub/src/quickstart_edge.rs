@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use hub::events::EventRecord;
 use hub::model::{Authentication, Device};
 use hub::registry::IfMatch;
+use hub::wire::{MethodRequest, TwinPatch};
 use hyper::Method;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
@@ -407,11 +408,11 @@ impl<'a> EdgeStage<'a> {
                 conn.disconnect().await;
                 answered
             });
-            let body = json!({
-                "methodName": "quickstartPing",
-                "payload": {"nonce": nonce},
-                "responseTimeoutInSeconds": RELAY_WAIT.as_secs(),
-                "connectTimeoutInSeconds": RELAY_WAIT.as_secs(),
+            let body = hub::wire::body(&MethodRequest {
+                method_name: "quickstartPing".into(),
+                payload: json!({"nonce": nonce}),
+                response_timeout_in_seconds: Some(RELAY_WAIT.as_secs()),
+                connect_timeout_in_seconds: Some(RELAY_WAIT.as_secs()),
             });
             let path = format!("/twins/{}/methods", x509.id);
             let r = client.send(Method::POST, &path, Some(&body), &[]).await;
@@ -549,7 +550,7 @@ async fn twin_exchange(
     conn.publish_qos0("$iothub/twin/GET/?$rid=1", Vec::new())
         .await?;
     wait_topic(conn, "$iothub/twin/res/200/?$rid=1", "the twin").await?;
-    let patch = json!({"properties": {"desired": {"quickstart": {"nonce": nonce}}}});
+    let patch = hub::wire::body(&TwinPatch::desired(json!({"quickstart": {"nonce": nonce}})));
     let r = client
         .send(
             Method::PATCH,

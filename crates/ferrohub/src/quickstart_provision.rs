@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use dps::model::{AttestationMechanism, EnrollmentGroup, X509Attestation};
 use identity::client::UdsClient;
 use identity::wire::identityd::Identity;
 use identity::wire::keyd::{SignRequest, SignResponse};
@@ -122,12 +123,12 @@ impl<'a> ProvisionStage<'a> {
     /// Seed 002's group enrollment: devices chaining to the verified CA, as IoT Edge devices.
     pub fn enroll(&self) -> Result<String> {
         let (dps, _) = self.dps()?;
-        let group: dps::model::EnrollmentGroup = serde_json::from_value(json!({
-            "enrollmentGroupId": "edge-devices",
-            "attestation": {"type": "x509", "x509": {"caReferences": {"primary": CA_NAME}}},
-            "capabilities": {"iotEdge": true},
-            "initialTwin": {"tags": {"environment": "quickstart"}},
-        }))?;
+        let mut group = EnrollmentGroup::new(
+            "edge-devices",
+            AttestationMechanism::x509(X509Attestation::ca_reference(CA_NAME)),
+        );
+        group.settings.capabilities.iot_edge = true;
+        group.settings.initial_twin = Some(json!({"tags": {"environment": "quickstart"}}));
         dps.store.put_group(&group)?;
         Ok(format!(
             "group edge-devices: X.509 via CA {CA_NAME}, iotEdge"

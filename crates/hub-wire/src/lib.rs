@@ -5,6 +5,9 @@
 //! itself uses; the other bodies are read leniently from a `Value` by the handlers (query, CA
 //! upload and verify, twin patches, edge configuration content).
 //!
+//! The register request of the provisioning service's device API ([`dps`]) is here too: identityd
+//! sends it and must not link the provisioning server that parses it.
+//!
 //! Property bags (desired and reported properties, tags, method payloads) stay
 //! `serde_json::Value`: they are the user's own JSON.
 
@@ -13,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod dps;
 pub mod limits;
 pub mod model;
 
@@ -148,7 +152,10 @@ pub struct MethodRequest {
     pub method_name: String,
     #[serde(default)]
     pub payload: Value,
+    /// Absent: the hub's default wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_timeout_in_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout_in_seconds: Option<u64>,
 }
 

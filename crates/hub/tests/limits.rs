@@ -231,21 +231,14 @@ async fn connect_from(t: &TestHub, from: &str, id: &str) -> bool {
         .with_no_client_auth();
     let tcp = tcp_from(from, t.mqtt).await;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
-    let Ok(mut tls) = connector
+    let Ok(tls) = connector
         .connect(ServerName::try_from(common::HOST).unwrap(), tcp)
         .await
     else {
         return false;
     };
-    let mut out = Vec::new();
-    let connect = common::connect_packet(id, Some(device_token(id, KEY, expiry())));
-    mqtt_codec::encode(&connect, &mut out).unwrap();
-    if tls.write_all(&out).await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    // CONNACK accepted: 0x20 0x02 flags 0x00.
-    tls.read_exact(&mut buf).await.is_ok() && buf[0] == 0x20 && buf[3] == 0
+    let login = common::login(id, Some(device_token(id, KEY, expiry())));
+    mqtt_client::Client::connect(tls, &login).await.is_ok()
 }
 
 #[tokio::test]

@@ -136,19 +136,10 @@ async fn sas_devices_connect_and_every_sas_refusal_is_named() {
     // The client id must be the username's identity.
     let mut c = Mqtt::tls(&t, None).await;
     let before = reason_count(&t, "client_id_mismatch");
-    c.send(&mqtt_codec::Packet::Connect(Box::new(
-        mqtt_codec::Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: true,
-            keep_alive: 60,
-            client_id: "someone-else".into(),
-            will: None,
-            username: Some("localhost/dev1/?api-version=2021-04-12".into()),
-            password: Some(device_token("dev1", KEY, expiry()).into_bytes()),
-        },
-    )))
-    .await;
+    let login = mqtt_client::Login::new("someone-else")
+        .username("localhost/dev1/?api-version=2021-04-12")
+        .password(device_token("dev1", KEY, expiry()));
+    c.send(&login.packet()).await;
     assert!(
         matches!(c.recv().await, Some(mqtt_codec::Packet::ConnAck(a)) if a.code == IdentifierRejected)
     );

@@ -47,12 +47,16 @@ async fn connect(
     password: Option<String>,
 ) -> (TcpStream, PacketReader, ConnectReturnCode) {
     let addr = t.hub.config.listen.mqtt_plain.unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    send(&mut s, common::connect_packet(id, password)).await;
-    let mut reader = PacketReader::new(1 << 20);
-    match recv(&mut s, &mut reader).await {
-        Some(Packet::ConnAck(a)) => (s, reader, a.code),
-        other => panic!("expected CONNACK, got {other:?}"),
+    let s = TcpStream::connect(addr).await.unwrap();
+    let mut client = mqtt_client::Client::new(s);
+    let login = common::login(id, password);
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), client.login(&login));
+    match read.await.unwrap() {
+        Ok(a) => {
+            let (s, reader) = client.into_parts();
+            (s, reader, a.code)
+        }
+        Err(e) => panic!("expected CONNACK, got {e}"),
     }
 }
 

@@ -87,7 +87,9 @@ impl Login {
         self
     }
 
-    fn packet(&self) -> Packet {
+    /// The CONNECT this login sends, for a test that alters it (a will, a reserved flag) or
+    /// pipelines packets behind it before the CONNACK.
+    pub fn packet(&self) -> Packet {
         Packet::Connect(Box::new(Connect {
             protocol_name: "MQTT".into(),
             protocol_level: 4,
@@ -113,9 +115,15 @@ pub struct Client<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// A client on `stream` that has not sent CONNECT yet (see [`Client::login`]).
     pub fn new(stream: S) -> Self {
+        Self::with_reader(stream, PacketReader::new(MAX_PACKET))
+    }
+
+    /// A client on `stream` reading through `reader` (one made with
+    /// [`PacketReader::with_capacity`] keeps its buffer, for a client that reads steadily).
+    pub fn with_reader(stream: S, reader: PacketReader) -> Self {
         Self {
             stream,
-            reader: PacketReader::new(MAX_PACKET),
+            reader,
             out: Vec::new(),
             next_id: 1,
         }
@@ -291,6 +299,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn disconnect(mut self) {
         let _ = self.send(&Packet::Disconnect).await;
         let _ = self.stream.shutdown().await;
+    }
+
+    /// The stream and its reader (bytes read past the last packet stay in the reader), for a
+    /// caller that runs its own read and write loop once connected (the bench's load clients).
+    pub fn into_parts(self) -> (S, PacketReader) {
+        (self.stream, self.reader)
     }
 
     /// Separate read and write halves (bytes already read stay with the read half).

@@ -137,3 +137,36 @@ async fn the_read_half_keeps_packets_already_read_and_a_close_is_closed() {
     drop(server);
     assert!(matches!(incoming.recv().await, Err(ClientError::Closed)));
 }
+
+#[tokio::test]
+async fn into_parts_hands_over_the_stream_with_bytes_already_read() {
+    let (stream, mut server) = pair();
+    let mut client = Client::with_reader(stream, PacketReader::with_capacity(1 << 20, 4096));
+    // CONNACK and a PUBLISH in one write: the client's read takes both, decodes one.
+    let publish = Packet::Publish(mqtt_codec::Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "t".into(),
+        packet_id: None,
+        payload: b"queued".to_vec(),
+    });
+    let serve = async {
+        assert!(matches!(server.recv().await, Packet::Connect(_)));
+        server
+            .send(&[connack(ConnectReturnCode::Accepted), publish.clone()])
+            .await;
+        server
+    };
+    let login = Login::new("sub");
+    let (ack, mut server) = tokio::join!(client.login(&login), serve);
+    assert_eq!(ack.unwrap().code, ConnectReturnCode::Accepted);
+    let (mut stream, mut reader) = client.into_parts();
+    assert!(reader.capacity() >= 4096, "the caller's reader is kept");
+    assert_eq!(reader.next(&mut stream).await.unwrap(), Some(publish));
+    server.send(&[Packet::PingResp]).await;
+    assert_eq!(
+        reader.next(&mut stream).await.unwrap(),
+        Some(Packet::PingResp)
+    );
+}

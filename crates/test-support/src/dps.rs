@@ -199,7 +199,10 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
         filters: vec![("$dps/registrations/res/#".into(), QoS::AtLeastOnce)],
     }))
     .await;
-    let body = json!({"registrationId": registration_id, "payload": payload});
+    let body = hub::wire::body(&hub::wire::dps::DeviceRegistration::new(
+        registration_id,
+        Some(payload),
+    ));
     c.send(&publish(
         "$dps/registrations/PUT/iotdps-register/?$rid=1",
         &body,

@@ -10,7 +10,7 @@ use hub::model::{AuthType, Authentication, Device, X509Thumbprint};
 use hub::registry::IfMatch;
 use hub::time::{FixedClock, SharedClock};
 use hub::{Hub, Listeners};
-use mqtt_codec::{Connect, Packet};
+use mqtt_codec::Packet;
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -312,17 +312,18 @@ pub fn sas_device(t: &TestHub, id: &str, status: hub::model::Status) {
 }
 
 /// CONNECT for `client_id` with the standard username, a clean session and `password`.
+/// (The [`login`]'s own packet, for tests that alter it or pipeline packets behind it.)
 pub fn connect_packet(client_id: &str, password: Option<String>) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol_name: "MQTT".into(),
-        protocol_level: 4,
-        clean_session: true,
-        keep_alive: 60,
-        client_id: client_id.into(),
-        will: None,
-        username: Some(format!("{HOST}/{client_id}/?api-version=2021-04-12")),
+    login(client_id, password).packet()
+}
+
+/// The login of `client_id` with the standard username, a clean session and `password`.
+pub fn login(client_id: &str, password: Option<String>) -> mqtt_client::Login {
+    mqtt_client::Login {
         password: password.map(String::into_bytes),
-    }))
+        ..mqtt_client::Login::new(client_id)
+            .username(format!("{HOST}/{client_id}/?api-version=2021-04-12"))
+    }
 }
 
 /// A QoS 1 PUBLISH of `body` on `topic`.

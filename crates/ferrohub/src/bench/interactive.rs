@@ -76,10 +76,11 @@ pub async fn methods(args: InteractiveArgs) -> Result<()> {
         let conn = connect(&bench, c, "$iothub/methods/POST/#").await?;
         responders.push(tokio::spawn(answer_methods(conn, stopped.clone())));
     }
-    let body = json!({
-        "methodName": "echo",
-        "payload": { "data": "x".repeat(args.payload) },
-        "responseTimeoutInSeconds": 30,
+    let body = hub::wire::body(&hub::wire::MethodRequest {
+        method_name: "echo".into(),
+        payload: json!({ "data": "x".repeat(args.payload) }),
+        response_timeout_in_seconds: Some(30),
+        connect_timeout_in_seconds: None,
     });
     let deadline = clock::instant() + Duration::from_secs(args.seconds);
     let began = clock::instant();

@@ -1,13 +1,14 @@
 //! The load generator's MQTT 3.1.1 client pieces, on the project's codec and rustls (aws-lc-rs):
-//! TLS with a device certificate, TCP_NODELAY, CONNECT/CONNACK. Both servers get the same client:
+//! TLS with a device certificate, TCP_NODELAY, CONNECT/CONNACK (through `mqtt_client`). Both servers get the same client:
 //! TLS 1.3, X25519 only (OpenSSL 3.0 in mosquitto has no post-quantum hybrid; rustls would prefer
 //! one with ferrohub), no session resumption (every connection is a full handshake).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
-use mqtt_codec::{Connect, ConnectReturnCode, Packet, PacketReader, Publish, QoS};
+use anyhow::{Context as _, Result};
+use mqtt_client::{Client, Login};
+use mqtt_codec::{Packet, PacketReader, Publish, QoS};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
@@ -75,12 +76,11 @@ pub async fn connect_tls(
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+    let tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(ServerName::try_from("localhost")?, tcp)
         .await
         .with_context(|| format!("TLS handshake with {addr} failed"))?;
-    mqtt_connect(&mut tls, client_id, keep_alive, None).await?;
-    Ok(tls)
+    mqtt_connect(tls, client_id, keep_alive, None).await
 }
 
 /// Plain TCP (TCP_NODELAY) + CONNECT, with a SAS token as the password for the hub's plain
@@ -92,40 +92,29 @@ pub async fn connect_plain(
     password: Option<String>,
 ) -> Result<TcpStream> {
     ensure_loopback(addr)?;
-    let mut tcp = TcpStream::connect(addr)
+    let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_nodelay(true)?;
-    mqtt_connect(&mut tcp, client_id, keep_alive, password).await?;
-    Ok(tcp)
+    mqtt_connect(tcp, client_id, keep_alive, password).await
 }
 
 async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
+    s: S,
     client_id: &str,
     keep_alive: u16,
     password: Option<String>,
-) -> Result<()> {
-    let mut out = Vec::with_capacity(128);
-    mqtt_codec::encode(
-        &Packet::Connect(Box::new(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: true,
-            keep_alive,
-            client_id: client_id.to_owned(),
-            will: None,
-            username: Some(format!("localhost/{client_id}/?api-version=2021-04-12")),
-            password: password.map(String::into_bytes),
-        })),
-        &mut out,
-    )?;
-    s.write_all(&out).await?;
-    s.flush().await?;
-    match read_packet(s, &mut PacketReader::new(MAX_PACKET)).await? {
-        Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => Ok(()),
-        other => bail!("{client_id} was refused: {other:?}"),
-    }
+) -> Result<S> {
+    let login = Login {
+        password: password.map(String::into_bytes),
+        ..Login::new(client_id)
+            .username(format!("localhost/{client_id}/?api-version=2021-04-12"))
+            .keep_alive(keep_alive)
+    };
+    // A clean session that has subscribed to nothing: the server sends nothing after the
+    // CONNACK unasked, so the client's reader holds no bytes and is dropped.
+    let (s, _) = Client::connect(s, &login).await?.into_parts();
+    Ok(s)
 }
 
 /// Sends DISCONNECT and closes the TLS session and the socket.

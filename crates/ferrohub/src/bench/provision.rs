@@ -160,10 +160,11 @@ async fn start_dps(
     };
     cfg.check().map_err(|e| anyhow::anyhow!(e))?;
     let dps = dps::Dps::open(cfg, Arc::new(hub::time::SystemClock))?;
-    let group: dps::model::EnrollmentGroup = serde_json::from_value(serde_json::json!({
-        "enrollmentGroupId": "bench",
-        "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": bench.ca.to_pem()}}}}
-    }))?;
+    use dps::model::{AttestationMechanism, EnrollmentGroup, X509Attestation};
+    let group = EnrollmentGroup::new(
+        "bench",
+        AttestationMechanism::x509(X509Attestation::signing_certificate(bench.ca.to_pem())),
+    );
     dps.store.put_group(&group)?;
     let mqtt = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

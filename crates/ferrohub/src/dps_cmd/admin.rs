@@ -8,6 +8,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 use dps::config::DpsConfig;
 use hub::client::{ClientError, ClientResponse, ServiceClient};
+use hub::wire::{CaUploadProperties, CaUploadRequest, CaVerifyRequest, QueryRequest, body};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -188,7 +189,7 @@ impl Session {
 
     /// Every result of a `POST …/query`, following `x-ms-continuation` pages.
     pub async fn query_all(&self, path: &str, what: &str) -> Result<Vec<Value>> {
-        let body = json!({"query": "*"});
+        let body = body(&QueryRequest { query: "*".into() });
         let mut all = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -420,7 +421,12 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
         } => {
             store::load_cert(&cert)?;
             let pem = store::read_text(&cert)?;
-            let body = json!({"properties": {"certificate": pem, "isVerified": verified}});
+            let body = body(&CaUploadRequest {
+                properties: CaUploadProperties {
+                    certificate: pem,
+                    is_verified: verified,
+                },
+            });
             let what = format!("CA certificate {name}");
             let r = conn
                 .open()?
@@ -443,7 +449,9 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
             );
         }
         CaCmd::Verify { name, cert, conn } => {
-            let body = json!({"certificate": store::read_text(&cert)?});
+            let body = body(&CaVerifyRequest {
+                certificate: store::read_text(&cert)?,
+            });
             let path = cert_path(&name, "/verify");
             let r = with_etag(&conn.open()?, &name, Method::POST, &path, Some(&body)).await?;
             print_ca(&r);

@@ -11,9 +11,8 @@ use serde_json::{Map, Value, json};
 use super::admin::{Conn, Session, enc, if_not_found, print_field, print_json};
 use crate::certs::store;
 use dps::model::{
-    AttestationMechanism, CaReferences, Capabilities, EnrollmentGroup, IndividualEnrollment,
-    ProvisioningStatus, ReprovisionPolicy, SymmetricKeyAttestation, X509Attestation,
-    X509CertificateWithInfo, X509Certificates,
+    AttestationMechanism, Capabilities, EnrollmentGroup, IndividualEnrollment, ProvisioningStatus,
+    ReprovisionPolicy, SymmetricKeyAttestation, X509Attestation, X509Certificates,
 };
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -231,14 +230,8 @@ pub async fn group(cmd: GroupCmd) -> Result<()> {
     match cmd {
         GroupCmd::Create(a) => {
             let attestation = match (&a.ca_ref, &a.signing_cert) {
-                (Some(name), _) => x509(X509Attestation {
-                    ca_references: Some(CaReferences {
-                        primary: Some(name.clone()),
-                        secondary: None,
-                    }),
-                    ..X509Attestation::default()
-                }),
-                (None, Some(file)) => x509(X509Attestation {
+                (Some(name), _) => AttestationMechanism::x509(X509Attestation::ca_reference(name)),
+                (None, Some(file)) => AttestationMechanism::x509(X509Attestation {
                     signing_certificates: Some(inline_cert(file)?),
                     ..X509Attestation::default()
                 }),
@@ -266,7 +259,7 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
     match cmd {
         EnrollmentCmd::Create(a) => {
             let attestation = match &a.cert {
-                Some(file) => x509(X509Attestation {
+                Some(file) => AttestationMechanism::x509(X509Attestation {
                     client_certificates: Some(inline_cert(file)?),
                     ..X509Attestation::default()
                 }),
@@ -293,24 +286,10 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
     }
 }
 
-fn x509(x509: X509Attestation) -> AttestationMechanism {
-    AttestationMechanism {
-        kind: "x509".into(),
-        x509: Some(x509),
-        ..AttestationMechanism::default()
-    }
-}
-
 /// A certificate file as the primary of an inline X.509 attestation (checked to parse first).
 fn inline_cert(file: &std::path::Path) -> Result<X509Certificates> {
     store::load_cert(file)?;
-    Ok(X509Certificates {
-        primary: Some(X509CertificateWithInfo {
-            certificate: Some(store::read_text(file)?),
-            info: None,
-        }),
-        secondary: None,
-    })
+    Ok(X509Certificates::primary(store::read_text(file)?))
 }
 
 fn symmetric(k: &KeyArgs) -> Result<AttestationMechanism> {

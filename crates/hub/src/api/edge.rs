@@ -9,7 +9,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use hub_wire::TwinPatch;
+use serde_json::{Map, Value};
 
 use super::{Target, admit, json_body};
 use crate::Hub;
@@ -116,17 +117,19 @@ fn apply_on_edge_device(
         let m = match hub.registry.get_module(id, module) {
             Ok(m) => m,
             Err(e) if e.status == StatusCode::NOT_FOUND => {
-                let input: Module = serde_json::from_value(
-                    json!({"moduleId": module, "deviceId": id, "managedBy": "iotEdge"}),
-                )
-                .map_err(|e| ApiError::bad_request(format!("module {module}: {e}")))?;
+                let input = Module {
+                    module_id: module.to_owned(),
+                    device_id: id.to_owned(),
+                    managed_by: Some("iotEdge".to_owned()),
+                    ..Module::default()
+                };
                 hub.registry
                     .put_module(id, module, input, &IfMatch::Absent)?
                     .0
             }
             Err(e) => return Err(e),
         };
-        let patch = json!({"properties": {"desired": props}});
+        let patch = hub_wire::body(&TwinPatch::desired(props.clone()));
         hub.twins
             .patch_service(hub, &m.client_id(), &patch, &IfMatch::Any, true)?;
     }

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hub_wire::dps::DeviceRegistration;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{info, warn};
 
 use super::cloud::Cloud;
@@ -224,7 +225,7 @@ async fn register(
     let resource = format!("{scope}/registrations/{registration_id}");
     let client = cloud.dps_client(endpoint, &auth, &resource, keys).await?;
     let base = format!("/{scope}/registrations/{registration_id}");
-    let body = json!({"registrationId": registration_id, "payload": payload});
+    let body = hub_wire::body(&DeviceRegistration::new(registration_id, payload));
     let mut answer = cloud
         .dps_call(
             &client,

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use mqtt_codec::{
-    Connect, ConnectReturnCode, Packet, PacketReader, QoS, SubAckReturnCode, Subscribe,
-};
+use mqtt_codec::{ConnectReturnCode, Packet, PacketReader, QoS, SubAckReturnCode, Subscribe};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt as _;
@@ -194,29 +192,19 @@ async fn session(
 ) -> Result<()> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let mut s = tokio_rustls::TlsConnector::from(tls.clone())
+    let s = tokio_rustls::TlsConnector::from(tls.clone())
         .connect(ServerName::try_from(HOST)?, tcp)
         .await?;
     let mut out = Vec::with_capacity(64 * 1024);
-    mqtt_codec::encode(
-        &Packet::Connect(Box::new(Connect {
-            protocol_name: "MQTT".into(),
-            protocol_level: 4,
-            clean_session: false,
-            keep_alive: 60,
-            client_id: "bench-hub-subscriber".into(),
-            will: None,
-            username: None,
-            password: None,
-        })),
-        &mut out,
-    )?;
-    s.write_all(&out).await?;
-    let mut reader = crate::bench::mqtt::packet_reader(64 * 1024);
-    let present = match crate::bench::mqtt::read_packet(&mut s, &mut reader).await? {
-        Packet::ConnAck(a) if a.code == ConnectReturnCode::Accepted => a.session_present,
+    let reader = crate::bench::mqtt::packet_reader(64 * 1024);
+    let mut client = mqtt_client::Client::with_reader(s, reader);
+    let login = mqtt_client::Login::new("bench-hub-subscriber").clean_session(false);
+    let present = match client.login(&login).await? {
+        a if a.code == ConnectReturnCode::Accepted => a.session_present,
         other => bail!("the hub broker refused the subscriber: {other:?}"),
     };
+    // A kept session: what the broker queued may follow the CONNACK, in the reader already.
+    let (mut s, mut reader) = client.into_parts();
     if stats.connects > 0 && !present {
         stats.session_lost += 1;
     }
