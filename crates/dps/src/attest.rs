@@ -5,7 +5,7 @@
 //! treat as final: 401 for credentials, 403 for a disabled enrollment.
 
 use base64::Engine as _;
-use hub::model::{AuthType, Authentication, X509Thumbprint};
+use hub_wire::model::{AuthType, Authentication, X509Thumbprint};
 use iot_auth::sas::{SasError, SasToken};
 use pki::{Certificate, ChainValidator, Purpose, Reason};
 use rustls::pki_types::CertificateDer;

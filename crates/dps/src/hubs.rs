@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrohub_runtime::client::{ClientError, ServiceClient};
-use hub::model::Device;
-use hub::wire::TwinPatch;
+use hub_wire::model::Device;
+use hub_wire::TwinPatch;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
@@ -172,7 +172,7 @@ impl LinkedHubs {
         if_match: Option<&str>,
     ) -> Result<Value, HubCallError> {
         let path = format!("/devices/{}", iot_auth::percent_encode(id));
-        let body = hub::wire::body(device);
+        let body = hub_wire::body(device);
         match self
             .call(hostname, Method::PUT, &path, Some(&body), if_match)
             .await?
@@ -217,7 +217,7 @@ impl LinkedHubs {
     ) -> Result<(), HubCallError> {
         let path = format!("/twins/{}", iot_auth::percent_encode(id));
         let method = if replace { Method::PUT } else { Method::PATCH };
-        let body = hub::wire::body(twin);
+        let body = hub_wire::body(twin);
         match self
             .call(hostname, method, &path, Some(&body), Some("*"))
             .await?
