@@ -14,8 +14,8 @@ use hyper::Method;
 use identity::client::UdsClient;
 use identity::wire::identityd::{AuthInfo, AuthType, Identity};
 
-use crate::device_client::{DeviceConn, Refused};
 use crate::system_status::Finding;
+use device_client::{DeviceConn, Refused};
 
 /// Where to reach the hub instead of `{gatewayHost}:8883` and `{hubName}:443`.
 #[derive(Clone, Debug, Default)]

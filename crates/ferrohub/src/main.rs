@@ -8,34 +8,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent_cmd;
 mod aziot_users;
-mod bench;
-mod certs;
 mod checks;
-mod clock;
 mod config_cmd;
 mod config_template;
 mod connect_check;
 mod connect_fix;
-mod device_client;
 mod dps_cmd;
 mod edge_check;
 mod edge_cmd;
 mod edge_ops;
 mod edge_run;
 mod edge_target;
-mod hints;
 mod hub_cmd;
 mod identity_cmd;
-mod quickstart;
-mod quickstart_edge;
-mod quickstart_hub;
-mod quickstart_provision;
 mod system_status;
-mod tls_probe;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+// The commands implemented in libraries, under the names the front end's modules use.
+use ferrohub_bench as bench;
+use ferrohub_certs as certs;
+use ferrohub_cli_support::hints;
+use ferrohub_quickstart as quickstart;
+use ferrohub_runtime::clock;
 
 /// ferrohub: a self-hostable X.509 device identity stack (PKI, hub, provisioning, edge gateway).
 #[derive(Debug, Parser)]

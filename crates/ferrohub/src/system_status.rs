@@ -175,7 +175,7 @@ pub async fn check(root: &RootArg, addrs: &HubAddrs, json_out: bool) -> Result<b
             Some(a) => (a.clone(), format!("{host} at {a}")),
             None => (format!("{host}:443"), format!("{host}:443")),
         };
-        let reachable = crate::tls_probe::reachable(&host, &addr, &bundle).await;
+        let reachable = device_client::tls_probe::reachable(&host, &addr, &bundle).await;
         c.add(
             "hub-tls",
             reachable.is_ok(),

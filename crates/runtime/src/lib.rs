@@ -6,6 +6,7 @@
 //! REST API or SQLite).
 //!
 //! * [`time`]: the injected clock and the service API's time formats;
+//! * [`clock`]: the commands' wall clock (now in whole seconds, `--not-before` style times);
 //! * [`tls`]: server and client TLS configs, reloadable server certificates;
 //! * [`net`]: accept loops, TLS handshakes by a deadline, HTTPS and `/metrics` serving;
 //! * [`error`]: the HTTP error type every REST API answers with;
@@ -24,6 +25,7 @@
 pub use ferrohub_fs::atomic;
 pub mod cas;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub use ferrohub_fs::datalock;
 pub mod error;

@@ -56,7 +56,7 @@ pub(super) async fn checks(
     .into_iter()
     .enumerate()
     {
-        let tls = crate::tls_probe::connect(addr, &gw.hub_hostname, &bundle).await;
+        let tls = device_client::tls_probe::connect(addr, &gw.hub_hostname, &bundle).await;
         reached[i] = tls.is_ok();
         r.add(
             id,
@@ -208,7 +208,7 @@ async fn hub_date(
     name: &str,
     bundle: &[pki::Certificate],
 ) -> Result<time::OffsetDateTime, String> {
-    let mut tls = crate::tls_probe::connect(addr, name, bundle).await?;
+    let mut tls = device_client::tls_probe::connect(addr, name, bundle).await?;
     let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes())
         .await

@@ -184,12 +184,7 @@ pub fn load(path: &std::path::Path) -> Result<hub::config::HubConfig> {
     hub::config::HubConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
+pub use ferrohub_cli_support::runtime;
 
 fn serve(config: &std::path::Path) -> Result<bool> {
     crate::server_umask();

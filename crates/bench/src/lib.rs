@@ -1,5 +1,7 @@
 //! `ferrohub bench …`: load generators against an in-process hub on loopback, over real TLS with
 //! X.509 devices and durability as configured. Each prints throughput and latency percentiles.
+//! The `ferrohub` binary parses [`BenchCmd`] and hands it to [`run`].
+#![forbid(unsafe_code)]
 
 mod connect;
 mod consumer;
@@ -30,7 +32,7 @@ use hub::registry::IfMatch;
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use rustls::pki_types::CertificateDer;
 
-use crate::clock;
+use ferrohub_runtime::clock;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
@@ -98,7 +100,7 @@ pub enum BenchCmd {
 }
 
 pub fn run(cmd: BenchCmd) -> Result<bool> {
-    let rt = crate::hub_cmd::runtime()?;
+    let rt = ferrohub_cli_support::runtime()?;
     match cmd {
         BenchCmd::Telemetry(args) => return rt.block_on(telemetry::run(args)),
         BenchCmd::Connect(args) => return rt.block_on(connect::run(args)),

@@ -1,4 +1,6 @@
-//! `ferrohub certs`: the PKI toolkit that replaces the seeds' `certGen.sh` and openssl steps.
+//! `ferrohub certs`: the PKI toolkit that replaces the seeds' `certGen.sh` and openssl steps, and
+//! the certificate directory the `init` commands and the quickstart issue their certificates in.
+#![forbid(unsafe_code)]
 
 mod check;
 mod make;
@@ -11,7 +13,7 @@ use clap::{Args, Subcommand};
 use pki::KeyAlgorithm;
 use time::OffsetDateTime;
 
-use crate::clock;
+use ferrohub_runtime::clock;
 
 pub use make::{Plan, issue_files};
 

@@ -20,10 +20,11 @@ use hub::registry::IfMatch;
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use tokio::sync::watch;
 
-use crate::certs::Plan;
-use crate::certs::store::{load_cert, load_certs, load_key};
+use device_client::DeviceConn;
+use ferrohub_certs::Plan;
+use ferrohub_certs::store::{load_cert, load_certs, load_key};
+
 use crate::clock;
-use crate::device_client::DeviceConn;
 
 pub const CA_NAME: &str = "quickstart-intermediate";
 /// The hub's host name: in device usernames, SAS tokens and connection strings.
@@ -93,7 +94,7 @@ impl Addrs {
                         "cannot bind {addr} ({what}): permission denied. --azure-ports binds ports \
                          below 1024: {}, or leave out --azure-ports (ephemeral high ports, no \
                          privileges)",
-                        crate::hints::privileged_port_fix()
+                        ferrohub_cli_support::hints::privileged_port_fix()
                     ),
                     std::io::ErrorKind::AddrInUse => bail!(
                         "cannot bind {addr} ({what}): something is already listening there (another \
@@ -138,13 +139,13 @@ impl HubStage {
     /// The runtime, and a Ctrl-C handler: the first signal interrupts the running step and the
     /// services are stopped; a second one exits at once.
     pub fn new(addrs: Addrs) -> Result<Self> {
-        let rt = crate::hub_cmd::runtime()?;
+        let rt = ferrohub_cli_support::runtime()?;
         let (tx, interrupt) = watch::channel(false);
         rt.spawn(async move {
-            crate::hub_cmd::wait_for_signal().await;
+            ferrohub_runtime::shutdown::wait_for_signal().await;
             let _ = tx.send(true);
             eprintln!("\nInterrupted: stopping the services (press Ctrl-C again to exit at once)");
-            crate::hub_cmd::wait_for_signal().await;
+            ferrohub_runtime::shutdown::wait_for_signal().await;
             std::process::exit(130);
         });
         Ok(Self {
@@ -280,7 +281,7 @@ impl HubStage {
     /// Starts a hub with its own server certificate (signed by the intermediate).
     pub fn start(&self, certs: &Path) -> Result<String> {
         // 127.0.0.3: the provisioning service presents this certificate too.
-        crate::quickstart::ensure(
+        crate::ensure(
             certs,
             Plan {
                 what: "hub server certificate",

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{BenchHub, DeviceCreds, percentile_ms};
 use crate::clock;
-use crate::device_client::DeviceConn;
+use device_client::DeviceConn;
 
 #[derive(Debug, Args)]
 pub struct InteractiveArgs {

@@ -15,8 +15,9 @@ use identity::wire::identityd::Identity;
 use identity::wire::keyd::{SignRequest, SignResponse};
 use serde_json::json;
 
-use crate::device_client::DeviceConn;
-use crate::quickstart_hub::{CA_NAME, HUB_HOST, HubStage, prove_ca};
+use device_client::DeviceConn;
+
+use crate::hub_stage::{CA_NAME, HUB_HOST, HubStage, prove_ca};
 
 pub const SCOPE: &str = "0ne00QUICK1";
 const MODULE: &str = "quickstart-module";
@@ -228,7 +229,8 @@ impl<'a> ProvisionStage<'a> {
         let run_dir = self.data.join("identity/run/ferrohub");
         let from = hub.events.next_offset();
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(crate::certs::store::load_cert(&certs.join("root-ca.cert.pem"))?.to_rustls())?;
+        roots
+            .add(ferrohub_certs::store::load_cert(&certs.join("root-ca.cert.pem"))?.to_rustls())?;
         let roots = Arc::new(roots);
         self.hub.within(30, async {
             let idd = UdsClient::new(run_dir.join("identityd.sock"));

@@ -19,9 +19,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::{Arrivals, Chain, HOST, child_index, lock};
-use crate::bench::mosquitto::{COMMON, user_line};
-use crate::bench::process::{ServerProcess, free_port, tail};
 use crate::clock;
+use crate::mosquitto::{COMMON, user_line};
+use crate::process::{ServerProcess, free_port, tail};
 
 /// What the gateway's two brokers add to [`COMMON`]: children connect with TLS server
 /// authentication only, and the bridge keeps the gateway's upstream batch size in flight.
@@ -87,14 +87,14 @@ impl Mosquitto {
             None,
         )?;
         std::fs::write(dir.path().join("ca.pem"), ca.to_pem())?;
-        crate::bench::server_cert(dir.path(), &ca, &ca_key, "broker")?;
+        crate::server_cert(dir.path(), &ca, &ca_key, "broker")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.to_rustls())?;
         let roots = Arc::new(roots);
         let (edge_port, hub_port) = (free_port()?, free_port()?);
         let (edge_conf, hub_conf) = write_configs(dir.path(), edge_port, hub_port)?;
         let broker = |conf: PathBuf, log: &str, port| {
-            crate::bench::mosquitto::process(bin, &conf, dir.path().join(log), port)
+            crate::mosquitto::process(bin, &conf, dir.path().join(log), port)
         };
         let mut hub = broker(hub_conf, "hub.log", hub_port);
         let mut edge = broker(edge_conf, "edge.log", edge_port);
@@ -196,7 +196,7 @@ async fn session(
         .connect(ServerName::try_from(HOST)?, tcp)
         .await?;
     let mut out = Vec::with_capacity(64 * 1024);
-    let reader = crate::bench::mqtt::packet_reader(64 * 1024);
+    let reader = crate::mqtt::packet_reader(64 * 1024);
     let mut client = mqtt_client::Client::with_reader(s, reader);
     let login = mqtt_client::Login::new("bench-hub-subscriber").clean_session(false);
     let present = match client.login(&login).await? {

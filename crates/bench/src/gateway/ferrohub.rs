@@ -13,8 +13,8 @@ use hub::registry::IfMatch;
 use tokio::sync::watch;
 
 use super::{Arrivals, Chain, HOST, Plan, child_id, child_index, lock};
-use crate::bench::{BenchHub, PausedHub};
 use crate::clock;
+use crate::{BenchHub, PausedHub};
 
 /// The ferrohub chain, in process: a hub, an edge device with its children, and a gateway.
 pub struct Ferro {
@@ -40,8 +40,7 @@ impl Ferro {
         let bench = BenchHub::start(0, true, 128).await?;
         let (edge_hub_key, child_key) = register_edge(&bench.hub, plan.children)?;
         let gw_dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-        let (cert, key) =
-            crate::bench::server_cert(gw_dir.path(), &bench.ca, &bench.ca_key, "gateway")?;
+        let (cert, key) = crate::server_cert(gw_dir.path(), &bench.ca, &bench.ca_key, "gateway")?;
         let config = edge::EdgeConfig {
             edge_id: "bench-edge".into(),
             hub_hostname: HOST.into(),

@@ -12,7 +12,13 @@
 //! it is back). Every run writes `DATA_DIR/quickstart.json` with what an SDK client needs;
 //! `--keep-running` leaves the services up until Ctrl-C, `--azure-ports` binds 8883/443 on
 //! 127.0.0.1 (hub), 127.0.0.2 (gateway) and 127.0.0.3 (DPS). Each step has a time limit; Ctrl-C
-//! interrupts the running step and stops the services.
+//! interrupts the running step and stops the services. The `ferrohub` binary parses
+//! [`QuickstartArgs`] and hands them to [`run`].
+#![forbid(unsafe_code)]
+
+mod edge_stage;
+mod hub_stage;
+mod provision_stage;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,12 +29,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pki::{Certificate, ChainValidator, KeyAlgorithm, Profile, Purpose};
 use serde_json::{Value, json};
 
-use crate::certs::store::{self, load_cert};
-use crate::certs::{KeyOpts, Plan, issue_files};
-use crate::quickstart_edge::{CHILD_SAS, EdgeStage};
-use crate::quickstart_hub::{Addrs, HUB_HOST, HubStage};
-use crate::quickstart_provision::{ProvisionStage, SCOPE};
-use crate::{clock, tls_probe};
+use device_client::tls_probe;
+use ferrohub_certs::store::{self, load_cert};
+use ferrohub_certs::{KeyOpts, Plan, issue_files};
+use ferrohub_runtime::clock;
+
+use crate::edge_stage::{CHILD_SAS, EdgeStage};
+use crate::hub_stage::{Addrs, HUB_HOST, HubStage};
+use crate::provision_stage::{ProvisionStage, SCOPE};
 
 #[derive(Debug, Args)]
 #[command(

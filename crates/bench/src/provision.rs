@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{BenchHub, DeviceCreds, percentile_ms};
 use crate::clock;
-use crate::device_client::DeviceConn;
+use device_client::DeviceConn;
 
 const SCOPE: &str = "0ne0BE0C0FF";
 

@@ -23,7 +23,7 @@ use mqtt_codec::Packet;
 use serde::Serialize;
 
 use crate::clock;
-use crate::device_client::DeviceConn;
+use device_client::DeviceConn;
 
 mod ferrohub;
 mod mosquitto;
@@ -250,7 +250,7 @@ pub async fn run(args: GatewayArgs) -> Result<bool> {
         timeout: Duration::from_secs(args.phase_timeout.max(1)),
     };
     let peer_version = match args.peer {
-        PeerKind::Mosquitto => Some(crate::bench::mosquitto::version(&args.mosquitto)?),
+        PeerKind::Mosquitto => Some(crate::mosquitto::version(&args.mosquitto)?),
         PeerKind::None => None,
     };
     eprintln!("ferrohub: gateway → hub ...");

@@ -1,11 +1,16 @@
-//! The one place the binary reads the wall clock. Libraries take `now` as a parameter.
+//! The wall clock of the commands (the `ferrohub` CLI, quickstart, bench): the one place they
+//! read it, from the system clock in [`crate::time`]. Servers and libraries take a
+//! [`Clock`](crate::time::Clock) or `now` as a parameter instead.
 
 use time::OffsetDateTime;
 
+use crate::time::{Clock as _, SystemClock};
+
+pub use crate::time::instant;
+
 /// The current time, truncated to whole seconds (X.509 times carry no fractions).
-#[allow(clippy::disallowed_methods)]
 pub fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
+    let t = SystemClock.now();
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
@@ -17,12 +22,6 @@ pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| {
         format!("{s:?} is not an RFC 3339 time like 2027-01-15T08:00:00Z or unix seconds ({e})")
     })
-}
-
-/// A monotonic instant for measuring how long something took (never for deciding validity).
-#[allow(clippy::disallowed_methods)]
-pub fn instant() -> std::time::Instant {
-    std::time::Instant::now()
 }
 
 #[cfg(test)]

@@ -23,9 +23,10 @@ use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::certs::store::{load_cert, load_certs, load_key};
-use crate::device_client::DeviceConn;
-use crate::quickstart_hub::{HUB_HOST, HubStage};
+use device_client::DeviceConn;
+use ferrohub_certs::store::{load_cert, load_certs, load_key};
+
+use crate::hub_stage::{HUB_HOST, HubStage};
 
 /// The second child: a symmetric-key device.
 pub const CHILD_SAS: &str = "child-sas";
