@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ferrohub_runtime::client::{ClientError, ServiceClient};
-use hub_wire::model::Device;
 use hub_wire::TwinPatch;
+use hub_wire::model::Device;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 

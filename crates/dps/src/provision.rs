@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use hub_wire::model::{Device, Status};
 use hub_wire::TwinPatch;
+use hub_wire::model::{Device, Status};
 use serde_json::Value;
 use tracing::{info, warn};
 
