@@ -9,9 +9,9 @@ use base64::Engine as _;
 use pki::{Certificate, ChainValidator, ValidatorOptions};
 use serde::Serialize;
 
+use crate::device_session::live::Connections;
+use crate::device_session::revoke::Revoked;
 use crate::error::ApiError;
-use crate::mqtt::revoke::Revoked;
-use crate::mqtt::session::Connections;
 use crate::registry::{IfMatch, new_etag};
 use crate::store::{CaRecord, Registry};
 use crate::time::{SharedClock, rfc3339};

@@ -1,8 +1,9 @@
 //! One device connection: CONNECT and authentication, the session, then the packet loop (each
 //! packet goes to [`super::handle`], which calls the socket-free [`crate::device_session`]).
 //!
-//! Two tasks per connection: this reader loop, and a writer ([`super::writer`]) that owns the write
-//! half, coalesces outgoing packets and sends PUBACKs in order as telemetry becomes durable.
+//! Two tasks per connection: this reader loop, which also turns the hub's notifications for the
+//! session into packets, and a writer ([`super::writer`]) that owns the write half, coalesces
+//! outgoing packets and sends PUBACKs in order as telemetry becomes durable.
 //! Backpressure: when `max_inflight_per_connection` publishes await durability, reading pauses.
 
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use std::time::Duration;
 
 use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Will};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::queue;
@@ -19,10 +19,8 @@ use tracing::{debug, info, warn};
 use super::auth::{self, Identity, Refusal};
 use super::handle::{State, interests, publish_will};
 use super::io::PacketReader;
-use super::revoke::Kick;
-use super::session::ConnHandle;
 use crate::Hub;
-use crate::device_session::DeviceSession;
+use crate::device_session::{DeviceSession, Notification};
 use crate::metrics::Metrics;
 
 /// Why the packet loop ended.
@@ -40,8 +38,9 @@ pub struct Admitted<S> {
     reader: PacketReader,
     rd: ReadHalf<S>,
     wr: WriteHalf<S>,
-    /// The client's certificate chain and [`super::session::Connections::revocations`] before it
-    /// was authenticated: kept until the session is registered (see [`auth::recheck`]).
+    /// The client's certificate chain and
+    /// [`crate::device_session::live::Connections::revocations`] before it was authenticated:
+    /// kept until the session is registered (see [`auth::recheck`]).
     peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     revocations: u64,
 }
@@ -170,9 +169,6 @@ struct Live<S> {
     reader: PacketReader,
     rd: ReadHalf<S>,
     writer: tokio::task::JoinHandle<()>,
-    kick: Arc<Kick>,
-    c2d_wake: Arc<Notify>,
-    conn_id: u64,
     /// Published if the session ends ungracefully.
     will: Option<Box<Will>>,
     keep_alive: Option<Duration>,
@@ -219,27 +215,14 @@ where
         }
     };
     let (out_tx, out_rx) = queue::channel::<Packet>(256);
-    let kick = Arc::new(Kick::default());
-    let c2d_wake = Arc::new(Notify::new());
     let identity = Arc::new(identity);
     let mut session = DeviceSession::new(hub.clone(), identity.clone());
     session.set_interests(interests(&identity, &subscriptions));
-    let conn_id = hub.connections.next_id();
-    if hub.connections.register(
-        &client_id,
-        ConnHandle {
-            id: conn_id,
-            identity: identity.clone(),
-            kick: kick.clone(),
-            outbound: out_tx.clone(),
-            c2d: c2d_wake.clone(),
-            features: session.features().clone(),
-        },
-    ) {
+    if session.attach() {
         info!("A newer connection replaces the previous one for this client id");
     }
     if let Err(refusal) = auth::recheck(hub, &connect, &peer_chain, revocations) {
-        hub.connections.unregister(&client_id, conn_id);
+        session.detach();
         hub.metrics.auth_failure(refusal.reason());
         warn!(reason = %refusal, code = refusal.reason(), "Refusing connection: its credentials changed while it connected");
         let ack = ConnAck {
@@ -258,7 +241,7 @@ where
         code: ConnectReturnCode::Accepted,
     });
     if write_packet(&mut wr, &ack).await.is_err() {
-        hub.connections.unregister(&client_id, conn_id);
+        session.detach();
         return None;
     }
     Metrics::inc(&hub.metrics.connections_active);
@@ -273,7 +256,8 @@ where
         packets: out_rx,
         acks: ack_rx,
     };
-    let writer = tokio::spawn(super::writer::run(wr, queues, hub.clone(), kick.clone()));
+    let inbox = session.subscription().clone();
+    let writer = tokio::spawn(super::writer::run(wr, queues, hub.clone(), inbox));
     let mut state = State {
         session,
         clean: connect.clean_session,
@@ -300,9 +284,6 @@ where
         reader,
         rd,
         writer,
-        kick,
-        c2d_wake,
-        conn_id,
         will: connect.will.map(Box::new),
         keep_alive,
         token_timer,
@@ -317,17 +298,20 @@ where
     async fn serve(&mut self, hub: &Arc<Hub>) -> End {
         loop {
             tokio::select! {
-                why = self.kick.ended() => {
-                    if let Some(reason) = why.metric() {
-                        hub.metrics.auth_failure(reason);
+                n = self.state.session.subscription().next() => match n {
+                    Notification::Close(why) => {
+                        if let Some(reason) = why.metric() {
+                            hub.metrics.auth_failure(reason);
+                        }
+                        info!(reason = ?why, "Closing connection: {}", why.describe());
+                        return End::Ungraceful;
                     }
-                    info!(reason = ?why, "Closing connection: {}", why.describe());
-                    return End::Ungraceful;
-                }
+                    Notification::C2dAvailable => Box::pin(self.state.deliver_c2d()).await,
+                    other => self.state.notified(other),
+                },
                 () = token_end(&mut self.token_timer) => {
                     return token_expired(hub, self.state.session.identity());
                 }
-                () = self.c2d_wake.notified() => Box::pin(self.state.deliver_c2d()).await,
                 read = self.reader.next_within(&mut self.rd, self.keep_alive) => match read {
                     Ok(Some(packet)) => {
                         // Boxed: the handlers' state is allocated only while one runs, so an idle
@@ -355,7 +339,6 @@ where
         let Live {
             state,
             writer,
-            conn_id,
             will,
             ..
         } = self;
@@ -364,7 +347,7 @@ where
         } = state;
         let identity = session.identity().clone();
         let client_id = session.client_id();
-        hub.connections.unregister(client_id, conn_id);
+        session.detach();
         hub.metrics
             .connections_active
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

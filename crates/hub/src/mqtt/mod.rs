@@ -5,8 +5,6 @@ mod conn;
 mod handle;
 pub mod io;
 pub mod queue;
-pub mod revoke;
-pub mod session;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,6 +20,7 @@ use crate::Hub;
 use crate::metrics::Metrics;
 
 pub use crate::device_session::telemetry::MAX_BODY_BYTES;
+pub use handle::{NotSent, RelaySender};
 
 /// Open connections per peer address, for `limits.max_connections_per_ip`.
 #[derive(Default)]
@@ -91,8 +90,8 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
 type Slots = (tokio::sync::OwnedSemaphorePermit, IpSlot);
 
 /// A running session's places in the connection limits and its count in
-/// [`crate::mqtt::session::Connections::tasks`] (for a clean shutdown): given back when dropped,
-/// however the session ends.
+/// [`crate::device_session::live::Connections::tasks`] (for a clean shutdown): given back when
+/// dropped, however the session ends.
 pub(crate) struct SessionSlots {
     hub: Arc<Hub>,
     _slots: Slots,
