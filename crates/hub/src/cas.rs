@@ -7,8 +7,8 @@ pub use ferrohub_runtime::cas::{
     parse_certificate, upload_request, verify_request,
 };
 
-use crate::mqtt::revoke::Revoked;
-use crate::mqtt::session::Connections;
+use crate::device_session::live::Connections;
+use crate::device_session::revoke::Revoked;
 
 impl AnchoredSessions for Connections {
     fn end_anchored_by(&self, thumbprint: &str) -> usize {

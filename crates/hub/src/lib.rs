@@ -80,9 +80,9 @@ pub struct Hub {
     pub cas: cas::CaService,
     pub events: durable_log::Log,
     pub clock: SharedClock,
-    /// Live MQTT sessions (shared with the registry and the CA service, whose writes end those
+    /// Live device sessions (shared with the registry and the CA service, whose writes end those
     /// they invalidate).
-    pub connections: Arc<mqtt::session::Connections>,
+    pub connections: Arc<device_session::live::Connections>,
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
     pub methods: methods::Methods,
@@ -130,7 +130,7 @@ impl Hub {
         }
         info!(records = report.next_offset, "Events log opened");
         let auth = auth_switch::AuthSwitches::open(&config.auth, store.clone())?;
-        let connections = Arc::new(mqtt::session::Connections::new(clock.clone()));
+        let connections = Arc::new(device_session::live::Connections::new(clock.clone()));
         Ok(Arc::new(Self {
             auth,
             registry: registry::RegistryService::new(store.clone(), clock.clone())

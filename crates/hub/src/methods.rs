@@ -1,5 +1,7 @@
-//! Direct methods: a service call becomes a `$iothub/methods/POST/{name}/?$rid=` publish to the
-//! device or module, and the device's `$iothub/methods/res/{status}/?$rid=` answer completes it.
+//! Direct methods: a service call becomes a [`Notification::MethodRequest`] to the device's or
+//! module's live session (MQTT: a `$iothub/methods/POST/{name}/?$rid=` publish), and the
+//! session's answer ([`crate::device_session::DeviceSession::method_response`]; MQTT:
+//! `$iothub/methods/res/{status}/?$rid=`) completes it.
 //!
 //! Every call gets a hub-wide unique request id, so answers are matched to calls however many are
 //! in flight, and only the identity the call went to can answer it.
@@ -15,6 +17,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::Hub;
+use crate::device_session::Notification;
 use crate::error::ApiError;
 
 /// Largest method payload, each way (IoT Hub: 128 KB).
@@ -109,7 +112,7 @@ pub async fn invoke(
         None => device_id.to_owned(),
     };
     let started = tokio::time::Instant::now();
-    let Some(sender) = hub
+    let Some(session) = hub
         .connections
         .wait_for(&client_id, connect_timeout, |f| {
             f.methods.load(Ordering::Relaxed)
@@ -127,19 +130,12 @@ pub async fn invoke(
         ));
     };
     let (registration, answer) = hub.methods.register(&client_id);
-    let publish = mqtt_codec::Publish {
-        dup: false,
-        qos: mqtt_codec::QoS::AtMostOnce,
-        retain: false,
-        topic: iot_auth::topic::method_request_topic(&req.method_name, &registration.rid),
-        packet_id: None,
+    let call = Notification::MethodRequest {
+        name: req.method_name.clone(),
+        rid: registration.rid.clone(),
         payload: body,
     };
-    if sender
-        .send(mqtt_codec::Packet::Publish(publish))
-        .await
-        .is_err()
-    {
+    if session.deliver(call).is_err() {
         return Err(not_online(&client_id));
     }
     crate::metrics::Metrics::inc(&hub.metrics.messages_out);

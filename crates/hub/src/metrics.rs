@@ -34,6 +34,8 @@ pub struct Metrics {
     pub http_errors: AtomicU64,
     pub methods_not_online: AtomicU64,
     pub methods_timed_out: AtomicU64,
+    /// Cloud-to-device messages a device rejected (removed, as IoT Hub dead-letters them).
+    pub c2d_rejected: AtomicU64,
     /// From the method request leaving the hub's queue to the device's answer.
     pub method_latency: Histogram,
 }
@@ -191,6 +193,13 @@ impl Metrics {
             "counter",
             "Direct-method calls the target did not answer in time.",
             get(&self.methods_timed_out),
+        );
+        counter(
+            &mut out,
+            "ferrohub_c2d_rejected_total",
+            "counter",
+            "Cloud-to-device messages devices rejected (removed without redelivery).",
+            get(&self.c2d_rejected),
         );
         let _ = writeln!(
             out,

@@ -1,16 +1,16 @@
 //! Registry rules on top of the storage: create-versus-update by `If-Match` (the rule and etags
 //! are the runtime's, generated keys hub-wire's), generation ids, edge device scopes and system
 //! modules, statistics. Every write ends the live sessions it invalidates (see
-//! [`crate::mqtt::revoke`]), whoever made it: the service API, the provisioning service through
-//! it, a gateway syncing its scope.
+//! [`crate::device_session::revoke`]), whoever made it: the service API, the provisioning service
+//! through it, a gateway syncing its scope.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::device_session::live::Connections;
+use crate::device_session::revoke::{EndReason, Revoked};
 use crate::error::ApiError;
 use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
-use crate::mqtt::revoke::{EndReason, Revoked};
-use crate::mqtt::session::Connections;
 use crate::presence::{Change, Presence};
 use crate::store::Registry;
 use crate::time::{SharedClock, rfc3339};

@@ -5,7 +5,7 @@
 //! (`hostname` or one of `hostname_aliases`). Every refusal has a specific reason, which the head
 //! logs and counts; the peer only sees its protocol's refusal code. What the authentication rested
 //! on is recorded ([`Credential`]), so that the session ends when that changes (see
-//! [`crate::mqtt::revoke`]). A protocol head turns what its client presented (an MQTT username and
+//! [`crate::device_session::revoke`]). A protocol head turns what its client presented (an MQTT username and
 //! password, a TLS chain) into [`Credentials`].
 
 use base64::Engine as _;

@@ -1,11 +1,16 @@
 //! A session's cloud-to-device deliveries (a module's: its input messages): at most
 //! [`WINDOW`] unacknowledged at a time, each under a delivery tag the head uses on the wire
-//! (MQTT: the packet id of the QoS 1 publish). A delivery stays queued until completed, so a
-//! message not completed before the session ends is delivered again to the next one.
+//! (MQTT: the packet id of the QoS 1 publish). A delivery stays queued until the client settles
+//! it, so a message not settled before the session ends is delivered again to the next one.
+//!
+//! The client settles a delivery as IoT Hub lets it: complete (the message leaves the queue;
+//! MQTT's PUBACK), reject (it leaves the queue, recorded as `Rejected`, as IoT Hub dead-letters
+//! it) or abandon (it goes back to the queue and is delivered again, its delivery count grown).
+//! MQTT can only complete; AMQP does all three.
 
 use std::collections::HashMap;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::DeviceSession;
 use crate::metrics::Metrics;
@@ -108,9 +113,37 @@ impl DeviceSession {
         let Some(seq) = self.c2d.inflight.remove(&tag) else {
             return false;
         };
-        if let Err(e) = self.hub.registry.store().c2d_complete(&self.client_id, seq) {
-            warn!(error = %e, "Could not complete a cloud-to-device message");
-        }
+        self.c2d_remove(seq, "complete");
         true
+    }
+
+    /// The client rejected the delivery `tag`: its message leaves the queue without being
+    /// delivered again, recorded (logged and counted) with IoT Hub's feedback status
+    /// `Rejected`. `false` when `tag` is no delivery in flight.
+    pub fn c2d_reject(&mut self, tag: u16) -> bool {
+        let Some(seq) = self.c2d.inflight.remove(&tag) else {
+            return false;
+        };
+        Metrics::inc(&self.hub.metrics.c2d_rejected);
+        info!(
+            seq,
+            status = "Rejected",
+            "Cloud-to-device message rejected by the device: dead-lettered"
+        );
+        self.c2d_remove(seq, "reject");
+        true
+    }
+
+    /// The client abandoned the delivery `tag`: its message stays queued and the next
+    /// [`Self::c2d_take`] delivers it again (marked as a redelivery: its delivery count grew when
+    /// it was sent). `false` when `tag` is no delivery in flight.
+    pub fn c2d_abandon(&mut self, tag: u16) -> bool {
+        self.c2d.inflight.remove(&tag).is_some()
+    }
+
+    fn c2d_remove(&self, seq: i64, what: &str) {
+        if let Err(e) = self.hub.registry.store().c2d_complete(&self.client_id, seq) {
+            warn!(error = %e, "Could not {what} a cloud-to-device message");
+        }
     }
 }

@@ -6,26 +6,32 @@
 //!   `$edgeHub` speaks for ([`forwarded`]), stored on the events log ([`telemetry`]);
 //! - [`DeviceSession::twin_get`] and [`DeviceSession::twin_patch_reported`];
 //! - [`DeviceSession::method_response`]: the answer to a direct method call;
-//! - [`DeviceSession::c2d_take`], [`DeviceSession::c2d_sent`] and
-//!   [`DeviceSession::c2d_complete`]: cloud-to-device messages (module inputs for a module) within
-//!   a window of unacknowledged deliveries;
-//! - [`DeviceSession::set_interests`]: which notifications the client wants.
+//! - [`DeviceSession::c2d_take`], [`DeviceSession::c2d_sent`], [`DeviceSession::c2d_complete`],
+//!   [`DeviceSession::c2d_reject`] and [`DeviceSession::c2d_abandon`]: cloud-to-device messages
+//!   (module inputs for a module) within a window of unacknowledged deliveries;
+//! - [`DeviceSession::attach`] and [`DeviceSession::set_interests`]: the session joins the hub's
+//!   table of live sessions ([`live`]) and says which [`Notification`]s it wants; the hub's
+//!   desired patches, method calls, cloud-to-device signals and close requests ([`revoke`])
+//!   arrive on its [`Subscription`].
 //!
 //! Protocol heads (today MQTT, see [`crate::mqtt`]) own the socket and the wire format: they
-//! translate packets into these calls and the answers back into packets. An AMQP or HTTPS head
-//! calls the same code, so admission, storage, twins, methods and cloud-to-device behave the same
-//! whatever the device speaks.
+//! translate packets into these calls, and the answers and notifications back into packets. An
+//! AMQP or HTTPS head calls the same code, so admission, storage, twins, methods and
+//! cloud-to-device behave the same whatever the device speaks.
 
 pub mod auth;
 mod c2d;
 pub mod forwarded;
+pub mod live;
+pub mod notify;
 pub(crate) mod on_behalf;
+pub mod revoke;
 pub mod telemetry;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use iot_auth::topic::PropertyBag;
@@ -39,16 +45,7 @@ use forwarded::{NotStored, Senders};
 use telemetry::Durable;
 
 pub use c2d::C2dDelivery;
-
-/// Notifications a session wants that the hub sends from outside it (a desired patch, a method
-/// call), readable without the session: shared with [`crate::mqtt::session::Connections`].
-#[derive(Default)]
-pub struct Features {
-    /// Desired-property patches are pushed.
-    pub desired: AtomicBool,
-    /// Direct methods can be delivered.
-    pub methods: AtomicBool,
-}
+pub use notify::{Notification, Subscription};
 
 /// What a client wants delivered (MQTT: what it subscribed to).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,7 +98,7 @@ pub struct DeviceSession {
     /// `device` or `device/module`: the key of its twin, queue and method calls.
     client_id: Box<str>,
     /// Shared with the hub's table of live sessions.
-    features: Arc<Features>,
+    subscription: Arc<Subscription>,
     /// Cloud-to-device messages are wanted.
     c2d_wanted: bool,
     /// Cloud-to-device deliveries not yet completed.
@@ -117,9 +114,9 @@ impl DeviceSession {
         let client_id = identity.client_id().into_boxed_str();
         Self {
             hub,
+            subscription: Arc::new(Subscription::new(identity.clone())),
             identity,
             client_id,
-            features: Arc::default(),
             c2d_wanted: false,
             c2d: c2d::Window::default(),
             senders: None,
@@ -139,19 +136,33 @@ impl DeviceSession {
         &self.client_id
     }
 
-    /// What the session wants, for the hub's table of live sessions.
-    pub fn features(&self) -> &Arc<Features> {
-        &self.features
+    /// Where the hub's notifications for this session arrive (the head awaits
+    /// [`Subscription::next`]); it also tells the hub what the session wants.
+    pub fn subscription(&self) -> &Arc<Subscription> {
+        &self.subscription
+    }
+
+    /// Joins the hub's table of live sessions: notifications for the identity now reach this
+    /// session, and a previous session of the same client id is told to close
+    /// ([`revoke::EndReason::Replaced`]); `true` when there was one.
+    pub fn attach(&self) -> bool {
+        let subscription = self.subscription.clone();
+        self.hub.connections.register(&self.client_id, subscription)
+    }
+
+    /// Leaves the table of live sessions (if a newer session has not taken its place already):
+    /// nothing more is delivered to this one.
+    pub fn detach(&self) {
+        self.hub
+            .connections
+            .unregister(&self.client_id, &self.subscription);
     }
 
     /// Sets which notifications the client wants.
     pub fn set_interests(&mut self, wants: Interests) {
-        self.features
-            .desired
-            .store(wants.desired, Ordering::Relaxed);
-        self.features
-            .methods
-            .store(wants.methods, Ordering::Relaxed);
+        let s = &self.subscription;
+        s.desired.store(wants.desired, Ordering::Relaxed);
+        s.methods.store(wants.methods, Ordering::Relaxed);
         self.c2d_wanted = wants.c2d;
     }
 

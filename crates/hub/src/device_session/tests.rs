@@ -9,7 +9,8 @@ use iot_auth::topic::PropertyBag;
 use time::OffsetDateTime;
 
 use super::auth::{Credentials, Identity, Refusal, authenticate};
-use super::{DeviceSession, Interests, TelemetryRefused, c2d};
+use super::revoke::EndReason;
+use super::{DeviceSession, Interests, Notification, TelemetryRefused, c2d};
 use crate::Hub;
 use crate::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
 use crate::model::{AuthType, Authentication, Device, Status};
@@ -276,7 +277,7 @@ fn c2d_stays_within_its_window_and_stops_when_the_token_expires() {
 fn interests_reach_the_live_session_table() {
     let f = hub();
     let mut s = session(&f, "d1");
-    let features = s.features().clone();
+    let features = s.subscription().clone();
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     assert!(!features.desired.load(relaxed) && !features.methods.load(relaxed));
     s.set_interests(Interests {
@@ -285,4 +286,191 @@ fn interests_reach_the_live_session_table() {
         c2d: false,
     });
     assert!(features.desired.load(relaxed) && features.methods.load(relaxed));
+}
+
+/// An attached session of SAS device `id` that wants `wants`.
+fn attached(f: &Fixture, id: &str, wants: Interests) -> DeviceSession {
+    let mut s = session(f, id);
+    s.set_interests(wants);
+    assert!(!s.attach(), "no earlier session of {id}");
+    s
+}
+
+/// A call of method `reboot` that waits 5 s for its answer and not for the device to connect.
+fn method_call(payload: serde_json::Value) -> crate::methods::MethodRequest {
+    crate::methods::MethodRequest {
+        method_name: "reboot".into(),
+        payload,
+        response_timeout_in_seconds: Some(5),
+        connect_timeout_in_seconds: None,
+    }
+}
+
+#[tokio::test]
+async fn a_method_call_arrives_as_a_typed_notification_and_its_answer_completes_it() {
+    let f = hub();
+    let wants = Interests {
+        methods: true,
+        ..Interests::default()
+    };
+    let s = attached(&f, "d1", wants);
+    let call = tokio::spawn({
+        let hub = f.hub.clone();
+        let req = method_call(serde_json::json!({"delay": 5}));
+        async move { crate::methods::invoke(&hub, "d1", None, req).await }
+    });
+    let Notification::MethodRequest { name, rid, payload } = s.subscription().next().await else {
+        panic!("a method call was expected");
+    };
+    assert_eq!(name, "reboot");
+    assert_eq!(payload, br#"{"delay":5}"#);
+    assert!(s.method_response(&rid, 200, br#"{"done":true}"#.to_vec()));
+    let result = call.await.unwrap().unwrap();
+    assert_eq!(result.status, 200);
+    assert_eq!(result.payload, serde_json::json!({"done": true}));
+}
+
+#[tokio::test]
+async fn a_method_call_to_a_session_that_does_not_want_methods_is_refused_as_not_online() {
+    let f = hub();
+    let s = attached(&f, "d1", Interests::default());
+    let req = method_call(serde_json::Value::Null);
+    let refused = crate::methods::invoke(&f.hub, "d1", None, req).await;
+    assert_eq!(refused.unwrap_err().code, "DeviceNotOnline");
+    assert_eq!(s.subscription().try_next(), None, "nothing was delivered");
+}
+
+fn patch_desired(f: &Fixture, id: &str, desired: serde_json::Value) {
+    let patch = serde_json::json!({ "properties": { "desired": desired } });
+    f.hub
+        .twins
+        .patch_service(&f.hub, id, &patch, &IfMatch::Any, false)
+        .unwrap();
+}
+
+#[test]
+fn a_desired_patch_reaches_only_a_session_that_wants_it() {
+    let f = hub();
+    let mut s = attached(&f, "d1", Interests::default());
+    patch_desired(&f, "d1", serde_json::json!({"fan": 1}));
+    assert_eq!(s.subscription().try_next(), None, "not wanted");
+
+    s.set_interests(Interests {
+        desired: true,
+        ..Interests::default()
+    });
+    patch_desired(&f, "d1", serde_json::json!({"fan": 2}));
+    let Some(Notification::DesiredPatch { version, body }) = s.subscription().try_next() else {
+        panic!("a desired patch was expected");
+    };
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["fan"], 2);
+    assert_eq!(body["$version"], version);
+    assert_eq!(
+        version,
+        f.hub.twins.get(&f.hub, "d1").unwrap().desired_version
+    );
+}
+
+#[test]
+fn queued_c2d_a_revocation_and_a_newer_session_are_notifications_too() {
+    let f = hub();
+    let s = attached(&f, "d1", wants_c2d());
+    queue_c2d(&f.hub, "d1", "one");
+    assert_eq!(
+        s.subscription().try_next(),
+        Some(Notification::C2dAvailable)
+    );
+
+    // A newer session of the identity replaces this one.
+    let newer = session_of(&f, "d1");
+    assert!(newer.attach());
+    assert_eq!(
+        s.subscription().try_next(),
+        Some(Notification::Close(EndReason::Replaced))
+    );
+    s.detach();
+    assert!(f.hub.connections.is_connected("d1"), "the newer one stays");
+
+    // Disabling the device ends the newer one as well.
+    let mut device = f.hub.registry.get_device("d1").unwrap();
+    device.status = Status::Disabled;
+    f.hub
+        .registry
+        .put_device("d1", device, &IfMatch::Any)
+        .unwrap();
+    assert_eq!(
+        newer.subscription().try_next(),
+        Some(Notification::Close(EndReason::Disabled))
+    );
+    newer.detach();
+    assert!(!f.hub.connections.is_connected("d1"));
+}
+
+#[test]
+fn a_detached_session_receives_nothing() {
+    let f = hub();
+    let wants = Interests {
+        desired: true,
+        methods: true,
+        c2d: true,
+    };
+    let s = attached(&f, "d1", wants);
+    s.detach();
+    queue_c2d(&f.hub, "d1", "one");
+    patch_desired(&f, "d1", serde_json::json!({"fan": 1}));
+    assert_eq!(s.subscription().try_next(), None);
+    let late = Notification::C2dAvailable;
+    assert!(s.subscription().deliver(late).is_err());
+}
+
+#[test]
+fn a_rejected_c2d_message_leaves_the_queue_and_is_counted() {
+    let f = hub();
+    let mut s = session(&f, "d1");
+    s.set_interests(wants_c2d());
+    queue_c2d(&f.hub, "d1", "bad");
+    queue_c2d(&f.hub, "d1", "good");
+    let batch = s.c2d_take();
+    assert_eq!(batch.len(), 2);
+    assert!(s.c2d_reject(batch[0].tag));
+    assert!(!s.c2d_reject(batch[0].tag), "settled once");
+    assert!(!s.c2d_complete(batch[0].tag), "settled once");
+    assert_eq!(
+        f.hub
+            .metrics
+            .c2d_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    // The next session gets only the message that was neither rejected nor completed.
+    drop(s);
+    let mut next = session_of(&f, "d1");
+    next.set_interests(wants_c2d());
+    let again = next.c2d_take();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.seq, batch[1].message.seq);
+}
+
+#[test]
+fn an_abandoned_c2d_message_is_delivered_again_with_its_delivery_count_grown() {
+    let f = hub();
+    let mut s = session(&f, "d1");
+    s.set_interests(wants_c2d());
+    queue_c2d(&f.hub, "d1", "retry me");
+    let first = s.c2d_take();
+    s.c2d_sent(&first[0]);
+    assert!(s.c2d_take().is_empty(), "in flight");
+    assert!(s.c2d_abandon(first[0].tag));
+    assert!(!s.c2d_abandon(first[0].tag), "settled once");
+
+    let again = s.c2d_take();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.seq, first[0].message.seq);
+    assert_ne!(again[0].tag, first[0].tag, "a new delivery");
+    assert!(again[0].redelivery());
+    s.c2d_sent(&again[0]);
+    assert!(s.c2d_abandon(again[0].tag));
+    assert_eq!(s.c2d_take()[0].message.delivery_count, 2);
 }

@@ -62,8 +62,9 @@ pub fn record_model_id(hub: &Hub, identity: &Identity, username: Option<&str>) {
 }
 
 /// Authenticates `connect` again when a registry or CA change may have revoked what it used since
-/// `since` (a [`super::session::Connections::revocations`] read before it was authenticated): a
-/// change made while it authenticated looked for sessions to end before this one was registered.
+/// `since` (a [`crate::device_session::live::Connections::revocations`] read before it was
+/// authenticated): a change made while it authenticated looked for sessions to end before this
+/// one was registered.
 pub fn recheck(
     hub: &Hub,
     connect: &mqtt_codec::Connect,

@@ -1,16 +1,16 @@
 //! One device connection: CONNECT and authentication, the session, then the packet loop (each
 //! packet goes to [`super::handle`], which calls the socket-free [`crate::device_session`]).
 //!
-//! Two tasks per connection: this reader loop, and a writer ([`super::writer`]) that owns the write
-//! half, coalesces outgoing packets and sends PUBACKs in order as telemetry becomes durable.
+//! Two tasks per connection: this reader loop, which also turns the hub's notifications for the
+//! session into packets, and a writer ([`super::writer`]) that owns the write half, coalesces
+//! outgoing packets and sends PUBACKs in order as telemetry becomes durable.
 //! Backpressure: when `max_inflight_per_connection` publishes await durability, reading pauses.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqtt_codec::{ConnAck, ConnectReturnCode, Packet};
+use mqtt_codec::{ConnAck, ConnectReturnCode, Packet, Will};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::queue;
@@ -19,10 +19,8 @@ use tracing::{debug, info, warn};
 use super::auth::{self, Identity, Refusal};
 use super::handle::{State, interests, publish_will};
 use super::io::PacketReader;
-use super::revoke::Kick;
-use super::session::ConnHandle;
 use crate::Hub;
-use crate::device_session::DeviceSession;
+use crate::device_session::{DeviceSession, Notification};
 use crate::metrics::Metrics;
 
 /// Why the packet loop ended.
@@ -40,8 +38,9 @@ pub struct Admitted<S> {
     reader: PacketReader,
     rd: ReadHalf<S>,
     wr: WriteHalf<S>,
-    /// The client's certificate chain and [`super::session::Connections::revocations`] before it
-    /// was authenticated: kept until the session is registered (see [`auth::recheck`]).
+    /// The client's certificate chain and
+    /// [`crate::device_session::live::Connections::revocations`] before it was authenticated:
+    /// kept until the session is registered (see [`auth::recheck`]).
     peer_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     revocations: u64,
 }
@@ -134,29 +133,64 @@ where
     })
 }
 
-/// Serves an admitted connection until it closes.
-pub async fn run<S>(hub: Arc<Hub>, admitted: Admitted<S>)
+/// Serves an admitted connection until it closes; `slots` (its places in the connection limits
+/// and among the running tasks) are given back when it ends, however it ends.
+pub fn run<S>(
+    hub: Arc<Hub>,
+    admitted: Box<Admitted<S>>,
+    slots: super::SessionSlots,
+) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let identity = &admitted.identity;
     let span = tracing::info_span!("mqtt", client_id = %identity.client_id(), auth = identity.auth_type.as_str());
-    tracing::Instrument::instrument(run_session(hub, admitted), span).await;
+    tracing::Instrument::instrument(run_session(hub, admitted, slots), span)
 }
 
-async fn run_session<S>(hub: Arc<Hub>, admitted: Admitted<S>)
+/// The session's task. An idle connection holds for its whole life what this future holds
+/// across the packet loop, and no more: the setup (CONNECT, the certificate chain, the stored
+/// session) runs in a boxed future freed before the loop starts, the admitted connection arrives
+/// boxed, and the CONNECT packet is not kept (only its will).
+async fn run_session<S>(hub: Arc<Hub>, admitted: Box<Admitted<S>>, _slots: super::SessionSlots)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let Some(mut live) = Box::pin(open(&hub, admitted)).await else {
+        return;
+    };
+    let end = live.serve(&hub).await;
+    Box::pin(live.close(&hub, end)).await;
+}
+
+/// What the packet loop of a running session holds.
+struct Live<S> {
+    state: State,
+    reader: PacketReader,
+    rd: ReadHalf<S>,
+    writer: tokio::task::JoinHandle<()>,
+    /// Published if the session ends ungracefully.
+    will: Option<Box<Will>>,
+    keep_alive: Option<Duration>,
+    /// Only a SAS session has a token to outlive (boxed: an X.509 connection does not carry it).
+    token_timer: Option<std::pin::Pin<Box<Sleep>>>,
+}
+
+/// Registers the session, answers CONNECT and starts the writer; `None` when the session ends
+/// before it runs (refused, or the client gone).
+async fn open<S>(hub: &Arc<Hub>, admitted: Box<Admitted<S>>) -> Option<Live<S>>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let Admitted {
         identity,
         connect,
-        mut reader,
-        mut rd,
+        reader,
+        rd,
         mut wr,
         peer_chain,
         revocations,
-    } = admitted;
+    } = *admitted;
     let client_id = identity.client_id();
     let store = hub.registry.store().clone();
     let session = if connect.clean_session {
@@ -177,31 +211,18 @@ where
                 }),
             )
             .await;
-            return;
+            return None;
         }
     };
     let (out_tx, out_rx) = queue::channel::<Packet>(256);
-    let kick = Arc::new(Kick::default());
-    let c2d_wake = Arc::new(Notify::new());
     let identity = Arc::new(identity);
     let mut session = DeviceSession::new(hub.clone(), identity.clone());
     session.set_interests(interests(&identity, &subscriptions));
-    let conn_id = hub.connections.next_id();
-    if hub.connections.register(
-        &client_id,
-        ConnHandle {
-            id: conn_id,
-            identity: identity.clone(),
-            kick: kick.clone(),
-            outbound: out_tx.clone(),
-            c2d: c2d_wake.clone(),
-            features: session.features().clone(),
-        },
-    ) {
+    if session.attach() {
         info!("A newer connection replaces the previous one for this client id");
     }
-    if let Err(refusal) = auth::recheck(&hub, &connect, &peer_chain, revocations) {
-        hub.connections.unregister(&client_id, conn_id);
+    if let Err(refusal) = auth::recheck(hub, &connect, &peer_chain, revocations) {
+        session.detach();
         hub.metrics.auth_failure(refusal.reason());
         warn!(reason = %refusal, code = refusal.reason(), "Refusing connection: its credentials changed while it connected");
         let ack = ConnAck {
@@ -209,19 +230,19 @@ where
             code: refusal.connack(),
         };
         let _ = write_packet(&mut wr, &Packet::ConnAck(ack)).await;
-        return;
+        return None;
     }
     drop(peer_chain);
     hub.registry
         .set_connection(&identity.device_id, identity.module_id.as_deref(), true);
-    auth::record_model_id(&hub, &identity, connect.username.as_deref());
+    auth::record_model_id(hub, &identity, connect.username.as_deref());
     let ack = Packet::ConnAck(ConnAck {
         session_present,
         code: ConnectReturnCode::Accepted,
     });
     if write_packet(&mut wr, &ack).await.is_err() {
-        hub.connections.unregister(&client_id, conn_id);
-        return;
+        session.detach();
+        return None;
     }
     Metrics::inc(&hub.metrics.connections_active);
     info!(
@@ -230,12 +251,13 @@ where
         keep_alive = connect.keep_alive,
         "Device connected"
     );
-    let (ack_tx, ack_rx) = queue::channel(super::handle::inflight_limit(&hub, &identity).1);
+    let (ack_tx, ack_rx) = queue::channel(super::handle::inflight_limit(hub, &identity).1);
     let queues = super::writer::Queues {
         packets: out_rx,
         acks: ack_rx,
     };
-    let writer = tokio::spawn(super::writer::run(wr, queues, hub.clone(), kick.clone()));
+    let inbox = session.subscription().clone();
+    let writer = tokio::spawn(super::writer::run(wr, queues, hub.clone(), inbox));
     let mut state = State {
         session,
         clean: connect.clean_session,
@@ -253,61 +275,98 @@ where
     }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    // Only a SAS session has a token to outlive (boxed: an X.509 connection does not carry it).
-    let mut token_timer = state
+    let token_timer = state
         .session
         .time_left()
         .map(|d| Box::pin(tokio::time::sleep(d)));
-    let end = loop {
-        tokio::select! {
-            why = kick.ended() => {
-                if let Some(reason) = why.metric() {
-                    hub.metrics.auth_failure(reason);
-                }
-                info!(reason = ?why, "Closing connection: {}", why.describe());
-                break End::Ungraceful;
-            }
-            () = token_end(&mut token_timer) => break token_expired(&hub, &identity),
-            () = c2d_wake.notified() => Box::pin(state.deliver_c2d()).await,
-            read = reader.next_within(&mut rd, keep_alive) => match read {
-                Ok(Some(packet)) => {
-                    // Boxed: the handlers' state is allocated only while one runs, so an idle
-                    // connection's task stays small.
-                    if let Some(end) = Box::pin(state.handle(packet)).await {
-                        break end;
+    Some(Live {
+        state,
+        reader,
+        rd,
+        writer,
+        will: connect.will.map(Box::new),
+        keep_alive,
+        token_timer,
+    })
+}
+
+impl<S> Live<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// The packet loop, until the session ends.
+    async fn serve(&mut self, hub: &Arc<Hub>) -> End {
+        loop {
+            tokio::select! {
+                n = self.state.session.subscription().next() => match n {
+                    Notification::Close(why) => {
+                        if let Some(reason) = why.metric() {
+                            hub.metrics.auth_failure(reason);
+                        }
+                        info!(reason = ?why, "Closing connection: {}", why.describe());
+                        return End::Ungraceful;
                     }
+                    Notification::C2dAvailable => Box::pin(self.state.deliver_c2d()).await,
+                    other => self.state.notified(other),
+                },
+                () = token_end(&mut self.token_timer) => {
+                    return token_expired(hub, self.state.session.identity());
                 }
-                Ok(None) => {
-                    debug!("Connection closed by the device");
-                    break End::Ungraceful;
-                }
-                Err(e) => {
-                    super::io::read_failed(&hub, &e, "Closing connection");
-                    break End::Ungraceful;
+                read = self.reader.next_within(&mut self.rd, self.keep_alive) => match read {
+                    Ok(Some(packet)) => {
+                        // Boxed: the handlers' state is allocated only while one runs, so an idle
+                        // connection's task stays small.
+                        if let Some(end) = Box::pin(self.state.handle(packet)).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => {
+                        debug!("Connection closed by the device");
+                        return End::Ungraceful;
+                    }
+                    Err(e) => {
+                        super::io::read_failed(hub, &e, "Closing connection");
+                        return End::Ungraceful;
+                    }
                 }
             }
         }
-    };
-    hub.connections.unregister(&client_id, conn_id);
-    hub.metrics
-        .connections_active
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if let (End::Ungraceful, Some(will)) = (&end, &connect.will) {
-        Box::pin(publish_will(&state.session, will)).await;
     }
-    let State { out, ack, .. } = state;
-    drop((out, ack));
-    let _ = writer.await;
-    let still_connected = hub.connections.is_connected(&client_id);
-    hub.registry.set_connection(
-        &identity.device_id,
-        identity.module_id.as_deref(),
-        still_connected,
-    );
-    if let (false, Some(relay)) = (still_connected, hub.relay.get()) {
-        relay.disconnected(&client_id);
+
+    /// Unregisters the session, publishes its will after an ungraceful end, and waits for the
+    /// writer to send what is queued.
+    async fn close(self, hub: &Arc<Hub>, end: End) {
+        let Live {
+            state,
+            writer,
+            will,
+            ..
+        } = self;
+        let State {
+            session, out, ack, ..
+        } = state;
+        let identity = session.identity().clone();
+        let client_id = session.client_id();
+        session.detach();
+        hub.metrics
+            .connections_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let (End::Ungraceful, Some(will)) = (&end, &will) {
+            Box::pin(publish_will(&session, will)).await;
+        }
+        drop((out, ack));
+        let _ = writer.await;
+        let still_connected = hub.connections.is_connected(client_id);
+        hub.registry.set_connection(
+            &identity.device_id,
+            identity.module_id.as_deref(),
+            still_connected,
+        );
+        if let (false, Some(relay)) = (still_connected, hub.relay.get()) {
+            relay.disconnected(client_id);
+        }
+        info!("Device disconnected");
     }
-    info!("Device disconnected");
 }
 
 /// Waits for the session's token to expire (forever without one).

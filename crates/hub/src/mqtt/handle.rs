@@ -1,7 +1,8 @@
 //! The MQTT head's translator: one packet of an admitted connection → calls on its
-//! [`DeviceSession`] → packets back. Topics, packet ids, QoS and the session's stored
-//! subscriptions live here; what the hub does with a message, a twin request, a method answer
-//! or a cloud-to-device acknowledgement lives in [`crate::device_session`].
+//! [`DeviceSession`] → packets back, and the hub's [`Notification`]s for the session → packets.
+//! Topics, packet ids, QoS and the session's stored subscriptions live here; what the hub does
+//! with a message, a twin request, a method answer or a cloud-to-device acknowledgement lives in
+//! [`crate::device_session`].
 
 use std::sync::Arc;
 
@@ -14,7 +15,10 @@ use super::conn::{End, token_expired};
 use super::queue;
 use super::writer::PendingAck;
 use crate::Hub;
-use crate::device_session::{DeviceSession, Interests, TelemetryRefused};
+use crate::device_session::live::Connections;
+use crate::device_session::{
+    DeviceSession, Interests, Notification, Subscription, TelemetryRefused,
+};
 use crate::metrics::Metrics;
 use crate::store::SessionRecord;
 
@@ -250,16 +254,33 @@ impl State {
             return None;
         }
         let topic = iot_auth::topic::twin_response_topic(reply.status, rid, reply.version);
-        let publish = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic,
-            packet_id: None,
-            payload: reply.body.into_bytes(),
-        };
         Metrics::inc(&self.hub().metrics.messages_out);
-        self.send(Packet::Publish(publish)).await
+        self.send(at_most_once(topic, reply.body.into_bytes()))
+            .await
+    }
+
+    /// A notification from the hub, as the QoS 0 publish an MQTT device expects on its topic. It
+    /// is dropped (and logged) when the connection's outgoing queue is full: the session goes on
+    /// reading, so a device that does not read cannot hold up its own close or keep-alive.
+    pub(super) fn notified(&self, n: Notification) {
+        let (topic, payload, what) = match n {
+            Notification::DesiredPatch { version, body } => (
+                iot_auth::topic::desired_patch_topic(version),
+                body.into_bytes(),
+                "Desired-property patch",
+            ),
+            Notification::MethodRequest { name, rid, payload } => (
+                iot_auth::topic::method_request_topic(&name, &rid),
+                payload,
+                "Method call",
+            ),
+            Notification::Relayed { topic, payload } => (topic, payload, "Relayed message"),
+            // The packet loop handles these itself.
+            Notification::C2dAvailable | Notification::Close(_) => return,
+        };
+        if self.out.try_send(at_most_once(topic, payload)).is_err() {
+            warn!("{what} not sent: the connection is busy or closing");
+        }
     }
 
     /// Sends the cloud-to-device messages (a module: input messages) the session has for the
@@ -340,6 +361,18 @@ impl State {
     }
 }
 
+/// A QoS 0 publish from the hub.
+fn at_most_once(topic: String, payload: Vec<u8>) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic,
+        packet_id: None,
+        payload,
+    })
+}
+
 /// On an ungraceful close, the will is stored as the identity's telemetry, with the property bag
 /// of its topic.
 pub(super) async fn publish_will(session: &DeviceSession, will: &Will) {
@@ -373,6 +406,36 @@ pub(super) fn inflight_limit(hub: &Hub, identity: &Identity) -> (&'static str, u
             "max_inflight_per_connection",
             limits.max_inflight_per_connection,
         )
+    }
+}
+
+/// A gateway's way down to a local client for what its upstream hub sends that client (see
+/// `edge::relay`): an MQTT publish, delivered at most once as [`Notification::Relayed`].
+pub struct RelaySender(Arc<Subscription>);
+
+/// Why [`RelaySender::try_send`] sent nothing: not a publish, or the session is full or gone.
+#[derive(Debug)]
+pub struct NotSent;
+
+impl RelaySender {
+    /// Queues a publish for the client (delivered at QoS 0).
+    pub fn try_send(&self, packet: Packet) -> Result<(), NotSent> {
+        let Packet::Publish(p) = packet else {
+            return Err(NotSent);
+        };
+        let relayed = Notification::Relayed {
+            topic: p.topic,
+            payload: p.payload,
+        };
+        self.0.deliver(relayed).map_err(|_| NotSent)
+    }
+}
+
+impl Connections {
+    /// A way to relay MQTT publishes to the connected client `client_id` (none when its token
+    /// has expired or it is closing).
+    pub fn sender(&self, client_id: &str) -> Option<RelaySender> {
+        self.subscription(client_id).map(RelaySender)
     }
 }
 

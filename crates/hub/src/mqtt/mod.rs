@@ -5,8 +5,6 @@ mod conn;
 mod handle;
 pub mod io;
 pub mod queue;
-pub mod revoke;
-pub mod session;
 mod writer;
 
 use std::collections::HashMap;
@@ -22,6 +20,7 @@ use crate::Hub;
 use crate::metrics::Metrics;
 
 pub use crate::device_session::telemetry::MAX_BODY_BYTES;
+pub use handle::{NotSent, RelaySender};
 
 /// Open connections per peer address, for `limits.max_connections_per_ip`.
 #[derive(Default)]
@@ -90,6 +89,21 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
 /// A connection's places in `limits.max_connections` and `limits.max_connections_per_ip`.
 type Slots = (tokio::sync::OwnedSemaphorePermit, IpSlot);
 
+/// A running session's places in the connection limits and its count in
+/// [`crate::device_session::live::Connections::tasks`] (for a clean shutdown): given back when
+/// dropped, however the session ends.
+pub(crate) struct SessionSlots {
+    hub: Arc<Hub>,
+    _slots: Slots,
+}
+
+impl Drop for SessionSlots {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.hub.connections.tasks.fetch_sub(1, SeqCst);
+    }
+}
+
 /// Runs an admitted connection's session in a task of its own (counted for a clean shutdown),
 /// sized for the session alone: the task that accepted the connection and its handshake end here.
 fn spawn_session<S>(hub: Arc<Hub>, admitted: conn::Admitted<S>, slots: Slots)
@@ -98,20 +112,18 @@ where
 {
     use std::sync::atomic::Ordering::SeqCst;
     hub.connections.tasks.fetch_add(1, SeqCst);
+    let slots = SessionSlots {
+        hub: hub.clone(),
+        _slots: slots,
+    };
     if hub.connections.closing.load(SeqCst) {
         // Its handshake finished while the hub stops: the shutdown below would not see it.
-        hub.connections.tasks.fetch_sub(1, SeqCst);
+        drop(slots);
         info!("Closing connection: the hub is stopping");
         return;
     }
-    tokio::spawn(
-        async move {
-            let _slots = slots;
-            conn::run(hub.clone(), admitted).await;
-            hub.connections.tasks.fetch_sub(1, SeqCst);
-        }
-        .instrument(tracing::Span::current()),
-    );
+    let session = conn::run(hub, Box::new(admitted), slots);
+    tokio::spawn(session.instrument(tracing::Span::current()));
 }
 
 /// TLS, then CONNECT and authentication, within `deadline`.

@@ -17,10 +17,11 @@ use mqtt_codec::Packet;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::queue;
-use super::revoke::{EndReason, Kick};
 use tracing::{error, warn};
 
 use crate::Hub;
+use crate::device_session::Subscription;
+use crate::device_session::revoke::EndReason;
 use crate::device_session::telemetry::Durable;
 
 /// A QoS 1 publish whose record is being made durable.
@@ -64,7 +65,12 @@ pub struct Queues {
 
 /// Runs until both queues are closed and every queued acknowledgement is settled, or the network
 /// fails.
-pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kick: Arc<Kick>) {
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    q: Queues,
+    hub: Arc<Hub>,
+    session: Arc<Subscription>,
+) {
     let Queues {
         mut packets,
         mut acks,
@@ -89,7 +95,7 @@ pub async fn run<W: AsyncWrite + Unpin>(mut wr: W, q: Queues, hub: Arc<Hub>, kic
                 let mut ready = Some((a, result));
                 while let Some((a, result)) = ready.take() {
                     if !acknowledge(&hub, &a, result, &mut buf) {
-                        kick.end(EndReason::Storage);
+                        session.close(EndReason::Storage);
                         acks_open = false;
                         drop_queued(&hub, &mut acks);
                         break;

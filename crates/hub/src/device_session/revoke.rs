@@ -1,14 +1,11 @@
-//! What ends a live session from outside it: the reasons, the signal a connection waits on, and
-//! which sessions a registry or CA change ends (see [`Revoked::ends`]).
+//! What ends a live session from outside it: the reasons (delivered as
+//! [`super::notify::Notification::Close`]) and which sessions a registry or CA change ends (see
+//! [`Revoked::ends`]). Protocol-neutral: every head's sessions end the same way.
 //!
 //! A session ends when what its authentication rested on ([`Credential`]) changes: its own keys,
 //! thumbprints or authentication type; its device's keys (a module that connected with a
 //! device-level token); the gateway it connected through (`auth-chain`); the verified CA its
 //! certificate chain ended in. Sessions that rested on something else stay.
-
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use tokio::sync::Notify;
 
 use super::auth::{Credential, Identity};
 
@@ -39,6 +36,11 @@ impl EndReason {
         Self::Shutdown,
         Self::Storage,
     ];
+
+    /// The reason whose code (`why as u8`) is `code`.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u8 == code)
+    }
 
     /// The `ferrohub_auth_failures_total` reason for the ends a credential change causes (the
     /// others are not authentication failures, or are counted where they are refused).
@@ -73,33 +75,6 @@ impl EndReason {
             Self::Shutdown => "the hub is stopping",
             Self::Storage => "a message could not be made durable",
         }
-    }
-}
-
-/// The signal a connection waits on, with the reason it was given.
-#[derive(Default)]
-pub struct Kick {
-    notify: Notify,
-    why: AtomicU8,
-}
-
-impl Kick {
-    /// Tells the connection to close, for `why` (the first reason given is the one logged).
-    pub fn end(&self, why: EndReason) {
-        let _ = self
-            .why
-            .compare_exchange(0, why as u8, Ordering::Relaxed, Ordering::Relaxed);
-        self.notify.notify_one();
-    }
-
-    /// Waits until the connection is told to close; returns why.
-    pub async fn ended(&self) -> EndReason {
-        self.notify.notified().await;
-        let code = self.why.load(Ordering::Relaxed);
-        EndReason::ALL
-            .into_iter()
-            .find(|r| *r as u8 == code)
-            .unwrap_or(EndReason::Replaced)
     }
 }
 
@@ -212,7 +187,6 @@ impl Revoked<'_> {
 mod tests {
     use super::*;
     use crate::model::AuthType;
-    use std::future::Future;
 
     fn id(client_id: &str, credential: Credential) -> Identity {
         let (device_id, module_id) = match client_id.split_once('/') {
@@ -285,25 +259,5 @@ mod tests {
         let s = Revoked::Scope { device_id: "c" };
         assert!(ended(s, "c", Credential::Gateway("e/$edgeHub".into())));
         assert!(!ended(s, "c", Credential::Own));
-    }
-
-    #[test]
-    fn the_kick_carries_its_reason() {
-        let k = Kick::default();
-        k.end(EndReason::CaWithdrawn);
-        k.end(EndReason::Deleted);
-        let why = futures_now(k.ended());
-        assert_eq!(
-            why,
-            EndReason::CaWithdrawn,
-            "the first reason is the one logged"
-        );
-    }
-
-    fn futures_now<F: Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a test runtime");
-        rt.block_on(f)
     }
 }
