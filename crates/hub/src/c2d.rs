@@ -1,5 +1,6 @@
-//! Cloud-to-device messages: a per-device durable queue in the registry store (depth limit, TTL),
-//! delivered over MQTT on `devices/{id}/messages/devicebound/{props}` and completed by PUBACK.
+//! Cloud-to-device messages: a per-device durable queue in the registry store (depth limit, TTL).
+//! A live session takes them through [`crate::device_session::DeviceSession::c2d_take`] and its
+//! protocol head delivers them in its own wire form (MQTT: [`crate::mqtt::c2d_topic`]).
 //! Unacknowledged messages stay queued and are delivered again after a reconnect.
 
 use std::collections::BTreeMap;
@@ -74,27 +75,6 @@ pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, 
     Ok(msg)
 }
 
-/// The MQTT topic and payload of a queued message.
-pub fn publication(device_id: &str, msg: &C2dMessage) -> (String, Vec<u8>) {
-    use iot_auth::topic::{PropertyBag, SystemProperty};
-    let mut bag = PropertyBag::new();
-    bag.push_system(SystemProperty::MessageId, msg.message_id.clone());
-    bag.push_system(
-        SystemProperty::To,
-        format!("/devices/{device_id}/messages/deviceBound"),
-    );
-    if let Some(c) = &msg.correlation_id {
-        bag.push_system(SystemProperty::CorrelationId, c.clone());
-    }
-    for (k, v) in &msg.properties {
-        bag.push(k.clone(), Some(v.clone()));
-    }
-    let body = base64::engine::general_purpose::STANDARD
-        .decode(&msg.body)
-        .unwrap_or_default();
-    (iot_auth::topic::c2d_topic(device_id, &bag), body)
-}
-
 /// Queues a message for a client (`device` for cloud-to-device, `device/module` for a module
 /// input) unless its queue holds `max_depth` live messages, and wakes its connection. `Ok(false)`
 /// when the queue is full.
@@ -114,33 +94,4 @@ pub fn enqueue(
         hub.connections.wake(client_id);
     }
     Ok(queued)
-}
-
-/// The MQTT topic and payload of a queued module input message:
-/// `devices/{d}/modules/{m}/inputs/{input}/{bag}`.
-pub fn input_publication(device_id: &str, module_id: &str, msg: &C2dMessage) -> (String, Vec<u8>) {
-    use iot_auth::topic::{PropertyBag, SystemProperty};
-    let mut bag = PropertyBag::new();
-    bag.push_system(SystemProperty::MessageId, msg.message_id.clone());
-    if let Some(c) = &msg.correlation_id {
-        bag.push_system(SystemProperty::CorrelationId, c.clone());
-    }
-    for (wire, value) in &msg.system {
-        if let Some(p) = SystemProperty::from_wire(wire)
-            && !matches!(p, SystemProperty::MessageId | SystemProperty::CorrelationId)
-        {
-            bag.push_system(p, value.clone());
-        }
-    }
-    for (k, v) in &msg.properties {
-        bag.push(k.clone(), Some(v.clone()));
-    }
-    let body = base64::engine::general_purpose::STANDARD
-        .decode(&msg.body)
-        .unwrap_or_default();
-    let input = msg.input.as_deref().unwrap_or("input");
-    (
-        iot_auth::topic::module_input_topic(device_id, module_id, input, &bag),
-        body,
-    )
 }

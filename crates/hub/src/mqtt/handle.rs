@@ -289,8 +289,10 @@ impl State {
         for delivery in self.session.c2d_take() {
             let identity = self.session.identity();
             let (topic, payload) = match &identity.module_id {
-                None => crate::c2d::publication(&identity.device_id, &delivery.message),
-                Some(m) => crate::c2d::input_publication(&identity.device_id, m, &delivery.message),
+                None => super::c2d_topic::publication(&identity.device_id, &delivery.message),
+                Some(m) => {
+                    super::c2d_topic::input_publication(&identity.device_id, m, &delivery.message)
+                }
             };
             let publish = Publish {
                 dup: delivery.redelivery(),

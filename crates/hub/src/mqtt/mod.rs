@@ -1,6 +1,7 @@
 //! The MQTT 3.1.1 over TLS device endpoint.
 
 pub mod auth;
+pub mod c2d_topic;
 mod conn;
 mod handle;
 pub mod io;
