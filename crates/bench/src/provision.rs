@@ -159,7 +159,7 @@ async fn start_dps(
         }],
     };
     cfg.check().map_err(|e| anyhow::anyhow!(e))?;
-    let dps = dps::Dps::open(cfg, Arc::new(hub::time::SystemClock))?;
+    let dps = dps::Dps::open(cfg, Arc::new(ferrohub_runtime::time::SystemClock))?;
     use dps::model::{AttestationMechanism, EnrollmentGroup, X509Attestation};
     let group = EnrollmentGroup::new(
         "bench",

@@ -125,7 +125,7 @@ impl EdgeConfig {
             }
         }
         if let Some(addr) = c.metrics_listen {
-            hub::config::check_metrics_listen("metrics_listen", addr)
+            ferrohub_runtime::config::check_metrics_listen("metrics_listen", addr)
                 .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         }
         Ok(c)

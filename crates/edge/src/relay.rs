@@ -720,7 +720,7 @@ fn queue_c2d(relay: &Relay, client_id: &str, p: &Publish) -> Result<bool, String
         seq: 0,
         message_id: split
             .system_value(SystemProperty::MessageId)
-            .map_or_else(hub::registry::new_etag, str::to_owned),
+            .map_or_else(ferrohub_runtime::etag::new_etag, str::to_owned),
         correlation_id: split
             .system_value(SystemProperty::CorrelationId)
             .map(str::to_owned),

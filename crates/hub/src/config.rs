@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use ferrohub_runtime::config::{ConfigError, Listen, Tls, check_metrics_listen};
+use ferrohub_runtime::config::{ConfigError, check_metrics_listen};
+// used by mqtt/device_session; removed after the core merge
+pub use ferrohub_runtime::config::{Listen, Tls};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -18,26 +18,23 @@ pub mod api;
 pub mod auth_switch;
 pub mod c2d;
 pub mod cas;
-pub use ferrohub_runtime::client;
 pub mod config;
-pub use ferrohub_runtime::datalock;
 pub mod device_session;
-pub mod error;
 pub mod events;
-pub use ferrohub_runtime::fsperm;
 pub mod methods;
 pub mod metrics;
+// used by mqtt/device_session; removed after the core merge
 pub use hub_wire::model;
 pub mod mqtt;
+// used by mqtt/device_session; removed after the core merge
 pub use ferrohub_runtime::net;
 pub mod presence;
 pub mod registry;
 pub mod relay;
 pub mod store;
+// used by mqtt/device_session; removed after the core merge
 pub use ferrohub_runtime::time;
-pub use ferrohub_runtime::tls;
 pub mod twin;
-pub use hub_wire as wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,13 +44,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use config::HubConfig;
-use time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
+use ferrohub_runtime::tls;
 
 /// A failure to start the hub.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] ferrohub_runtime::store::StoreError),
     #[error("events log {path}: {source}")]
     Log {
         path: String,
@@ -77,7 +75,7 @@ pub enum HubError {
 pub struct Hub {
     pub config: HubConfig,
     pub registry: registry::RegistryService,
-    pub cas: cas::CaService,
+    pub cas: ferrohub_runtime::cas::CaService,
     pub events: durable_log::Log,
     pub clock: SharedClock,
     /// Live MQTT sessions (shared with the registry and the CA service, whose writes end those
@@ -135,7 +133,8 @@ impl Hub {
             auth,
             registry: registry::RegistryService::new(store.clone(), clock.clone())
                 .ending_sessions(connections.clone()),
-            cas: cas::CaService::new(store, clock.clone()).ending_sessions(connections.clone()),
+            cas: ferrohub_runtime::cas::CaService::new(store, clock.clone())
+                .ending_sessions(connections.clone()),
             events,
             clock,
             connections,

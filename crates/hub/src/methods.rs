@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::Hub;
-use crate::error::ApiError;
+use ferrohub_runtime::error::ApiError;
 
 /// Largest method payload, each way (IoT Hub: 128 KB).
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;

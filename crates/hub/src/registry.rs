@@ -7,19 +7,21 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::error::ApiError;
-use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
 use crate::mqtt::revoke::{EndReason, Revoked};
 use crate::mqtt::session::Connections;
 use crate::presence::{Change, Presence};
 use crate::store::Registry;
-use crate::time::{SharedClock, rfc3339};
+use ferrohub_runtime::error::ApiError;
 use ferrohub_runtime::etag::random_bytes;
+use ferrohub_runtime::time::{SharedClock, rfc3339};
+use hub_wire::model::{self, Capabilities, ConnectionState, Device, Module, Status};
 
 // The etag rule and key generation are shared with the provisioning service; re-exported here
 // until their users import them from the runtime and hub-wire.
-pub use ferrohub_runtime::etag::{IfMatch, new_etag};
-pub use hub_wire::model::gen_key;
+// used by mqtt/device_session; removed after the core merge
+pub use ferrohub_runtime::etag::IfMatch;
+use ferrohub_runtime::etag::new_etag;
+use hub_wire::model::gen_key;
 
 /// Module ids the hub creates for every edge device.
 pub const EDGE_SYSTEM_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];

@@ -96,8 +96,8 @@ pub fn run(args: &InitArgs) -> Result<()> {
     }
     let mut policies = Vec::new();
     for (name, rights) in POLICIES {
-        let primary_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let secondary_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let primary_key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secondary_key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
         policies.push(Policy {
             name: name.into(),
             primary_key,
