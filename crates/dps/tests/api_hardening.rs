@@ -99,7 +99,7 @@ async fn bodies_nested_past_the_limit_are_refused() {
     assert_eq!(t.get("/enrollments/e1").await.0, StatusCode::NOT_FOUND);
     // An initialTwin at the twin limit fits.
     let mut leaf = json!(1);
-    for i in 0..hub::twin::MAX_DEPTH - 1 {
+    for i in 0..hub_wire::limits::TWIN_MAX_DEPTH - 1 {
         leaf = json!({ format!("l{i}"): leaf });
     }
     let body = json!({"registrationId": "e1", "attestation": {"type": "symmetricKey"},

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
-pub use hub_wire::{AuthPatch, AuthState};
+use hub_wire::{AuthPatch, AuthState};
 
 use crate::config::AuthSettings;
 use crate::store::Registry;

@@ -11,6 +11,7 @@ use crate::store::C2dMessage;
 use ferrohub_runtime::error::ApiError;
 
 /// Azure's default queue depth per device.
+// used by mqtt/device_session; removed after the core merge
 pub use hub_wire::SendRequest;
 
 pub const MAX_QUEUE_DEPTH: usize = 50;

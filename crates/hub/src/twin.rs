@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Deepest nesting IoT Hub allows in tags and properties.
-pub use hub_wire::limits::TWIN_MAX_DEPTH as MAX_DEPTH;
+use hub_wire::limits::TWIN_MAX_DEPTH as MAX_DEPTH;
 /// Largest serialized tags, desired or reported section.
 pub const MAX_SECTION_BYTES: usize = 32 * 1024;
 
@@ -220,7 +220,7 @@ fn with_version(section: &Map<String, Value>, version: u64) -> Value {
     Value::Object(m)
 }
 
-pub use hub_wire::merge;
+use hub_wire::merge;
 
 fn depth(v: &Value) -> usize {
     match v {

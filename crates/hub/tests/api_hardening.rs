@@ -357,7 +357,7 @@ async fn bodies_nested_past_the_limit_are_refused_before_parsing() {
     // A twin at its own limit (10 levels of desired properties) fits in the body limit.
     create(&t, "d").await;
     let mut leaf = json!(1);
-    for i in 0..hub::twin::MAX_DEPTH - 1 {
+    for i in 0..hub_wire::limits::TWIN_MAX_DEPTH - 1 {
         leaf = json!({ format!("l{i}"): leaf });
     }
     let patch = json!({"properties": {"desired": leaf}});

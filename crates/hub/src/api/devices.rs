@@ -301,7 +301,7 @@ pub async fn send_c2d(
         Right::ServiceConnect,
         Target::Device(&id),
     )?;
-    let req: crate::c2d::SendRequest = json_body(&body)?;
+    let req: hub_wire::SendRequest = json_body(&body)?;
     let msg = crate::c2d::send(&hub, &id, req)?;
     Ok(json(
         StatusCode::OK,
