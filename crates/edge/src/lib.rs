@@ -312,7 +312,7 @@ impl Gateway {
             };
             let _ = local
                 .relay
-                .set(Arc::new(hook) as Arc<dyn hub::relay::Relay>);
+                .set(Arc::new(hook) as Arc<dyn hub::upstream::Upstream>);
             let g = Self {
                 config,
                 local,
@@ -482,13 +482,13 @@ fn edge_hub_token(resource: &str, key: &str, clock: &dyn ferrohub_runtime::time:
     iot_auth::sas::generate_sas_token(resource, &key, None, expiry)
 }
 
-/// What the local hub tells the gateway (see [`hub::relay::Relay`]).
+/// What the local hub tells the gateway (see [`hub::upstream::Upstream`]).
 struct LocalHook {
     relay: Arc<relay::Relay>,
     gateway: Weak<Gateway>,
 }
 
-impl hub::relay::Relay for LocalHook {
+impl hub::upstream::Upstream for LocalHook {
     fn subscribed(&self, client_id: &str, filters: &[String]) {
         self.relay.subscribed(client_id, filters);
     }
@@ -508,7 +508,7 @@ impl hub::relay::Relay for LocalHook {
         }
     }
 
-    fn lookup(&self, client_id: &str) -> hub::relay::LookupFuture {
+    fn lookup(&self, client_id: &str) -> hub::upstream::LookupFuture {
         let (gateway, id) = (self.gateway.upgrade(), client_id.to_owned());
         Box::pin(async move {
             match gateway {

@@ -262,7 +262,7 @@ fn upstream_filter(client_id: &str, filter: &str) -> bool {
             && filter == format!("devices/{client_id}/messages/devicebound/#"))
 }
 
-/// What the local hub reports (see [`hub::relay::Relay`]).
+/// What the local hub reports (see [`hub::upstream::Upstream`]).
 impl Relay {
     /// The local client connected or subscribed to `filters`; those the hub serves are mirrored
     /// upstream. The client's session opens at its CONNECT (with no filters), so the hub shows it

@@ -30,11 +30,11 @@ pub mod mqtt;
 pub use ferrohub_runtime::net;
 pub mod presence;
 pub mod registry;
-pub mod relay;
 pub mod store;
 // used by mqtt/device_session; removed after the core merge
 pub use ferrohub_runtime::time;
 pub mod twin;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,8 +84,8 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
     pub methods: methods::Methods,
-    /// Set by a gateway: twin and method traffic goes upstream (see [`relay`]).
-    pub relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
+    /// Set by a gateway: twin and method traffic goes upstream (see [`upstream`]).
+    pub relay: std::sync::OnceLock<Arc<dyn upstream::Upstream>>,
     /// Device and module SAS on or off, switchable while running (`PUT /configuration/auth`).
     pub auth: auth_switch::AuthSwitches,
 }
