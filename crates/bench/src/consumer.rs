@@ -136,7 +136,7 @@ impl Consumer {
         let (ready_tx, mut ready) = watch::channel(false);
         let task = match target.https {
             Some(https) => {
-                let client = hub::client::ServiceClient::new(
+                let client = ferrohub_runtime::client::ServiceClient::new(
                     https.to_string(),
                     "localhost".into(),
                     "service".into(),
@@ -178,7 +178,7 @@ impl Consumer {
 
 /// Reads ferrohub's NDJSON events stream, checking off each record's body.
 async fn events_stream(
-    client: hub::client::ServiceClient,
+    client: ferrohub_runtime::client::ServiceClient,
     arrivals: Shared,
     ready: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,

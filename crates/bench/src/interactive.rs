@@ -76,7 +76,7 @@ pub async fn methods(args: InteractiveArgs) -> Result<()> {
         let conn = connect(&bench, c, "$iothub/methods/POST/#").await?;
         responders.push(tokio::spawn(answer_methods(conn, stopped.clone())));
     }
-    let body = hub::wire::body(&hub::wire::MethodRequest {
+    let body = hub_wire::body(&hub_wire::MethodRequest {
         method_name: "echo".into(),
         payload: json!({ "data": "x".repeat(args.payload) }),
         response_timeout_in_seconds: Some(30),

@@ -26,9 +26,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use clap::Subcommand;
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
-use hub::model::{AuthType, Authentication, Device};
-use hub::registry::IfMatch;
+use ferrohub_runtime::config::{Listen, Tls};
+use ferrohub_runtime::etag::IfMatch;
+use hub::config::{AuthSettings, HubConfig, Limits, Policy, Right, Storage};
+use hub_wire::model::{AuthType, Authentication, Device};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use rustls::pki_types::CertificateDer;
 
@@ -132,7 +133,7 @@ pub struct BenchHub {
     pub roots: Arc<rustls::RootCertStore>,
     pub creds: Vec<DeviceCreds>,
     /// A client with the `service` policy (ServiceConnect, RegistryRead, RegistryWrite).
-    pub service: hub::client::ServiceClient,
+    pub service: ferrohub_runtime::client::ServiceClient,
     pub https: std::net::SocketAddr,
     /// The CA that issued the server certificate and the device certificates.
     pub ca: pki::Certificate,
@@ -154,7 +155,7 @@ impl BenchHub {
             &ca_key,
             None,
         )?;
-        let service_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let service_key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
         let cfg = hub_config(dir.path(), &ca, &ca_key, start, &service_key)?;
         let cfg = HubConfig {
             storage: Storage {
@@ -167,7 +168,7 @@ impl BenchHub {
             },
             ..cfg
         };
-        let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
+        let hub = hub::Hub::open(cfg, Arc::new(ferrohub_runtime::time::SystemClock))?;
         hub.cas
             .upload("bench", &ca.to_pem(), true, &IfMatch::Absent)?;
         let creds = register_devices(&hub, &ca, &ca_key, start, devices)?;
@@ -183,7 +184,7 @@ impl BenchHub {
                 .with_root_certificates(roots.clone())
                 .with_no_client_auth(),
         );
-        let service = hub::client::ServiceClient::new(
+        let service = ferrohub_runtime::client::ServiceClient::new(
             https_addr.to_string(),
             "localhost".into(),
             "service".into(),
@@ -256,7 +257,7 @@ pub struct PausedHub {
     mqtt: std::net::SocketAddr,
     roots: Arc<rustls::RootCertStore>,
     creds: Vec<DeviceCreds>,
-    service: hub::client::ServiceClient,
+    service: ferrohub_runtime::client::ServiceClient,
     https: std::net::SocketAddr,
     ca: pki::Certificate,
     ca_key: PrivateKey,
@@ -267,7 +268,7 @@ pub struct PausedHub {
 impl PausedHub {
     /// Reopens the same registry and events log and serves on the same addresses again.
     pub async fn resume(self) -> Result<BenchHub> {
-        let hub = hub::Hub::open(self.config, Arc::new(hub::time::SystemClock))?;
+        let hub = hub::Hub::open(self.config, Arc::new(ferrohub_runtime::time::SystemClock))?;
         let mqtt = tokio::net::TcpListener::bind(self.mqtt).await?;
         let https = tokio::net::TcpListener::bind(self.https).await?;
         let (stop, rx) = tokio::sync::watch::channel(false);

@@ -139,7 +139,7 @@ async fn start_dps(
         id_scope: SCOPE.into(),
         allocation_policy: "hashed".into(),
         listen: dps::config::Listen::default(),
-        tls: hub::config::Tls {
+        tls: ferrohub_runtime::config::Tls {
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
             ca: Some(dir.join("ca.pem")),
@@ -159,7 +159,7 @@ async fn start_dps(
         }],
     };
     cfg.check().map_err(|e| anyhow::anyhow!(e))?;
-    let dps = dps::Dps::open(cfg, Arc::new(hub::time::SystemClock))?;
+    let dps = dps::Dps::open(cfg, Arc::new(ferrohub_runtime::time::SystemClock))?;
     use dps::model::{AttestationMechanism, EnrollmentGroup, X509Attestation};
     let group = EnrollmentGroup::new(
         "bench",

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::ValueEnum;
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
-use hub::model::{AuthType, Authentication, Device};
-use hub::registry::IfMatch;
+use ferrohub_runtime::config::{Listen, Tls};
+use ferrohub_runtime::etag::IfMatch;
+use hub::config::{AuthSettings, HubConfig, Limits, Policy, Right, Storage};
+use hub_wire::model::{AuthType, Authentication, Device};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 
 use super::DeviceCreds;
@@ -118,7 +119,7 @@ impl Fixture {
             roots: Arc::new(roots),
             devices: creds,
             tls,
-            service_key: hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
+            service_key: hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
             dir,
         })
     }
@@ -276,7 +277,7 @@ fn hub_config(dir: &Path, fx: &Fixture, mqtt: u16, https: u16) -> HubConfig {
 
 /// Uploads the CA (verified) and registers every device, then closes the hub's files.
 fn register(cfg: &HubConfig, fx: &Fixture) -> Result<()> {
-    let hub = hub::Hub::open(cfg.clone(), Arc::new(hub::time::SystemClock))?;
+    let hub = hub::Hub::open(cfg.clone(), Arc::new(ferrohub_runtime::time::SystemClock))?;
     hub.cas
         .upload("bench", &fx.ca.to_pem(), true, &IfMatch::Absent)?;
     let pb = super::bar(fx.devices.len() as u64, "registering devices at the hub");

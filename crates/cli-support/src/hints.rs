@@ -151,7 +151,7 @@ mod tests {
     fn a_cause_already_in_the_message_is_printed_once() {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let text = io.to_string();
-        let e = anyhow::Error::from(identity::config::ConfigError::Read {
+        let e = anyhow::Error::from(ferrohub_runtime::config::ConfigError::Read {
             path: "c.toml".into(),
             source: io,
         })

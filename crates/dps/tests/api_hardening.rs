@@ -79,7 +79,7 @@ async fn enrollment_and_registration_ids_use_the_dps_alphabet() {
 #[tokio::test]
 async fn bodies_nested_past_the_limit_are_refused() {
     let t = TestDps::start(1).await;
-    let limit = hub::api::MAX_BODY_DEPTH;
+    let limit = hub_wire::limits::MAX_BODY_DEPTH;
     let deep = format!("{}{}", "[".repeat(limit), "]".repeat(limit));
     let body = format!(
         "{{\"registrationId\":\"e1\",\"attestation\":{{\"type\":\"symmetricKey\"}},\"x\":{deep}}}"
@@ -99,7 +99,7 @@ async fn bodies_nested_past_the_limit_are_refused() {
     assert_eq!(t.get("/enrollments/e1").await.0, StatusCode::NOT_FOUND);
     // An initialTwin at the twin limit fits.
     let mut leaf = json!(1);
-    for i in 0..hub::twin::MAX_DEPTH - 1 {
+    for i in 0..hub_wire::limits::TWIN_MAX_DEPTH - 1 {
         leaf = json!({ format!("l{i}"): leaf });
     }
     let body = json!({"registrationId": "e1", "attestation": {"type": "symmetricKey"},

@@ -294,7 +294,7 @@ async fn individual_x509_over_https_gets_a_thumbprint_identity() {
         .with_root_certificates(roots)
         .with_client_auth_cert(cc.chain, cc.key)
         .unwrap();
-    let client = hub::client::ServiceClient::new(
+    let client = ferrohub_runtime::client::ServiceClient::new(
         t.https.to_string(),
         "localhost".into(),
         "none".into(),
@@ -555,12 +555,12 @@ async fn service_api_validates_and_pages() {
         "enabled"
     );
     // A wrong policy key is refused.
-    let bad = hub::client::ServiceClient::new(
+    let bad = ferrohub_runtime::client::ServiceClient::new(
         t.https.to_string(),
         "localhost".into(),
         "provisioningserviceowner".into(),
         vec![1; 32],
-        hub::tls::client_config(&t.root).unwrap(),
+        ferrohub_runtime::tls::client_config(&t.root).unwrap(),
     )
     .with_api_version("2021-10-01")
     .with_token_time(u64::try_from(hubtest::now().unix_timestamp()).unwrap());

@@ -428,7 +428,8 @@ async fn a_second_agent_on_the_same_directory_refuses_to_start() {
         e.control().list().await.is_ok()
     })
     .await;
-    let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+    let clock: ferrohub_runtime::time::SharedClock =
+        std::sync::Arc::new(ferrohub_runtime::time::SystemClock);
     let second = edge_agent::Agent::open(e.config.clone(), clock);
     assert!(
         matches!(second, Err(edge_agent::AgentError::AlreadyRunning(_))),

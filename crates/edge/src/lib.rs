@@ -125,7 +125,7 @@ impl EdgeConfig {
             }
         }
         if let Some(addr) = c.metrics_listen {
-            hub::config::check_metrics_listen("metrics_listen", addr)
+            ferrohub_runtime::config::check_metrics_listen("metrics_listen", addr)
                 .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         }
         Ok(c)
@@ -253,8 +253,8 @@ impl Gateway {
             // and Node SDKs send `HostName`, never `GatewayHostName`): no alias is needed.
             hostname: config.hub_hostname.clone(),
             hostname_aliases: Vec::new(),
-            listen: hub::config::Listen::default(),
-            tls: hub::config::Tls {
+            listen: ferrohub_runtime::config::Listen::default(),
+            tls: ferrohub_runtime::config::Tls {
                 cert: config.tls_cert.clone(),
                 key: config.tls_key.clone(),
                 ca: None,
@@ -311,8 +311,8 @@ impl Gateway {
                 gateway: me.clone(),
             };
             let _ = local
-                .relay
-                .set(Arc::new(hook) as Arc<dyn hub::relay::Relay>);
+                .upstream
+                .set(Arc::new(hook) as Arc<dyn hub::upstream::Upstream>);
             let g = Self {
                 config,
                 local,
@@ -482,13 +482,13 @@ fn edge_hub_token(resource: &str, key: &str, clock: &dyn ferrohub_runtime::time:
     iot_auth::sas::generate_sas_token(resource, &key, None, expiry)
 }
 
-/// What the local hub tells the gateway (see [`hub::relay::Relay`]).
+/// What the local hub tells the gateway (see [`hub::upstream::Upstream`]).
 struct LocalHook {
     relay: Arc<relay::Relay>,
     gateway: Weak<Gateway>,
 }
 
-impl hub::relay::Relay for LocalHook {
+impl hub::upstream::Upstream for LocalHook {
     fn subscribed(&self, client_id: &str, filters: &[String]) {
         self.relay.subscribed(client_id, filters);
     }
@@ -508,7 +508,7 @@ impl hub::relay::Relay for LocalHook {
         }
     }
 
-    fn lookup(&self, client_id: &str) -> hub::relay::LookupFuture {
+    fn lookup(&self, client_id: &str) -> hub::upstream::LookupFuture {
         let (gateway, id) = (self.gateway.upgrade(), client_id.to_owned());
         Box::pin(async move {
             match gateway {

@@ -262,7 +262,7 @@ fn upstream_filter(client_id: &str, filter: &str) -> bool {
             && filter == format!("devices/{client_id}/messages/devicebound/#"))
 }
 
-/// What the local hub reports (see [`hub::relay::Relay`]).
+/// What the local hub reports (see [`hub::upstream::Upstream`]).
 impl Relay {
     /// The local client connected or subscribed to `filters`; those the hub serves are mirrored
     /// upstream. The client's session opens at its CONNECT (with no filters), so the hub shows it
@@ -720,7 +720,7 @@ fn queue_c2d(relay: &Relay, client_id: &str, p: &Publish) -> Result<bool, String
         seq: 0,
         message_id: split
             .system_value(SystemProperty::MessageId)
-            .map_or_else(hub::registry::new_etag, str::to_owned),
+            .map_or_else(ferrohub_runtime::etag::new_etag, str::to_owned),
         correlation_id: split
             .system_value(SystemProperty::CorrelationId)
             .map(str::to_owned),

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use hub::model::Status;
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::Status;
 use tracing::{info, warn};
 
 use crate::{EdgeError, Gateway};
@@ -126,8 +126,8 @@ fn split(client_id: &str) -> (&str, Option<&str>) {
 /// One page of the scope API.
 #[derive(Default)]
 struct Page {
-    devices: Vec<hub::model::Device>,
-    modules: Vec<hub::model::Module>,
+    devices: Vec<hub_wire::model::Device>,
+    modules: Vec<hub_wire::model::Module>,
     cas: Vec<(String, String)>,
     next: Option<String>,
 }
@@ -261,7 +261,7 @@ impl Gateway {
         &self,
         id: &str,
         reason: DropReason,
-        disabled: Option<hub::model::Device>,
+        disabled: Option<hub_wire::model::Device>,
     ) -> Result<(), ferrohub_runtime::error::ApiError> {
         let served = self
             .local
@@ -399,9 +399,9 @@ impl Gateway {
 
     /// Makes the local modules match the hub's (the edge device's own modules authenticate here
     /// with their own keys).
-    fn apply_modules(&self, modules: Vec<hub::model::Module>) -> Result<(), EdgeError> {
+    fn apply_modules(&self, modules: Vec<hub_wire::model::Module>) -> Result<(), EdgeError> {
         let err = |e: ferrohub_runtime::error::ApiError| EdgeError::Scope(e.to_string());
-        let mut by_device: std::collections::BTreeMap<String, Vec<hub::model::Module>> =
+        let mut by_device: std::collections::BTreeMap<String, Vec<hub_wire::model::Module>> =
             std::collections::BTreeMap::new();
         for m in modules {
             by_device.entry(m.device_id.clone()).or_default().push(m);
@@ -431,7 +431,7 @@ impl Gateway {
         Ok(())
     }
 
-    fn apply_scope(&self, children: Vec<hub::model::Device>) -> Result<usize, EdgeError> {
+    fn apply_scope(&self, children: Vec<hub_wire::model::Device>) -> Result<usize, EdgeError> {
         let err = |e: ferrohub_runtime::error::ApiError| EdgeError::Scope(e.to_string());
         let wanted: std::collections::BTreeSet<String> =
             children.iter().map(|d| d.device_id.clone()).collect();

@@ -161,7 +161,7 @@ async fn hold(sockets: Vec<TcpStream>, mut rx: watch::Receiver<Mode>) {
 async fn untrusted_tls_server() -> (SocketAddr, Arc<AtomicU64>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (_root, cert, key) = common::server_pki(dir.path());
-    let tls = hub::tls::device_server_config(&cert, &key, &[]).unwrap();
+    let tls = ferrohub_runtime::tls::device_server_config(&cert, &key, &[]).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -121,7 +121,9 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
     }
     let hub = hub::Hub::open(
         hub_cfg,
-        Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now()))),
+        Arc::new(ferrohub_runtime::time::FixedClock(std::sync::Mutex::new(
+            common::now(),
+        ))),
     )
     .unwrap();
     let listeners = hub::Listeners {

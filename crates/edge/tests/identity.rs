@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
 use edge::identity_source::{IdentitySettings, open};
-use hub::time::{Clock as _, FixedClock, SharedClock, SystemClock};
+use ferrohub_runtime::time::{Clock as _, FixedClock, SharedClock, SystemClock};
 use identity::config::apply::{self, Paths};
 use identity::config::superconfig::SuperConfig;
 use identity::config::{CertdConfig, IdentitydConfig, KeydConfig, load_daemon};

@@ -73,8 +73,8 @@ async fn the_gateway_listens_only_where_configured() {
     assert!(ports.contains(&api.port()), "local_api_listen is served");
     // It is the hub's API, authenticated against the local registry: it has no shared access
     // policy, so even the hub's owner credential is refused.
-    let tls = hub::tls::client_config(&g.root).unwrap();
-    let client = hub::client::ServiceClient::new(
+    let tls = ferrohub_runtime::tls::client_config(&g.root).unwrap();
+    let client = ferrohub_runtime::client::ServiceClient::new(
         api.to_string(),
         common::HOST.into(),
         "iothubowner".into(),

@@ -168,7 +168,7 @@ async fn a_child_gets_methods_twins_and_c2d_through_the_gateway() {
         msg.topic
     );
     let store = t.hub.registry.store().clone();
-    let now = hub::time::now_ms(t.hub.clock.as_ref());
+    let now = ferrohub_runtime::time::now_ms(t.hub.clock.as_ref());
     for _ in 0..200 {
         if store.c2d_pending("child", now).unwrap().is_empty() {
             break;

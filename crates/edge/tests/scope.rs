@@ -213,7 +213,7 @@ async fn dropped_at_once_and_let_back_in(action: AtTheHub) {
     }
     let after = again.recv().await;
     assert!(after.is_none(), "nothing after the refusal, got {after:?}");
-    let hook = g.gateway.local.relay.get().unwrap();
+    let hook = g.gateway.local.upstream.get().unwrap();
     assert!(
         hook.admit(id).is_err(),
         "a message of the dropped child is not acknowledged"

@@ -62,7 +62,9 @@ async fn restart(
     mqtt: std::net::SocketAddr,
     https: std::net::SocketAddr,
 ) -> (Arc<hub::Hub>, tokio::sync::watch::Sender<bool>) {
-    let clock = Arc::new(hub::time::FixedClock(std::sync::Mutex::new(common::now())));
+    let clock = Arc::new(ferrohub_runtime::time::FixedClock(std::sync::Mutex::new(
+        common::now(),
+    )));
     let hub = hub::Hub::open(cfg, clock).unwrap();
     let listeners = hub::Listeners {
         mqtt: tokio::net::TcpListener::bind(mqtt).await.unwrap(),

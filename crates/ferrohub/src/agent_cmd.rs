@@ -325,7 +325,7 @@ fn serve(path: &Path) -> Result<bool> {
             crate::hub_cmd::wait_for_signal().await;
             let _ = tx.send(true);
         });
-        edge_agent::run(config, Arc::new(hub::time::SystemClock), rx).await?;
+        edge_agent::run(config, Arc::new(ferrohub_runtime::time::SystemClock), rx).await?;
         anyhow::Ok(true)
     })
 }

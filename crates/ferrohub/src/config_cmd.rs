@@ -180,7 +180,7 @@ fn check_loads(paths: &Paths) -> bool {
 
 fn load_as<T: serde::de::DeserializeOwned>(
     (file, dropins): (PathBuf, PathBuf),
-) -> Result<(), identity::config::ConfigError> {
+) -> Result<(), ferrohub_runtime::config::ConfigError> {
     load_daemon::<T>(&file, &dropins).map(drop)
 }
 

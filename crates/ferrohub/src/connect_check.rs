@@ -198,7 +198,7 @@ async fn ask_hub(spec: &Spec, p: &Presented, addrs: &HubAddrs) -> Result<(String
         .https
         .clone()
         .unwrap_or_else(|| format!("{}:443", spec.hub));
-    let client = hub::client::ServiceClient::new(
+    let client = ferrohub_runtime::client::ServiceClient::new(
         https.clone(),
         spec.hub.clone(),
         String::new(),

@@ -155,13 +155,13 @@ async fn init(a: InitArgs) -> Result<()> {
     let dev = format!("/devices/{}", iot_auth::percent_encode(&a.edge_id));
     let r = client.send(Method::GET, &dev, None, &[]).await?;
     if r.status == StatusCode::NOT_FOUND {
-        let edge = hub::wire::Device {
+        let edge = hub_wire::Device {
             device_id: a.edge_id.clone(),
-            capabilities: hub::wire::Capabilities { iot_edge: true },
-            ..hub::wire::Device::default()
+            capabilities: hub_wire::Capabilities { iot_edge: true },
+            ..hub_wire::Device::default()
         };
         client
-            .send(Method::PUT, &dev, Some(&hub::wire::body(&edge)), &[])
+            .send(Method::PUT, &dev, Some(&hub_wire::body(&edge)), &[])
             .await?
             .ok()?;
     } else if r.json()["capabilities"]["iotEdge"] != true {
@@ -279,7 +279,7 @@ fn serve(path: &std::path::Path) -> Result<bool> {
             config.edge_id,
             listener.local_addr()?
         );
-        let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
+        let gateway = edge::Gateway::open(config, Arc::new(ferrohub_runtime::time::SystemClock))?;
         let stop = tokio::sync::watch::channel(false);
         crate::edge_run::serve(&process, gateway, listener, stop).await
     })?;
@@ -323,12 +323,15 @@ fn serve_identity(path: &std::path::Path, a: IdentityArgs) -> Result<bool> {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))
             .map_err(crate::hints::bind_failed)?;
-        let clock: hub::time::SharedClock = Arc::new(hub::time::SystemClock);
+        let clock: ferrohub_runtime::time::SharedClock =
+            Arc::new(ferrohub_runtime::time::SystemClock);
         let opened = edge::identity_source::open(&settings, clock.clone(), clock)
             .await
             .with_context(|| format!("identity service mode with {}", path.display()))?;
         let certs = opened.certs.clone();
-        let time = |t: Option<time::OffsetDateTime>| t.map(hub::time::rfc3339).unwrap_or_default();
+        let time = |t: Option<time::OffsetDateTime>| {
+            t.map(ferrohub_runtime::time::rfc3339).unwrap_or_default()
+        };
         eprintln!(
             "edge gateway {} (hub {}, identity service) serving children on {} (Ctrl-C to stop)\n  \
              certificate {}: expires {}, renewed at {}",

@@ -16,14 +16,14 @@ const RESTARTS_ENV: &str = "FERROHUB_EDGE_RESTARTS";
 
 /// A gateway process's hold on its data directory.
 pub(crate) struct Process {
-    lock: hub::datalock::DataLock,
+    lock: ferrohub_runtime::datalock::DataLock,
     restarts: u32,
 }
 
 /// Locks `data_dir` (a second gateway on it stops here, naming this one's pid) and starts
 /// logging, to standard error and to `{data_dir}/logs/edgeHub.log`.
 pub(crate) fn start(data_dir: &Path) -> Result<Process> {
-    let lock = match hub::datalock::DataLock::acquire(data_dir) {
+    let lock = match ferrohub_runtime::datalock::DataLock::acquire(data_dir) {
         Ok(l) => l,
         Err(e) => {
             crate::init_logging(None);

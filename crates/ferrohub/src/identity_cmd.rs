@@ -108,7 +108,7 @@ async fn run_all(root: RootArg) -> Result<()> {
         [&keyd.homedir, &certd.homedir, &identityd.homedir].into();
     let _locks = homes
         .into_iter()
-        .map(|home| hub::datalock::DataLock::acquire(home))
+        .map(|home| ferrohub_runtime::datalock::DataLock::acquire(home))
         .collect::<Result<Vec<_>, _>>()?;
     let keyd_daemon =
         identity::keyd::Keyd::open(&keyd).map_err(|e| anyhow::anyhow!("keyd: {e}"))?;

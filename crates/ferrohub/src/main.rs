@@ -154,12 +154,14 @@ pub(crate) fn server_umask() {
 
 /// Locks the data directory holding `database` (its parent) for the rest of the process: a second
 /// server on the same directory stops here, naming the first one's pid.
-pub(crate) fn lock_data_dir(database: &std::path::Path) -> anyhow::Result<hub::datalock::DataLock> {
+pub(crate) fn lock_data_dir(
+    database: &std::path::Path,
+) -> anyhow::Result<ferrohub_runtime::datalock::DataLock> {
     let dir = database
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    Ok(hub::datalock::DataLock::acquire(dir)?)
+    Ok(ferrohub_runtime::datalock::DataLock::acquire(dir)?)
 }
 
 fn main() -> ExitCode {

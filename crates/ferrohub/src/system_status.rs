@@ -39,7 +39,7 @@ fn describe(c: &pki::Certificate) -> String {
     format!(
         "{} (expires {})",
         c.subject(),
-        hub::time::rfc3339(c.not_after())
+        ferrohub_runtime::time::rfc3339(c.not_after())
     )
 }
 

@@ -123,7 +123,7 @@ async fn a_full_disk_refuses_telemetry_without_puback_and_service_resumes() {
     std::fs::write(&filler, vec![0u8; 512 * 1024]).unwrap();
     let events = disk.0.join("events");
     let t = TestHub::start_with(|cfg| cfg.storage.events = events.clone()).await;
-    hubtest::sas_device(&t, "dev1", hub::model::Status::Enabled);
+    hubtest::sas_device(&t, "dev1", hub_wire::model::Status::Enabled);
 
     // Fill the disk.
     let mut c = connected(&t).await;

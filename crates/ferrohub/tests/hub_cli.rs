@@ -313,8 +313,8 @@ fn an_id_mqtt_cannot_carry_is_created_with_a_warning_and_metrics_take_a_token() 
     let metrics = |token: &str| {
         let token = token.trim().to_owned();
         let root = dir.join("certs/root-ca.cert.pem");
-        hub::tls::client_config(&root).map(|tls| {
-            let client = hub::client::ServiceClient::new(
+        ferrohub_runtime::tls::client_config(&root).map(|tls| {
+            let client = ferrohub_runtime::client::ServiceClient::new(
                 format!("127.0.0.1:{https}"),
                 "localhost".into(),
                 String::new(),

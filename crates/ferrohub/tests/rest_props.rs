@@ -16,7 +16,7 @@ use test_support::hub::TestHub;
 struct Env {
     rt: tokio::runtime::Runtime,
     hub: TestHub,
-    client: hub::client::ServiceClient,
+    client: ferrohub_runtime::client::ServiceClient,
 }
 
 fn env() -> &'static Env {

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
-pub use hub_wire::{AuthPatch, AuthState};
+use hub_wire::{AuthPatch, AuthState};
 
 use crate::config::AuthSettings;
-use crate::store::{Registry, StoreError};
+use crate::store::Registry;
+use ferrohub_runtime::store::StoreError;
 
 /// The registry key the switches are stored under.
 const KEY: &str = "auth";

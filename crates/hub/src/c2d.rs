@@ -8,12 +8,11 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 
 use crate::Hub;
-use crate::error::ApiError;
 use crate::store::C2dMessage;
+use ferrohub_runtime::error::ApiError;
+use hub_wire::SendRequest;
 
 /// Azure's default queue depth per device.
-pub use hub_wire::SendRequest;
-
 pub const MAX_QUEUE_DEPTH: usize = 50;
 /// Default and maximum time to live.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
@@ -44,10 +43,12 @@ pub fn send(hub: &Hub, device_id: &str, req: SendRequest) -> Result<C2dMessage, 
             "ttlSeconds must be 1 to {MAX_TTL_SECS}"
         )));
     }
-    let now_ms = crate::time::now_ms(hub.clock.as_ref());
+    let now_ms = ferrohub_runtime::time::now_ms(hub.clock.as_ref());
     let mut msg = C2dMessage {
         seq: 0,
-        message_id: req.message_id.unwrap_or_else(crate::registry::new_etag),
+        message_id: req
+            .message_id
+            .unwrap_or_else(ferrohub_runtime::etag::new_etag),
         correlation_id: req.correlation_id,
         properties: req.properties,
         body: base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -83,8 +84,8 @@ pub fn enqueue(
     client_id: &str,
     msg: &C2dMessage,
     max_depth: usize,
-) -> Result<bool, crate::store::StoreError> {
-    let now_ms = crate::time::now_ms(hub.clock.as_ref());
+) -> Result<bool, ferrohub_runtime::store::StoreError> {
+    let now_ms = ferrohub_runtime::time::now_ms(hub.clock.as_ref());
     let queued = hub
         .registry
         .store()

@@ -2,10 +2,7 @@
 //! provisioning service uses it too, see [`ferrohub_runtime::cas`]); what the hub adds is that a
 //! CA deleted or no longer verified ends the live device sessions whose chains ended in it.
 
-pub use ferrohub_runtime::cas::{
-    AnchoredSessions, CaDescription, CaProperties, CaService, VERIFICATION_CODE_TTL_SECS,
-    parse_certificate, upload_request, verify_request,
-};
+use ferrohub_runtime::cas::AnchoredSessions;
 
 use crate::device_session::live::Connections;
 use crate::device_session::revoke::Revoked;

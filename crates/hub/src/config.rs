@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use ferrohub_runtime::config::{ConfigError, Listen, Tls, check_metrics_listen};
+use ferrohub_runtime::config::{ConfigError, Listen, Tls, check_metrics_listen};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -18,26 +18,17 @@ pub mod api;
 pub mod auth_switch;
 pub mod c2d;
 pub mod cas;
-pub use ferrohub_runtime::client;
 pub mod config;
-pub use ferrohub_runtime::datalock;
 pub mod device_session;
-pub mod error;
 pub mod events;
-pub use ferrohub_runtime::fsperm;
 pub mod methods;
 pub mod metrics;
-pub use hub_wire::model;
 pub mod mqtt;
-pub use ferrohub_runtime::net;
 pub mod presence;
 pub mod registry;
-pub mod relay;
 pub mod store;
-pub use ferrohub_runtime::time;
-pub use ferrohub_runtime::tls;
 pub mod twin;
-pub use hub_wire as wire;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,13 +38,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use config::HubConfig;
-use time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
+use ferrohub_runtime::tls;
 
 /// A failure to start the hub.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] ferrohub_runtime::store::StoreError),
     #[error("events log {path}: {source}")]
     Log {
         path: String,
@@ -77,7 +69,7 @@ pub enum HubError {
 pub struct Hub {
     pub config: HubConfig,
     pub registry: registry::RegistryService,
-    pub cas: cas::CaService,
+    pub cas: ferrohub_runtime::cas::CaService,
     pub events: durable_log::Log,
     pub clock: SharedClock,
     /// Live device sessions (shared with the registry and the CA service, whose writes end those
@@ -86,8 +78,8 @@ pub struct Hub {
     pub metrics: metrics::Metrics,
     pub twins: twin::TwinService,
     pub methods: methods::Methods,
-    /// Set by a gateway: twin and method traffic goes upstream (see [`relay`]).
-    pub relay: std::sync::OnceLock<Arc<dyn relay::Relay>>,
+    /// Set by a gateway: twin and method traffic goes upstream (see [`upstream`]).
+    pub upstream: std::sync::OnceLock<Arc<dyn upstream::Upstream>>,
     /// Device and module SAS on or off, switchable while running (`PUT /configuration/auth`).
     pub auth: auth_switch::AuthSwitches,
 }
@@ -135,14 +127,15 @@ impl Hub {
             auth,
             registry: registry::RegistryService::new(store.clone(), clock.clone())
                 .ending_sessions(connections.clone()),
-            cas: cas::CaService::new(store, clock.clone()).ending_sessions(connections.clone()),
+            cas: ferrohub_runtime::cas::CaService::new(store, clock.clone())
+                .ending_sessions(connections.clone()),
             events,
             clock,
             connections,
             metrics: metrics::Metrics::default(),
             twins: twin::TwinService::default(),
             methods: methods::Methods::default(),
-            relay: std::sync::OnceLock::new(),
+            upstream: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -195,7 +188,7 @@ pub async fn run(
         }
         None => None,
     };
-    let metrics = net::bind_metrics(hub.config.listen.metrics)
+    let metrics = ferrohub_runtime::net::bind_metrics(hub.config.listen.metrics)
         .await
         .map_err(|(addr, source)| HubError::MetricsListen { addr, source })?;
     info!(mqtt = ?listeners.mqtt.local_addr().ok(), https = ?listeners.https.local_addr().ok(), hostname = %hub.config.hostname, "Hub serving");
@@ -216,7 +209,11 @@ pub async fn run(
     if let Some(listener) = metrics {
         let h = hub.clone();
         let render = move || h.metrics.render(h.events.next_offset());
-        tokio::spawn(net::serve_metrics(listener, render, shutdown.clone()));
+        tokio::spawn(ferrohub_runtime::net::serve_metrics(
+            listener,
+            render,
+            shutdown.clone(),
+        ));
     }
     let chores = tokio::spawn(housekeeping(hub.clone(), shutdown));
     let _ = tokio::join!(mqtt, https, chores);
@@ -276,7 +273,7 @@ async fn retention_task(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let now_ms = time::now_ms(hub.clock.as_ref()).unsigned_abs();
+        let now_ms = ferrohub_runtime::time::now_ms(hub.clock.as_ref()).unsigned_abs();
         if let Err(e) = hub.events.enforce_retention(now_ms) {
             warn!(error = %e, "Events retention failed");
         }

@@ -18,13 +18,13 @@ use tracing::{info, warn};
 
 use crate::Hub;
 use crate::device_session::Notification;
-use crate::error::ApiError;
+use ferrohub_runtime::error::ApiError;
 
 /// Largest method payload, each way (IoT Hub: 128 KB).
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 /// Allowed `responseTimeoutInSeconds` (IoT Hub: 5 to 300, default 30).
 pub const RESPONSE_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 5..=300;
-pub use hub_wire::{MethodRequest, MethodResult};
+use hub_wire::{MethodRequest, MethodResult};
 
 /// Largest `connectTimeoutInSeconds` (default 0: the device must be online now).
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 300;

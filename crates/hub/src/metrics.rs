@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use ferrohub_runtime::metrics::Histogram;
+use ferrohub_runtime::metrics::Histogram;
 
 /// Every metric the hub exports.
 #[derive(Default)]

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::model::ConnectionState;
+use hub_wire::model::ConnectionState;
 
 /// `(device id, module id)`.
 pub type Key = (String, Option<String>);

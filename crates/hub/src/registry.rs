@@ -9,17 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::device_session::live::Connections;
 use crate::device_session::revoke::{EndReason, Revoked};
-use crate::error::ApiError;
-use crate::model::{self, Capabilities, ConnectionState, Device, Module, Status};
 use crate::presence::{Change, Presence};
 use crate::store::Registry;
-use crate::time::{SharedClock, rfc3339};
+use ferrohub_runtime::error::ApiError;
 use ferrohub_runtime::etag::random_bytes;
+use ferrohub_runtime::time::{SharedClock, rfc3339};
+use hub_wire::model::{self, Capabilities, ConnectionState, Device, Module, Status};
 
-// The etag rule and key generation are shared with the provisioning service; re-exported here
-// until their users import them from the runtime and hub-wire.
-pub use ferrohub_runtime::etag::{IfMatch, new_etag};
-pub use hub_wire::model::gen_key;
+use ferrohub_runtime::etag::{IfMatch, new_etag};
+use hub_wire::model::gen_key;
 
 /// Module ids the hub creates for every edge device.
 pub const EDGE_SYSTEM_MODULES: [&str; 2] = ["$edgeAgent", "$edgeHub"];

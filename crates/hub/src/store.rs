@@ -11,10 +11,10 @@ use ferrohub_runtime::cas::sqlite as ca_sql;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Device, Module};
+use hub_wire::model::{Device, Module};
 
-pub use ferrohub_runtime::cas::{CaRecord, CaStore};
-pub use ferrohub_runtime::store::{StoreError, open_durable, secure_sqlite};
+use ferrohub_runtime::cas::{CaRecord, CaStore};
+use ferrohub_runtime::store::{StoreError, open_durable};
 
 /// A persisted MQTT session: the subscriptions of a client that connected with clean_session=0.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Deepest nesting IoT Hub allows in tags and properties.
-pub use hub_wire::limits::TWIN_MAX_DEPTH as MAX_DEPTH;
+use hub_wire::limits::TWIN_MAX_DEPTH as MAX_DEPTH;
 /// Largest serialized tags, desired or reported section.
 pub const MAX_SECTION_BYTES: usize = 32 * 1024;
 
@@ -191,8 +191,8 @@ impl TwinState {
 /// How twin metadata shows a time: RFC 3339 in UTC with milliseconds, `2026-11-23T12:00:00.123Z`.
 pub fn metadata_time(t: ::time::OffsetDateTime) -> String {
     t.checked_to_offset(::time::UtcOffset::UTC).map_or_else(
-        || crate::model::NEVER.to_owned(),
-        crate::time::rfc3339_millis,
+        || hub_wire::model::NEVER.to_owned(),
+        ferrohub_runtime::time::rfc3339_millis,
     )
 }
 
@@ -220,7 +220,7 @@ fn with_version(section: &Map<String, Value>, version: u64) -> Value {
     Value::Object(m)
 }
 
-pub use hub_wire::merge;
+use hub_wire::merge;
 
 fn depth(v: &Value) -> usize {
     match v {
@@ -271,7 +271,7 @@ impl TwinService {
         &self,
         hub: &crate::Hub,
         client_id: &str,
-    ) -> Result<TwinState, crate::store::StoreError> {
+    ) -> Result<TwinState, ferrohub_runtime::store::StoreError> {
         Ok(hub
             .registry
             .store()
@@ -285,12 +285,12 @@ impl TwinService {
         hub: &crate::Hub,
         client_id: &str,
         patch: &Value,
-    ) -> Result<u64, crate::error::ApiError> {
+    ) -> Result<u64, ferrohub_runtime::error::ApiError> {
         let _guard = self.lock();
         let mut twin = self.get(hub, client_id)?;
         let v = twin
             .patch_reported(patch, &metadata_time(hub.clock.now()))
-            .map_err(|e| crate::error::ApiError::bad_request(e.0))?;
+            .map_err(|e| ferrohub_runtime::error::ApiError::bad_request(e.0))?;
         hub.registry.store().put_twin(client_id, &twin)?;
         Ok(v)
     }
@@ -302,15 +302,15 @@ impl TwinService {
         hub: &crate::Hub,
         client_id: &str,
         patch: &Value,
-        if_match: &crate::registry::IfMatch,
+        if_match: &ferrohub_runtime::etag::IfMatch,
         replace: bool,
-    ) -> Result<TwinState, crate::error::ApiError> {
+    ) -> Result<TwinState, ferrohub_runtime::error::ApiError> {
         let guard = self.lock();
         let mut twin = self.get(hub, client_id)?;
         if_match.check(Some(&twin.etag), &format!("twin {client_id}"))?;
         let push = twin
             .patch_service(patch, replace, &metadata_time(hub.clock.now()))
-            .map_err(|e| crate::error::ApiError::bad_request(e.0))?;
+            .map_err(|e| ferrohub_runtime::error::ApiError::bad_request(e.0))?;
         hub.registry.store().put_twin(client_id, &twin)?;
         drop(guard);
         if let Some(push) = push {
@@ -604,7 +604,7 @@ mod tests {
 
     #[test]
     fn a_never_written_twin_shows_the_unknown_time() {
-        let never = crate::model::NEVER;
+        let never = hub_wire::model::NEVER;
         assert_eq!(
             TwinState::default().service_properties(),
             json!({
@@ -622,7 +622,7 @@ mod tests {
         });
         let mut t: TwinState = serde_json::from_value(old).unwrap();
         assert!(t.desired_metadata.is_empty() && t.reported_metadata.is_empty());
-        let never = crate::model::NEVER;
+        let never = hub_wire::model::NEVER;
         assert_eq!(
             t.service_properties()["desired"]["$metadata"],
             json!({

@@ -275,12 +275,12 @@ async fn bad_requests_get_protocol_correct_refusals() {
     assert_eq!(q.status, StatusCode::BAD_REQUEST);
 
     // Malformed JSON, sent raw.
-    let wrong_key = hub::client::ServiceClient::new(
+    let wrong_key = ferrohub_runtime::client::ServiceClient::new(
         t.https.to_string(),
         "localhost".into(),
         "iothubowner".into(),
         common::base64_decode("YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXowMTIzNDU="),
-        hub::tls::client_config(&t.root).unwrap(),
+        ferrohub_runtime::tls::client_config(&t.root).unwrap(),
     )
     .with_token_time(u64::try_from(now().unix_timestamp()).unwrap());
     assert_eq!(

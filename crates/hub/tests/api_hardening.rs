@@ -7,7 +7,7 @@
 use test_support::hub as common;
 
 use common::{HOST, KEY, TestHub, base64_decode, expiry};
-use hub::client::{ClientResponse, ServiceClient};
+use ferrohub_runtime::client::{ClientResponse, ServiceClient};
 use hub::config::{Policy, Right};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
@@ -144,7 +144,7 @@ async fn metrics_need_a_service_connect_token_or_the_loopback_listener() {
         HOST.into(),
         "registryRead".into(),
         base64_decode(KEY),
-        hub::tls::client_config(&t.root).unwrap(),
+        ferrohub_runtime::tls::client_config(&t.root).unwrap(),
     )
     .with_token_time(u64::try_from(common::now().unix_timestamp()).unwrap());
     assert_unauthorized(
@@ -325,7 +325,7 @@ async fn a_full_registry_disk_answers_507_naming_it_and_service_resumes() {
 async fn bodies_nested_past_the_limit_are_refused_before_parsing() {
     let t = TestHub::start().await;
     let c = t.client();
-    let limit = hub::api::MAX_BODY_DEPTH;
+    let limit = hub_wire::limits::MAX_BODY_DEPTH;
     let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     // An unknown field the device parser would skip, one level too deep.
     let body = format!("{{\"deviceId\":\"d\",\"unknown\":{}}}", deep(limit));
@@ -357,7 +357,7 @@ async fn bodies_nested_past_the_limit_are_refused_before_parsing() {
     // A twin at its own limit (10 levels of desired properties) fits in the body limit.
     create(&t, "d").await;
     let mut leaf = json!(1);
-    for i in 0..hub::twin::MAX_DEPTH - 1 {
+    for i in 0..hub_wire::limits::TWIN_MAX_DEPTH - 1 {
         leaf = json!({ format!("l{i}"): leaf });
     }
     let patch = json!({"properties": {"desired": leaf}});

@@ -13,7 +13,7 @@ use test_support::hub as common;
 use std::time::Duration;
 
 use common::{Mqtt, Pki, TestHub, device_token, expiry, now, reason_count, x509_device};
-use hub::model::AuthType;
+use hub_wire::model::AuthType;
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode::{Accepted, NotAuthorized};
 use mqtt_codec::{ConnectReturnCode, Packet};

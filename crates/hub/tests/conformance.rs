@@ -6,7 +6,7 @@
 use test_support::hub as common;
 
 use common::{HOST, KEY, Mqtt, TestHub, base64_decode, device_token, expiry};
-use hub::client::ServiceClient;
+use ferrohub_runtime::client::ServiceClient;
 use hub::config::{Policy, Right};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode;
@@ -147,7 +147,7 @@ async fn apply_configuration_content_writes_the_module_twins() {
         HOST.into(),
         "registryRead".into(),
         base64_decode(KEY),
-        hub::tls::client_config(&t.root).unwrap(),
+        ferrohub_runtime::tls::client_config(&t.root).unwrap(),
     )
     .with_token_time(u64::try_from(common::now().unix_timestamp()).unwrap());
     let r = reader
@@ -162,7 +162,7 @@ async fn apply_configuration_content_writes_the_module_twins() {
 #[tokio::test]
 async fn plug_and_play_model_id_is_recorded_at_connect() {
     let t = TestHub::start().await;
-    common::sas_device(&t, "pnp", hub::model::Status::Enabled);
+    common::sas_device(&t, "pnp", hub_wire::model::Status::Enabled);
     let c = t.client();
     let model = "dtmi:com:example:Thermostat;1";
     let mut mqtt = Mqtt::tls(&t, None).await;
@@ -194,7 +194,7 @@ async fn plug_and_play_model_id_is_recorded_at_connect() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.json());
     assert_eq!(get("/twins/pnp").await["modelId"], model);
     // A device that never announced one has an empty model id in its twin, as at IoT Hub.
-    common::sas_device(&t, "plain", hub::model::Status::Enabled);
+    common::sas_device(&t, "plain", hub_wire::model::Status::Enabled);
     assert_eq!(get("/twins/plain").await["modelId"], "");
 
     let m = json!({"deviceId": "pnp", "moduleId": "m1",

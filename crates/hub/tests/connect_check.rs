@@ -9,8 +9,8 @@ use test_support::hub as common;
 use std::sync::Arc;
 
 use common::{ClientCert, KEY, Mqtt, Pki, TestHub, device_token, expiry, reason_count};
-use hub::model::{AuthType, Module, Status};
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::{AuthType, Module, Status};
 use hyper::{Method, StatusCode};
 use mqtt_codec::ConnectReturnCode::{Accepted, NotAuthorized};
 use serde_json::Value;
@@ -20,7 +20,7 @@ fn device_client(
     t: &TestHub,
     cert: Option<&ClientCert>,
     authorization: Option<String>,
-) -> hub::client::ServiceClient {
+) -> ferrohub_runtime::client::ServiceClient {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::pem::PemObject::pem_file_iter(&t.root).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -32,7 +32,7 @@ fn device_client(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    hub::client::ServiceClient::new(
+    ferrohub_runtime::client::ServiceClient::new(
         t.https.to_string(),
         t.hub.config.hostname.clone(),
         String::new(),
@@ -42,13 +42,21 @@ fn device_client(
     .with_authorization(authorization)
 }
 
-async fn check(client: &hub::client::ServiceClient, path: &str) -> (StatusCode, Value) {
+async fn check(
+    client: &ferrohub_runtime::client::ServiceClient,
+    path: &str,
+) -> (StatusCode, Value) {
     let r = client.send(Method::GET, path, None, &[]).await.unwrap();
     (r.status, r.json())
 }
 
 /// Asserts a 401 naming `reason`, counted like a CONNECT refusal.
-async fn refused(t: &TestHub, client: &hub::client::ServiceClient, path: &str, reason: &str) {
+async fn refused(
+    t: &TestHub,
+    client: &ferrohub_runtime::client::ServiceClient,
+    path: &str,
+    reason: &str,
+) {
     let before = reason_count(t, reason);
     let (status, body) = check(client, path).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
@@ -162,9 +170,9 @@ async fn sas_devices_and_modules_get_the_connect_decision() {
 
     // A module: its own token, and an unknown module.
     let module = Module {
-        authentication: hub::model::Authentication {
+        authentication: hub_wire::model::Authentication {
             kind: Some(AuthType::Sas),
-            symmetric_key: Some(hub::model::SymmetricKey {
+            symmetric_key: Some(hub_wire::model::SymmetricKey {
                 primary_key: Some(KEY.into()),
                 secondary_key: None,
             }),

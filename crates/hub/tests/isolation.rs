@@ -269,8 +269,8 @@ async fn the_edge_hub_reads_its_device_scope() {
     let get = |path: String, token: String| {
         let t = &t;
         async move {
-            let tls = hub::tls::client_config(&t.root).unwrap();
-            let c = hub::client::ServiceClient::new(
+            let tls = ferrohub_runtime::tls::client_config(&t.root).unwrap();
+            let c = ferrohub_runtime::client::ServiceClient::new(
                 t.https.to_string(),
                 common::HOST.into(),
                 String::new(),

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry};
-use hub::model::Status;
+use hub_wire::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, QoS, SubAck, SubAckReturnCode, Subscribe};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

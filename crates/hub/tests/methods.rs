@@ -245,8 +245,8 @@ async fn a_device_manages_its_own_modules_and_their_twins_and_methods() {
     let t = TestHub::start().await;
     create_device(&t, "edge1").await;
     create_device(&t, "other").await;
-    let tls = hub::tls::client_config(&t.root).unwrap();
-    let own = hub::client::ServiceClient::for_device(
+    let tls = ferrohub_runtime::tls::client_config(&t.root).unwrap();
+    let own = ferrohub_runtime::client::ServiceClient::for_device(
         t.https.to_string(),
         HOST.into(),
         "edge1",
@@ -372,7 +372,7 @@ async fn an_x509_device_manages_its_modules_with_its_certificate() {
         .with_root_certificates(roots)
         .with_client_auth_cert(cc.chain, cc.key)
         .unwrap();
-    let device = hub::client::ServiceClient::new(
+    let device = ferrohub_runtime::client::ServiceClient::new(
         t.https.to_string(),
         HOST.into(),
         String::new(),

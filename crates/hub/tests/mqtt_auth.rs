@@ -11,8 +11,8 @@ use common::{
     ClientCert, KEY, Mqtt, Pki, TestHub, device_token, expiry, now, reason_count, sas_device,
     x509_device,
 };
-use hub::model::{AuthType, Status};
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::{AuthType, Status};
 use mqtt_codec::ConnectReturnCode::{
     Accepted, BadUsernameOrPassword, IdentifierRejected, NotAuthorized,
 };
@@ -359,7 +359,7 @@ async fn a_new_connection_replaces_the_old_one() {
 /// restarted hub shows the last connect and disconnect times.
 #[tokio::test]
 async fn connection_state_is_live_at_once_and_survives_a_restart() {
-    use hub::model::ConnectionState::{Connected, Disconnected};
+    use hub_wire::model::ConnectionState::{Connected, Disconnected};
     let t = TestHub::start().await;
     sas_device(&t, "dev1", Status::Enabled);
     let never = t

@@ -7,8 +7,8 @@
 use test_support::hub as common;
 
 use common::{KEY, TestHub, device_token, expiry};
-use hub::model::{AuthType, Authentication, Device, Status};
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::{AuthType, Authentication, Device, Status};
 use mqtt_codec::{ConnectReturnCode, Packet, PacketReader, ReadError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

@@ -7,7 +7,7 @@ use test_support::hub as common;
 
 use common::{KEY, Mqtt, TestHub, device_token, expiry, publish};
 use hub::events::EventRecord;
-use hub::model::Status;
+use hub_wire::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, QoS, SubAck, SubAckReturnCode, Subscribe};
 

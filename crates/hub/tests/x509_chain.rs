@@ -6,8 +6,8 @@
 use test_support::hub as common;
 
 use common::{ClientCert, Mqtt, TestHub, now};
-use hub::model::{AuthType, Authentication, Device};
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::{AuthType, Authentication, Device};
 use mqtt_codec::ConnectReturnCode::{Accepted, NotAuthorized};
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 

@@ -148,9 +148,9 @@ fn options(hub: &TestHub, store: Arc<dyn identity::keyd::KeyStore>) -> Options {
     Options {
         store: Some(store),
         hub_addresses: BTreeMap::from([("hub1".into(), hub.https.to_string())]),
-        clock: Some(Arc::new(hub::time::FixedClock(std::sync::Mutex::new(
-            hubtest::now(),
-        )))),
+        clock: Some(Arc::new(ferrohub_runtime::time::FixedClock(
+            std::sync::Mutex::new(hubtest::now()),
+        ))),
         config_paths: None,
     }
 }

@@ -147,9 +147,9 @@ async fn serve(paths: &Paths, hub: &TestHub) -> tokio::sync::watch::Sender<bool>
     let options = identity::identityd::Options {
         store: Some(store),
         hub_addresses: [("hub1".to_owned(), hub.https.to_string())].into(),
-        clock: Some(Arc::new(hub::time::FixedClock(std::sync::Mutex::new(
-            hubtest::now(),
-        )))),
+        clock: Some(Arc::new(ferrohub_runtime::time::FixedClock(
+            std::sync::Mutex::new(hubtest::now()),
+        ))),
         config_paths: None,
     };
     tokio::spawn(identity::identityd::serve_on(idd, options, i, rx));

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use ferrohub_runtime::time::FixedClock;
 use http_body_util::BodyExt as _;
-use hub::time::FixedClock;
 use identity::certd::{self, Certd};
 use identity::config::CertdConfig;
 use identity::config::daemons::{

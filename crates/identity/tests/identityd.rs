@@ -134,9 +134,9 @@ fn options(s: &Stack, hubs: &[&TestHub]) -> Options {
             .iter()
             .map(|h| (h.hub.config.hostname.clone(), h.https.to_string()))
             .collect(),
-        clock: Some(Arc::new(hub::time::FixedClock(std::sync::Mutex::new(
-            hubtest::now(),
-        )))),
+        clock: Some(Arc::new(ferrohub_runtime::time::FixedClock(
+            std::sync::Mutex::new(hubtest::now()),
+        ))),
         config_paths: None,
     }
 }

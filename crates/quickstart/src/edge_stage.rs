@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use ferrohub_runtime::etag::IfMatch;
 use hub::events::EventRecord;
-use hub::model::{Authentication, Device};
-use hub::registry::IfMatch;
-use hub::wire::{MethodRequest, TwinPatch};
+use hub_wire::model::{Authentication, Device};
+use hub_wire::{MethodRequest, TwinPatch};
 use hyper::Method;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
@@ -231,7 +231,7 @@ impl<'a> EdgeStage<'a> {
     /// (their `deviceScope` is the edge device's scope).
     pub fn register_children(&self) -> Result<String> {
         let (hub, _, _) = self.hub.endpoints()?;
-        let api = |e: hub::error::ApiError| anyhow::anyhow!("{e}");
+        let api = |e: ferrohub_runtime::error::ApiError| anyhow::anyhow!("{e}");
         let edge = hub.registry.get_device(self.edge_id).map_err(api)?;
         if !edge.capabilities.iot_edge {
             bail!("{} is not an IoT Edge device at the hub", self.edge_id);
@@ -245,12 +245,12 @@ impl<'a> EdgeStage<'a> {
         hub.registry
             .put_device(self.x509_child, x509, &IfMatch::Any)
             .map_err(api)?;
-        let key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
         let sas = Device {
             device_id: CHILD_SAS.into(),
             authentication: Authentication::sas(
                 Some(key.clone()),
-                Some(hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?),
+                Some(hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?),
             ),
             device_scope: Some(scope.clone()),
             ..Default::default()
@@ -307,7 +307,7 @@ impl<'a> EdgeStage<'a> {
             metrics_listen: None,
             local_api_listen: None,
         };
-        let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
+        let gateway = edge::Gateway::open(config, Arc::new(ferrohub_runtime::time::SystemClock))?;
         let listen = self.hub.addrs.gateway;
         let (running, synced) = self.hub.within(20, async {
             let synced = gateway.sync_scope().await?;
@@ -409,7 +409,7 @@ impl<'a> EdgeStage<'a> {
                 conn.disconnect().await;
                 answered
             });
-            let body = hub::wire::body(&MethodRequest {
+            let body = hub_wire::body(&MethodRequest {
                 method_name: "quickstartPing".into(),
                 payload: json!({"nonce": nonce}),
                 response_timeout_in_seconds: Some(RELAY_WAIT.as_secs()),
@@ -539,7 +539,7 @@ impl<'a> EdgeStage<'a> {
 /// it back. Returns the desired version the service's patch made.
 async fn twin_exchange(
     conn: &mut DeviceConn,
-    client: &hub::client::ServiceClient,
+    client: &ferrohub_runtime::client::ServiceClient,
     id: &str,
     nonce: &str,
 ) -> Result<Value> {
@@ -551,7 +551,7 @@ async fn twin_exchange(
     conn.publish_qos0("$iothub/twin/GET/?$rid=1", Vec::new())
         .await?;
     wait_topic(conn, "$iothub/twin/res/200/?$rid=1", "the twin").await?;
-    let patch = hub::wire::body(&TwinPatch::desired(json!({"quickstart": {"nonce": nonce}})));
+    let patch = hub_wire::body(&TwinPatch::desired(json!({"quickstart": {"nonce": nonce}})));
     let r = client
         .send(
             Method::PATCH,

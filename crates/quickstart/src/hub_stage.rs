@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
+use ferrohub_runtime::config::{Listen, Tls};
+use ferrohub_runtime::etag::IfMatch;
+use hub::config::{AuthSettings, HubConfig, Limits, Storage};
 use hub::events::EventRecord;
-use hub::model::{AuthType, Authentication, Device, X509Thumbprint};
-use hub::registry::IfMatch;
+use hub_wire::model::{AuthType, Authentication, Device, X509Thumbprint};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use tokio::sync::watch;
 
@@ -153,7 +154,7 @@ impl HubStage {
             addrs,
             running: RefCell::new(None),
             stopped: RefCell::new(None),
-            owner_key: hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
+            owner_key: hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?,
             interrupt,
         })
     }
@@ -258,15 +259,15 @@ impl HubStage {
     }
 
     /// A service API client with the `iothubowner` policy.
-    pub fn service_client(&self, certs: &Path) -> Result<hub::client::ServiceClient> {
+    pub fn service_client(&self, certs: &Path) -> Result<ferrohub_runtime::client::ServiceClient> {
         let (_, _, https) = self.endpoints()?;
         let key = iot_auth::sas::decode_key(&self.owner_key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(hub::client::ServiceClient::new(
+        Ok(ferrohub_runtime::client::ServiceClient::new(
             https.to_string(),
             HUB_HOST.into(),
             "iothubowner".into(),
             key,
-            hub::tls::client_config(&certs.join("root-ca.cert.pem"))?,
+            ferrohub_runtime::tls::client_config(&certs.join("root-ca.cert.pem"))?,
         ))
     }
 
@@ -346,7 +347,7 @@ impl HubStage {
 
     fn launch(&self, cfg: HubConfig, mqtt: SocketAddr, https: SocketAddr) -> Result<Running> {
         self.within(10, async move {
-            let hub = hub::Hub::open(cfg, Arc::new(hub::time::SystemClock))?;
+            let hub = hub::Hub::open(cfg, Arc::new(ferrohub_runtime::time::SystemClock))?;
             let mqtt = bind(mqtt, "the hub's MQTT").await?;
             let https = bind(https, "the hub's HTTPS").await?;
             let (addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
@@ -552,10 +553,10 @@ fn chain_file(stem: &str) -> String {
 
 /// Uploads the intermediate CA to `cas`, asks for a verification code, proves possession of the
 /// CA's key with a certificate whose CN is the code, and checks it is verified (hub and DPS alike).
-pub fn prove_ca(cas: &hub::cas::CaService, certs: &Path) -> Result<String> {
+pub fn prove_ca(cas: &ferrohub_runtime::cas::CaService, certs: &Path) -> Result<String> {
     let ca = load_cert(&certs.join("intermediate-ca.cert.pem"))?;
     let ca_key = load_key(&certs.join("intermediate-ca.key.pem"))?;
-    let api = |e: hub::error::ApiError| anyhow::anyhow!("{e}");
+    let api = |e: ferrohub_runtime::error::ApiError| anyhow::anyhow!("{e}");
     let uploaded = cas
         .upload(CA_NAME, &ca.to_pem(), false, &IfMatch::Any)
         .map_err(api)?;

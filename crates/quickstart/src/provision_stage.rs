@@ -71,7 +71,7 @@ impl<'a> ProvisionStage<'a> {
             id_scope: SCOPE.into(),
             allocation_policy: "hashed".into(),
             listen: dps::config::Listen::default(),
-            tls: hub::config::Tls {
+            tls: ferrohub_runtime::config::Tls {
                 cert: certs.join("server-hub-full-chain.cert.pem"),
                 key: certs.join("server-hub.key.pem"),
                 ca: Some(certs.join("root-ca.cert.pem")),
@@ -90,7 +90,7 @@ impl<'a> ProvisionStage<'a> {
         cfg.check().map_err(|e| anyhow::anyhow!(e))?;
         let (mqtt_at, https_at) = (self.hub.addrs.dps_mqtt, self.hub.addrs.dps_https);
         let running = self.hub.within(10, async {
-            let dps = dps::Dps::open(cfg, Arc::new(hub::time::SystemClock))?;
+            let dps = dps::Dps::open(cfg, Arc::new(ferrohub_runtime::time::SystemClock))?;
             let mqtt = tokio::net::TcpListener::bind(mqtt_at)
                 .await
                 .with_context(|| format!("cannot listen for DPS MQTT on {mqtt_at}"))?;

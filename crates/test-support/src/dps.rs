@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use dps::config::{DpsConfig, LinkedHub, Listen, Policy, Right, Storage};
 use dps::{Dps, Listeners};
-use hub::time::{FixedClock, SharedClock};
+use ferrohub_runtime::time::{FixedClock, SharedClock};
 use hyper::{Method, StatusCode};
 use mqtt_codec::{ConnectReturnCode, Packet, QoS, Subscribe};
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
@@ -59,7 +59,7 @@ impl TestDps {
             id_scope: SCOPE.into(),
             allocation_policy: "hashed".into(),
             listen: Listen::default(),
-            tls: hub::config::Tls {
+            tls: ferrohub_runtime::config::Tls {
                 cert,
                 key,
                 ca: Some(root.clone()),
@@ -115,13 +115,13 @@ impl TestDps {
     }
 
     /// The service API client (provisioningserviceowner).
-    pub fn service(&self) -> hub::client::ServiceClient {
-        hub::client::ServiceClient::new(
+    pub fn service(&self) -> ferrohub_runtime::client::ServiceClient {
+        ferrohub_runtime::client::ServiceClient::new(
             self.https.to_string(),
             "localhost".into(),
             "provisioningserviceowner".into(),
             base64_decode(KEY),
-            hub::tls::client_config(&self.root).unwrap(),
+            ferrohub_runtime::tls::client_config(&self.root).unwrap(),
         )
         .with_api_version("2021-10-01")
         .with_token_time(u64::try_from(now().unix_timestamp()).unwrap())
@@ -199,7 +199,7 @@ pub async fn register(c: &mut Mqtt, registration_id: &str, payload: Value) -> Va
         filters: vec![("$dps/registrations/res/#".into(), QoS::AtLeastOnce)],
     }))
     .await;
-    let body = hub::wire::body(&hub::wire::dps::DeviceRegistration::new(
+    let body = hub_wire::body(&hub_wire::dps::DeviceRegistration::new(
         registration_id,
         Some(payload),
     ));

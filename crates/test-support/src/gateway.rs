@@ -96,8 +96,9 @@ pub async fn start_with(
         local_api_listen: None,
     };
     tweak(&mut config);
-    let clock: hub::time::SharedClock =
-        Arc::new(hub::time::FixedClock(std::sync::Mutex::new(now())));
+    let clock: ferrohub_runtime::time::SharedClock = Arc::new(ferrohub_runtime::time::FixedClock(
+        std::sync::Mutex::new(now()),
+    ));
     let gateway = edge::Gateway::open(config, clock).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

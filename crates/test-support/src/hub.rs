@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
-use hub::model::{AuthType, Authentication, Device, X509Thumbprint};
-use hub::registry::IfMatch;
-use hub::time::{FixedClock, SharedClock};
+use ferrohub_runtime::config::{Listen, Tls};
+use ferrohub_runtime::etag::IfMatch;
+use ferrohub_runtime::time::{FixedClock, SharedClock};
+use hub::config::{AuthSettings, HubConfig, Limits, Policy, Right, Storage};
 use hub::{Hub, Listeners};
+use hub_wire::model::{AuthType, Authentication, Device, X509Thumbprint};
 use mqtt_codec::Packet;
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile, Signer};
 use rustls::pki_types::pem::PemObject as _;
@@ -169,10 +170,10 @@ impl TestHub {
         *self.clock.0.lock().unwrap() = t;
     }
 
-    pub fn client(&self) -> hub::client::ServiceClient {
-        let tls = hub::tls::client_config(&self.root).unwrap();
+    pub fn client(&self) -> ferrohub_runtime::client::ServiceClient {
+        let tls = ferrohub_runtime::tls::client_config(&self.root).unwrap();
         let key = base64_decode(KEY);
-        hub::client::ServiceClient::new(
+        ferrohub_runtime::client::ServiceClient::new(
             self.https.to_string(),
             self.hub.config.hostname.clone(),
             "iothubowner".into(),
@@ -300,8 +301,8 @@ impl Mqtt {
 }
 
 /// Registers device `id` with SAS ([`KEY`] as its primary key) and `status`.
-pub fn sas_device(t: &TestHub, id: &str, status: hub::model::Status) {
-    use hub::model::{Authentication, Device};
+pub fn sas_device(t: &TestHub, id: &str, status: hub_wire::model::Status) {
+    use hub_wire::model::{Authentication, Device};
     let d = Device {
         device_id: id.into(),
         status,

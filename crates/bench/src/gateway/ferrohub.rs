@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
-use hub::model::{Authentication, Capabilities, Device};
-use hub::registry::IfMatch;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::{Authentication, Capabilities, Device};
 use tokio::sync::watch;
 
 use super::{Arrivals, Chain, HOST, Plan, child_id, child_index, lock};
@@ -59,7 +59,7 @@ impl Ferro {
             metrics_listen: None,
             local_api_listen: None,
         };
-        let gateway = edge::Gateway::open(config, Arc::new(hub::time::SystemClock))?;
+        let gateway = edge::Gateway::open(config, Arc::new(ferrohub_runtime::time::SystemClock))?;
         gateway
             .sync_scope()
             .await
@@ -177,7 +177,7 @@ fn log_stats(appends: u64, commits: u64) -> serde_json::Value {
 /// Registers the edge device (IoT Edge, so it gets `$edgeHub`) and `children` SAS children in
 /// its scope; returns the `$edgeHub` key and the children's key.
 fn register_edge(hub: &hub::Hub, children: usize) -> Result<(String, Vec<u8>)> {
-    let err = |e: hub::error::ApiError| anyhow::anyhow!("{e}");
+    let err = |e: ferrohub_runtime::error::ApiError| anyhow::anyhow!("{e}");
     let edge = hub
         .registry
         .put_device(
@@ -190,7 +190,7 @@ fn register_edge(hub: &hub::Hub, children: usize) -> Result<(String, Vec<u8>)> {
             &IfMatch::Absent,
         )
         .map_err(err)?;
-    let key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
     for i in 0..children {
         let id = child_id(i);
         let device = Device {

@@ -75,9 +75,9 @@ pub async fn start(credentials: Credentials) -> Edge {
 
 impl Edge {
     pub fn start_agent(&mut self) {
-        let clock: hub::time::SharedClock = Arc::new(hub::time::FixedClock(std::sync::Mutex::new(
-            test_support::hub::now(),
-        )));
+        let clock: ferrohub_runtime::time::SharedClock = Arc::new(
+            ferrohub_runtime::time::FixedClock(std::sync::Mutex::new(test_support::hub::now())),
+        );
         let (stop, rx) = watch::channel(false);
         let config = self.config.clone();
         let task = tokio::spawn(async move {

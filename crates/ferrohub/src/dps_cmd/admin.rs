@@ -7,8 +7,8 @@ use anyhow::{Context as _, Result, anyhow};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use dps::config::DpsConfig;
-use hub::client::{ClientError, ClientResponse, ServiceClient};
-use hub::wire::{CaUploadProperties, CaUploadRequest, CaVerifyRequest, QueryRequest, body};
+use ferrohub_runtime::client::{ClientError, ClientResponse, ServiceClient};
+use hub_wire::{CaUploadProperties, CaUploadRequest, CaVerifyRequest, QueryRequest, body};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -90,7 +90,7 @@ impl Conn {
                 path.display()
             )
         })?;
-        let tls = hub::tls::client_config(&ca).map_err(|e| anyhow!("{e}"))?;
+        let tls = ferrohub_runtime::tls::client_config(&ca).map_err(|e| anyhow!("{e}"))?;
         let addr = self.connect.clone().unwrap_or_else(|| {
             let l = cfg.listen.https;
             if l.ip().is_unspecified() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use dps::config::{DpsConfig, LinkedHub, Listen, Policy, Right, Storage};
-use hub::config::Tls;
+use ferrohub_runtime::config::Tls;
 use pki::{KeyAlgorithm, Profile};
 
 use crate::certs::store::{self, Output};
@@ -268,7 +268,7 @@ fn issue_certs(args: &InitArgs, certs: &Path, root_replaced: bool) -> Result<Str
 }
 
 fn policies() -> Result<Vec<Policy>> {
-    let key = || hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"));
+    let key = || hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"));
     POLICIES
         .iter()
         .map(|(name, rights)| {
@@ -285,7 +285,8 @@ fn policies() -> Result<Vec<Policy>> {
 /// Says on stderr which linked hubs that answer now would refuse the service (an untrusted TLS
 /// certificate, a refused key); a hub that is not running yet is checked again at start.
 fn warn_about_hubs(cfg: &DpsConfig) {
-    let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+    let clock: ferrohub_runtime::time::SharedClock =
+        std::sync::Arc::new(ferrohub_runtime::time::SystemClock);
     let Ok(hubs) = dps::hubs::LinkedHubs::new(cfg, &clock) else {
         return;
     };

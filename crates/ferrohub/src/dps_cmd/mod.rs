@@ -152,7 +152,7 @@ fn serve(config: &Path) -> Result<bool> {
     let cfg = load(config)?;
     let _lock = crate::lock_data_dir(&cfg.storage.database)?;
     crate::hub_cmd::runtime()?.block_on(async move {
-        let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+        let clock: ferrohub_runtime::time::SharedClock = std::sync::Arc::new(ferrohub_runtime::time::SystemClock);
         let dps = dps::Dps::open(cfg, clock)?;
         let listeners = dps::Listeners::bind(&dps.config)
             .await

@@ -416,7 +416,7 @@ fn certificates(gw: &Gw, now: time::OffsetDateTime, r: &mut Report) {
 fn expiry(gw: &Gw, chain: &[pki::Certificate], now: time::OffsetDateTime, r: &mut Report) {
     let soonest = chain.iter().min_by_key(|c| c.not_after());
     let Some(c) = soonest else { return };
-    let when = hub::time::rfc3339(c.not_after());
+    let when = ferrohub_runtime::time::rfc3339(c.not_after());
     let fix = if gw.identity {
         format!(
             "restart `{}`: it renews the certificate through certd (an expired edge CA must \

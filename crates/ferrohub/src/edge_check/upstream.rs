@@ -117,7 +117,7 @@ async fn authentication(gw: &Gw, status: Option<&GatewayStatus>, r: &mut Report)
             return;
         }
     };
-    let link = match hub::tls::client_config(&gw.trust) {
+    let link = match ferrohub_runtime::tls::client_config(&gw.trust) {
         Ok(tls) => edge::upstream::HubLink {
             hostname: gw.hub_hostname.clone(),
             addr: gw.hub_mqtt.clone(),
@@ -168,8 +168,9 @@ async fn make_token(gw: &Gw) -> Result<(String, String), String> {
             let id = edge::identity_source::edge_identity(d)
                 .await
                 .map_err(|e| e.to_string())?;
-            let clock: hub::time::SharedClock =
-                std::sync::Arc::new(hub::time::FixedClock(std::sync::Mutex::new(now)));
+            let clock: ferrohub_runtime::time::SharedClock = std::sync::Arc::new(
+                ferrohub_runtime::time::FixedClock(std::sync::Mutex::new(now)),
+            );
             let make = edge::identity_source::token_fn(d.keyd.clone(), &id, clock);
             Ok((make().await?, id.device_id))
         }
@@ -187,8 +188,8 @@ async fn skew(gw: &Gw, bundle: &[pki::Certificate], now: time::OffsetDateTime, r
                 skew.abs() <= MAX_SKEW_SECS,
                 format!(
                     "clock skew with the hub: {skew} s (hub {}, here {}; at most {MAX_SKEW_SECS} s)",
-                    hub::time::rfc3339(date),
-                    hub::time::rfc3339(now)
+                    ferrohub_runtime::time::rfc3339(date),
+                    ferrohub_runtime::time::rfc3339(now)
                 ),
                 fix.into(),
             );

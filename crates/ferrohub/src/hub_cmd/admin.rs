@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
-use hub::client::ServiceClient;
-use hub::wire::{
+use ferrohub_runtime::client::ServiceClient;
+use hub_wire::{
     AuthType, Authentication, CaUploadProperties, CaUploadRequest, CaVerifyRequest, Capabilities,
     Device, SendRequest, Status, X509Thumbprint,
 };
@@ -53,7 +53,7 @@ impl Conn {
                 self.config.config.display()
             )
         })?;
-        let tls = hub::tls::client_config(&ca).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tls = ferrohub_runtime::tls::client_config(&ca).map_err(|e| anyhow::anyhow!("{e}"))?;
         let addr = self.connect.clone().unwrap_or_else(|| {
             let l = cfg.listen.https;
             if l.ip().is_unspecified() {
@@ -83,7 +83,7 @@ pub(super) async fn call(
     Ok(resp.json())
 }
 
-pub(super) use hub::wire::body;
+pub(super) use hub_wire::body;
 
 pub(super) fn enc(id: &str) -> String {
     iot_auth::percent_encode(id)

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
-use hub::wire::{AuthPatch, AuthState};
+use hub_wire::{AuthPatch, AuthState};
 use hyper::Method;
 
 use super::admin::{Conn, body, call};

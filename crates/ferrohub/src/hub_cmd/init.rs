@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use hub::config::{AuthSettings, HubConfig, Limits, Listen, Policy, Right, Storage, Tls};
+use ferrohub_runtime::config::{Listen, Tls};
+use hub::config::{AuthSettings, HubConfig, Limits, Policy, Right, Storage};
 use pki::{KeyAlgorithm, Profile};
 
 use crate::certs::{KeyOpts, Plan, issue_files};
@@ -96,8 +97,8 @@ pub fn run(args: &InitArgs) -> Result<()> {
     }
     let mut policies = Vec::new();
     for (name, rights) in POLICIES {
-        let primary_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let secondary_key = hub::registry::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let primary_key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let secondary_key = hub_wire::model::gen_key().map_err(|e| anyhow::anyhow!("{e}"))?;
         policies.push(Policy {
             name: name.into(),
             primary_key,

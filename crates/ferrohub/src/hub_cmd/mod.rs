@@ -191,7 +191,8 @@ fn serve(config: &std::path::Path) -> Result<bool> {
     let cfg = load(config)?;
     let _lock = crate::lock_data_dir(&cfg.storage.registry)?;
     runtime()?.block_on(async move {
-        let clock: hub::time::SharedClock = std::sync::Arc::new(hub::time::SystemClock);
+        let clock: ferrohub_runtime::time::SharedClock =
+            std::sync::Arc::new(ferrohub_runtime::time::SystemClock);
         let hub = hub::Hub::open(cfg, clock)?;
         let listeners = hub::Listeners::bind(&hub.config)
             .await

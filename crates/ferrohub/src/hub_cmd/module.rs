@@ -74,7 +74,7 @@ pub async fn run(cmd: ModuleCmd) -> Result<()> {
             json,
         } => {
             let record =
-                hub::wire::sas_module(&device, &module, Some(primary_key.unwrap_or_default()));
+                hub_wire::sas_module(&device, &module, Some(primary_key.unwrap_or_default()));
             let client = conn.client()?;
             let m = call(
                 &client,

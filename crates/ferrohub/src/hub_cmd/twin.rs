@@ -3,7 +3,7 @@
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
-use hub::wire::{DesiredPatch, MethodRequest, TwinPatch};
+use hub_wire::{DesiredPatch, MethodRequest, TwinPatch};
 use hyper::Method;
 use serde_json::Value;
 

@@ -7,7 +7,7 @@ use iot_auth::sas::{Audience, SasError, SasToken};
 
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
+use ferrohub_runtime::error::ApiError;
 
 /// api-versions the service SDKs and tools send; anything else is refused with 400.
 pub const API_VERSIONS: [&str; 14] = [
@@ -148,7 +148,7 @@ pub fn authorize_device_scope(
         .registry
         .get_device(device_id)
         .map_err(|_| refuse(format!("device {device_id:?} is not registered")))?;
-    if device.status != crate::model::Status::Enabled {
+    if device.status != hub_wire::model::Status::Enabled {
         return Err(refuse(format!("device {device_id:?} is disabled")));
     }
     if device.authentication.keys().is_empty() {
@@ -171,7 +171,7 @@ fn authorize_device_certificate(
         .registry
         .get_device(device_id)
         .map_err(|_| refuse(format!("device {device_id:?} is not registered")))?;
-    if device.status != crate::model::Status::Enabled {
+    if device.status != hub_wire::model::Status::Enabled {
         return Err(refuse(format!("device {device_id:?} is disabled")));
     }
     crate::device_session::auth::check_x509(hub, device_id, &device.authentication, chain)
@@ -210,7 +210,7 @@ pub fn authorize_edge_hub(
 }
 
 /// An identity's symmetric keys, decoded.
-fn decoded_keys(auth: &crate::model::Authentication) -> Vec<Vec<u8>> {
+fn decoded_keys(auth: &hub_wire::model::Authentication) -> Vec<Vec<u8>> {
     auth.keys()
         .iter()
         .filter_map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())

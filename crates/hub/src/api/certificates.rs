@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Target, admit, if_match, json, json_body};
 use crate::Hub;
-use crate::cas::CaDescription;
 use crate::config::Right;
-use crate::error::ApiError;
+use ferrohub_runtime::cas::CaDescription;
+use ferrohub_runtime::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -44,7 +44,7 @@ pub async fn put(
     body: Bytes,
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
-    let (cert, verified) = crate::cas::upload_request(&json_body(&body)?)?;
+    let (cert, verified) = ferrohub_runtime::cas::upload_request(&json_body(&body)?)?;
     let record = hub
         .cas
         .upload(&name, &cert, verified, &if_match(&headers))?;
@@ -86,7 +86,7 @@ pub async fn verify(
     body: Bytes,
 ) -> Result<Response> {
     admit(&hub, &uri, &headers, Right::RegistryWrite, Target::Hub)?;
-    let proof = crate::cas::verify_request(&json_body(&body)?)?;
+    let proof = ferrohub_runtime::cas::verify_request(&json_body(&body)?)?;
     let record = hub.cas.verify(&name, &if_match(&headers), &proof)?;
     Ok(json(StatusCode::OK, &CaDescription::from(&record)))
 }

@@ -16,11 +16,13 @@ use axum::response::Response;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{PeerChain, auth, json};
+use ferrohub_runtime::net::PeerChain;
+
+use super::{auth, json};
 use crate::Hub;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::mqtt::auth::{Refusal, authenticate};
+use ferrohub_runtime::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 

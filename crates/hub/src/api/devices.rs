@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{Target, admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
-use crate::model::{Device, Module};
+use ferrohub_runtime::error::ApiError;
+use hub_wire::model::{Device, Module};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -114,7 +114,7 @@ pub async fn delete_device(
 pub async fn list_modules(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -132,7 +132,7 @@ pub async fn list_modules(
 pub async fn get_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -150,7 +150,7 @@ pub async fn get_module(
 pub async fn put_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -178,7 +178,7 @@ pub async fn put_module(
 pub async fn delete_module(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -301,7 +301,7 @@ pub async fn send_c2d(
         Right::ServiceConnect,
         Target::Device(&id),
     )?;
-    let req: crate::c2d::SendRequest = json_body(&body)?;
+    let req: hub_wire::SendRequest = json_body(&body)?;
     let msg = crate::c2d::send(&hub, &id, req)?;
     Ok(json(
         StatusCode::OK,

@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 use super::{Target, admit, json_body};
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
-use crate::model::Module;
-use crate::registry::IfMatch;
+use ferrohub_runtime::error::ApiError;
+use ferrohub_runtime::etag::IfMatch;
+use hub_wire::model::Module;
 
 /// The system modules every deployment has: `$edgeHub` is written first and `$edgeAgent` last,
 /// so the agent, which acts on `$edgeAgent` changes, finds the routes of the same deployment.

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use super::{Target, admit};
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
 use crate::events::{ConsumedEvent, EventRecord};
+use ferrohub_runtime::error::ApiError;
 
 const BATCH: usize = 512;
 

@@ -27,8 +27,8 @@ use tokio::sync::watch;
 
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
+use ferrohub_runtime::error::ApiError;
 
 pub use auth::{API_VERSIONS, Target};
 
@@ -116,7 +116,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(hub);
-    crate::net::accept_trailing_slash(routes)
+    ferrohub_runtime::net::accept_trailing_slash(routes)
 }
 
 /// The right `GET /metrics` on the HTTPS port needs (with a hub-wide token; no `api-version`):
@@ -135,7 +135,7 @@ async fn metrics(
     Ok(metrics_text(hub.metrics.render(hub.events.next_offset())))
 }
 
-pub use ferrohub_runtime::metrics::metrics_text;
+use ferrohub_runtime::metrics::metrics_text;
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found("NotFound", format!("no such resource: {}", uri.path()))
@@ -158,7 +158,7 @@ pub(crate) fn admit(
     checked
 }
 
-pub use crate::net::PeerChain;
+use ferrohub_runtime::net::PeerChain;
 
 /// Like [`admit`], also accepting the target device's own credentials (its modules, their
 /// twins): a SAS token signed with its key, or its X.509 certificate at the TLS handshake.
@@ -181,14 +181,14 @@ pub(crate) fn admit_device(
 }
 
 /// Parses a JSON body, refusing malformed JSON and bodies nested deeper than
-/// [`MAX_BODY_DEPTH`] with 400 `ArgumentInvalid`.
+/// [`hub_wire::limits::MAX_BODY_DEPTH`] with 400 `ArgumentInvalid`.
 pub(crate) fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     check_json_depth(body).map_err(ApiError::bad_request)?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-pub use hub_wire::limits::{MAX_BODY_DEPTH, check_json_depth};
+use hub_wire::limits::check_json_depth;
 
 /// A JSON response with the content type the Node SDK requires.
 pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
@@ -212,8 +212,8 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
 }
 
 /// The `If-Match` header.
-pub(crate) fn if_match(headers: &HeaderMap) -> crate::registry::IfMatch {
-    crate::registry::IfMatch::from_header(
+pub(crate) fn if_match(headers: &HeaderMap) -> ferrohub_runtime::etag::IfMatch {
+    ferrohub_runtime::etag::IfMatch::from_header(
         headers
             .get(axum::http::header::IF_MATCH)
             .and_then(|v| v.to_str().ok()),
@@ -229,8 +229,9 @@ pub async fn serve(
 ) {
     let timeout = std::time::Duration::from_secs(hub.config.limits.connect_timeout_secs);
     let counted = hub.clone();
-    let on_timeout: crate::net::OnTimeout =
+    let on_timeout: ferrohub_runtime::net::OnTimeout =
         Arc::new(move || crate::mqtt::connect_timed_out(&counted));
     let deadline = (timeout, on_timeout);
-    crate::net::serve_https(listener, tls, router(hub), deadline, "https", shutdown).await;
+    ferrohub_runtime::net::serve_https(listener, tls, router(hub), deadline, "https", shutdown)
+        .await;
 }

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::json;
 use crate::Hub;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::model::Device;
+use ferrohub_runtime::error::ApiError;
+use hub_wire::model::Device;
 
 type Result<T> = std::result::Result<T, ApiError>;
 

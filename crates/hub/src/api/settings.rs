@@ -10,9 +10,9 @@ use axum::response::Response;
 
 use super::{Target, admit, json, json_body};
 use crate::Hub;
-use crate::auth_switch::AuthPatch;
 use crate::config::Right;
-use crate::error::ApiError;
+use ferrohub_runtime::error::ApiError;
+use hub_wire::AuthPatch;
 
 /// `{"disableDeviceSas": bool, "disableModuleSas": bool}` as in force now.
 pub async fn get_auth(

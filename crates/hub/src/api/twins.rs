@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::{Target, admit, admit_device, if_match, json, json_body};
 use crate::Hub;
 use crate::config::Right;
-use crate::error::ApiError;
-use crate::model::{Device, Module};
 use crate::twin::TwinState;
+use ferrohub_runtime::error::ApiError;
+use hub_wire::model::{Device, Module};
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -113,7 +113,7 @@ pub async fn patch_twin(
 pub async fn get_module_twin(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response> {
@@ -135,7 +135,7 @@ pub async fn patch_module_twin(
     State(hub): State<Arc<Hub>>,
     Path((id, mid)): Path<(String, String)>,
     method: Method,
-    axum::Extension(chain): axum::Extension<super::PeerChain>,
+    axum::Extension(chain): axum::Extension<ferrohub_runtime::net::PeerChain>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,

@@ -15,7 +15,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::Hub;
 use crate::config::Right;
-use crate::model::{AuthType, Authentication, Status};
+use hub_wire::model::{AuthType, Authentication, Status};
 
 /// Who connected.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -69,7 +69,7 @@ impl DeviceSession {
         if self.expired() || !self.c2d_wanted || self.c2d.full() {
             return Vec::new();
         }
-        let now_ms = crate::time::now_ms(self.hub.clock.as_ref());
+        let now_ms = ferrohub_runtime::time::now_ms(self.hub.clock.as_ref());
         let pending = match self
             .hub
             .registry

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use super::auth::{Credential, Identity, Refusal};
 use super::on_behalf::{edge_scope, linked, load_device};
 use crate::Hub;
-use crate::model::{AuthType, Status};
+use hub_wire::model::{AuthType, Status};
 
 /// The module whose connection may carry others' telemetry.
 pub const EDGE_HUB: &str = "$edgeHub";

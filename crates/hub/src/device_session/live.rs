@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::notify::{Notification, Subscription};
 use super::revoke::{EndReason, Revoked};
-use crate::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 
 pub struct Connections {
     /// The hub's clock: SAS token expiry.

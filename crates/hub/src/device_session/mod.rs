@@ -39,8 +39,8 @@ use tracing::{info, warn};
 
 use crate::Hub;
 use crate::metrics::Metrics;
-use crate::time::SharedClock;
 use auth::{Identity, Refusal};
+use ferrohub_runtime::time::SharedClock;
 use forwarded::{NotStored, Senders};
 use telemetry::Durable;
 
@@ -85,7 +85,7 @@ pub enum TelemetryRefused {
 /// once it has); `None` without a token.
 pub fn time_left(identity: &Identity, clock: &SharedClock) -> Option<Duration> {
     let end = i64::try_from(identity.token_expiry?.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let now = crate::time::now_ms(clock.as_ref());
+    let now = ferrohub_runtime::time::now_ms(clock.as_ref());
     Some(Duration::from_millis(
         u64::try_from(end.saturating_sub(now)).unwrap_or(0),
     ))

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use super::auth::Identity;
 use super::revoke::EndReason;
-use crate::time::SharedClock;
+use ferrohub_runtime::time::SharedClock;
 
 /// Something the hub sends a live session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl Subscription {
 mod tests {
     use super::*;
     use crate::device_session::auth::Credential;
-    use crate::model::AuthType;
+    use hub_wire::model::AuthType;
 
     fn subscription() -> Subscription {
         Subscription::new(Arc::new(Identity {

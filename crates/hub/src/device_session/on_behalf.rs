@@ -8,7 +8,7 @@
 
 use super::auth::{Credential, Refusal, check_sas};
 use crate::Hub;
-use crate::model::{Device, Status};
+use hub_wire::model::{Device, Status};
 
 use super::forwarded::EDGE_HUB;
 

@@ -186,7 +186,7 @@ impl Revoked<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AuthType;
+    use hub_wire::model::AuthType;
 
     fn id(client_id: &str, credential: Credential) -> Identity {
         let (device_id, module_id) = match client_id.split_once('/') {

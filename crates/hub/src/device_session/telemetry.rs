@@ -13,8 +13,8 @@ use super::auth::Identity;
 use crate::Hub;
 use crate::events::{EventRecord, auth_method_json};
 use crate::metrics::Metrics;
-use crate::model::AuthType;
-use crate::time::{instant, rfc3339_millis};
+use ferrohub_runtime::time::{instant, rfc3339_millis};
+use hub_wire::model::AuthType;
 
 /// Largest telemetry body IoT Hub accepts.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -38,8 +38,8 @@ pub fn accept(
     body: &[u8],
     retain: bool,
 ) -> Result<Durable, String> {
-    if let Some(relay) = hub.relay.get() {
-        relay.admit(&identity.client_id())?;
+    if let Some(upstream) = hub.upstream.get() {
+        upstream.admit(&identity.client_id())?;
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(format!(
@@ -61,7 +61,7 @@ pub fn accept(
 
 /// Queues the record on the log now (preserving arrival order) and returns its completion.
 fn submit(hub: &Arc<Hub>, bytes: Vec<u8>) -> durable_log::PendingAppend {
-    let ts = crate::time::now_ms(hub.clock.as_ref()).unsigned_abs();
+    let ts = ferrohub_runtime::time::now_ms(hub.clock.as_ref()).unsigned_abs();
     hub.events.submit(ts, bytes)
 }
 

@@ -12,10 +12,11 @@ use super::auth::{Credentials, Identity, Refusal, authenticate};
 use super::revoke::EndReason;
 use super::{DeviceSession, Interests, Notification, TelemetryRefused, c2d};
 use crate::Hub;
-use crate::config::{AuthSettings, HubConfig, Limits, Listen, Storage, Tls};
-use crate::model::{AuthType, Authentication, Device, Status};
-use crate::registry::IfMatch;
-use crate::time::FixedClock;
+use crate::config::{AuthSettings, HubConfig, Limits, Storage};
+use ferrohub_runtime::config::{Listen, Tls};
+use ferrohub_runtime::etag::IfMatch;
+use ferrohub_runtime::time::FixedClock;
+use hub_wire::model::{AuthType, Authentication, Device, Status};
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const HOST: &str = "hub.example";
@@ -199,7 +200,7 @@ fn a_method_answer_completes_only_this_identitys_call() {
 }
 
 fn queue_c2d(hub: &Hub, device_id: &str, body: &str) {
-    let req = crate::c2d::SendRequest {
+    let req = hub_wire::SendRequest {
         body: body.into(),
         body_encoding: None,
         properties: Default::default(),
@@ -297,8 +298,8 @@ fn attached(f: &Fixture, id: &str, wants: Interests) -> DeviceSession {
 }
 
 /// A call of method `reboot` that waits 5 s for its answer and not for the device to connect.
-fn method_call(payload: serde_json::Value) -> crate::methods::MethodRequest {
-    crate::methods::MethodRequest {
+fn method_call(payload: serde_json::Value) -> hub_wire::MethodRequest {
+    hub_wire::MethodRequest {
         method_name: "reboot".into(),
         payload,
         response_timeout_in_seconds: Some(5),

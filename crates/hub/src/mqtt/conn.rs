@@ -102,11 +102,12 @@ where
         )
     };
     let mut result = attempt();
-    if let (Err(Refusal::UnknownDevice(_) | Refusal::UnknownModule(_)), Some(relay)) =
-        (&result, hub.relay.get())
+    if let (Err(Refusal::UnknownDevice(_) | Refusal::UnknownModule(_)), Some(upstream)) =
+        (&result, hub.upstream.get())
     {
         // A gateway: the identity may be new at the hub.
-        let found = tokio::time::timeout(connect_timeout, relay.lookup(&connect.client_id)).await;
+        let found =
+            tokio::time::timeout(connect_timeout, upstream.lookup(&connect.client_id)).await;
         if found == Ok(true) {
             result = attempt();
         }
@@ -269,9 +270,9 @@ where
     // A restored session may already be subscribed to cloud-to-device messages.
     Box::pin(state.deliver_c2d()).await;
     // A gateway opens the client's upstream session now, so that the hub sees it connected.
-    if let Some(relay) = hub.relay.get() {
+    if let Some(upstream) = hub.upstream.get() {
         let filters: Vec<String> = state.subscriptions.iter().map(|(f, _)| f.clone()).collect();
-        relay.subscribed(&client_id, &filters);
+        upstream.subscribed(&client_id, &filters);
     }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -362,8 +363,8 @@ where
             identity.module_id.as_deref(),
             still_connected,
         );
-        if let (false, Some(relay)) = (still_connected, hub.relay.get()) {
-            relay.disconnected(client_id);
+        if let (false, Some(upstream)) = (still_connected, hub.upstream.get()) {
+            upstream.disconnected(client_id);
         }
         info!("Device disconnected");
     }

@@ -107,8 +107,8 @@ impl State {
             self.persist();
         }
         info!(?filters, "Subscribed");
-        if let Some(relay) = self.hub().relay.get() {
-            relay.subscribed(self.session.client_id(), &filters);
+        if let Some(upstream) = self.hub().upstream.get() {
+            upstream.subscribed(self.session.client_id(), &filters);
         }
         let end = self
             .send(Packet::SubAck(SubAck {
@@ -157,7 +157,7 @@ impl State {
             Ok(t) => t,
             Err(e) => return self.violation(format!("publish to {:?} refused: {e}", p.topic)),
         };
-        if let Some(relay) = self.hub().relay.get()
+        if let Some(upstream) = self.hub().upstream.get()
             && matches!(
                 topic,
                 PublishTopic::TwinGet { .. }
@@ -170,7 +170,7 @@ impl State {
                 return Some(end);
             }
             Metrics::inc(&self.hub().metrics.messages_in);
-            relay.request(self.session.client_id(), &p.topic, p.payload);
+            upstream.request(self.session.client_id(), &p.topic, p.payload);
             return None;
         }
         match topic {

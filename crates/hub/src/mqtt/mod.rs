@@ -145,7 +145,7 @@ async fn handshake(
             return None;
         }
     };
-    let chain = crate::net::peer_chain(&tls);
+    let chain = ferrohub_runtime::net::peer_chain(&tls);
     conn::admit(&hub, tls, chain, deadline).await
 }
 
@@ -196,7 +196,9 @@ async fn serve_with(
         "mqtt-plain"
     };
     hub.connections.closing.store(false, SeqCst);
-    while let Some((tcp, peer)) = crate::net::accept_next(&listener, &mut shutdown, name).await {
+    while let Some((tcp, peer)) =
+        ferrohub_runtime::net::accept_next(&listener, &mut shutdown, name).await
+    {
         Metrics::inc(&hub.metrics.connections_accepted);
         let span = tracing::info_span!("conn", %peer);
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -221,7 +223,7 @@ async fn serve_with(
                 // task. Then TLS, CONNECT and authentication run in their own allocation, and an
                 // admitted device gets a task of its own for its session: an unauthenticated
                 // connection never holds the session's state, an idle device only that.
-                if !crate::net::first_bytes(&tcp, deadline).await {
+                if !ferrohub_runtime::net::first_bytes(&tcp, deadline).await {
                     connect_timed_out(&hub);
                     return;
                 }

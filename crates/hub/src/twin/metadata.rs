@@ -29,7 +29,7 @@ pub fn fallback(meta: &Map<String, Value>, version: Option<u64>) -> Map<String, 
     let last = meta
         .get(LAST_UPDATED)
         .and_then(Value::as_str)
-        .unwrap_or(crate::model::NEVER);
+        .unwrap_or(hub_wire::model::NEVER);
     stamp(last, version)
 }
 

@@ -7,6 +7,7 @@ pub mod aziot;
 pub mod daemons;
 pub mod superconfig;
 
+use ferrohub_runtime::config::ConfigError;
 use std::path::{Path, PathBuf};
 
 pub use daemons::{CertdConfig, IdentitydConfig, KeydConfig};
@@ -17,25 +18,6 @@ pub const CONFIG_ROOT: &str = "/etc/ferrohub";
 pub const SOCKET_DIR: &str = "/run/ferrohub";
 pub const STATE_ROOT: &str = "/var/lib/ferrohub";
 pub const SECRETS_DIR: &str = "/var/secrets/ferrohub";
-
-/// A configuration problem, named so the operator can fix it: file, line and key when known.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
 
 /// `toml` parse error as one line: `line N, key K: message` when the span is known.
 pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
