@@ -7,11 +7,11 @@ use clap::{Args, ValueEnum};
 use pki::{CertInfo, Certificate, ChainValidator, Purpose};
 use time::OffsetDateTime;
 
-use super::store;
+use super::cert_dir;
 use crate::clock;
 
 pub fn inspect(file: &Path, json: bool) -> Result<()> {
-    let infos: Vec<CertInfo> = store::load_certs(file)?
+    let infos: Vec<CertInfo> = cert_dir::load_certs(file)?
         .iter()
         .map(Certificate::info)
         .collect();
@@ -104,7 +104,7 @@ pub struct VerifyArgs {
 /// Returns `Ok(false)` when the chain is refused.
 pub fn verify(args: &VerifyArgs) -> Result<bool> {
     let mut origin: Vec<(Certificate, PathBuf)> = Vec::new();
-    let mut leaf_file = store::load_certs(&args.leaf)?.into_iter();
+    let mut leaf_file = cert_dir::load_certs(&args.leaf)?.into_iter();
     let leaf = leaf_file
         .next()
         .ok_or_else(|| anyhow::anyhow!("{} is empty", args.leaf.display()))?;
@@ -115,14 +115,14 @@ pub fn verify(args: &VerifyArgs) -> Result<bool> {
         intermediates.push(c);
     }
     for file in &args.chain {
-        for c in store::load_certs(file)? {
+        for c in cert_dir::load_certs(file)? {
             origin.push((c.clone(), file.clone()));
             intermediates.push(c);
         }
     }
     let mut anchors = Vec::new();
     for file in &args.trust {
-        for c in store::load_certs(file)? {
+        for c in cert_dir::load_certs(file)? {
             origin.push((c.clone(), file.clone()));
             anchors.push(c);
         }

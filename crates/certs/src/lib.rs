@@ -2,9 +2,9 @@
 //! the certificate directory the `init` commands and the quickstart issue their certificates in.
 #![forbid(unsafe_code)]
 
+pub mod cert_dir;
 mod check;
 mod make;
-pub mod store;
 
 use std::path::PathBuf;
 

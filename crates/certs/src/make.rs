@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use pki::{CertRequest, Certificate, KeyAlgorithm, PrivateKey, Profile};
 
-use super::store::{self, LoadedIssuer, Output};
+use super::cert_dir::{self, LoadedIssuer, Output};
 use super::{CertsCmd, IssuerOpts, KeyOpts};
 use crate::clock;
 
@@ -45,7 +45,7 @@ pub fn run(dir: &Path, cmd: CertsCmd) -> Result<()> {
 fn issuer_of(dir: &Path, opts: IssuerOpts) -> Option<(String, Option<PathBuf>)> {
     let name = opts
         .issuer
-        .unwrap_or_else(|| store::default_issuer(dir).to_owned());
+        .unwrap_or_else(|| cert_dir::default_issuer(dir).to_owned());
     Some((name, opts.issuer_key))
 }
 
@@ -216,7 +216,7 @@ pub fn issue_files(dir: &Path, plan: &Plan, key_opts: &KeyOpts) -> Result<Issued
         .then(|| dir.join(format!("{}-full-chain.cert.pem", plan.stem)));
     let mut all = vec![cert_path.clone(), key_path.clone()];
     all.extend(chain_path.clone());
-    store::check_free(&all, key_opts.force)?;
+    cert_dir::check_free(&all, key_opts.force)?;
 
     let issuer = plan
         .issuer
@@ -254,9 +254,9 @@ pub fn issue_files(dir: &Path, plan: &Plan, key_opts: &KeyOpts) -> Result<Issued
             .as_ref()
             .map(|i| i.chain.as_slice())
             .unwrap_or_default();
-        outputs.push(Output::cert(p.clone(), store::full_chain(&cert, chain)));
+        outputs.push(Output::cert(p.clone(), cert_dir::full_chain(&cert, chain)));
     }
-    store::write_all(&outputs)?;
+    cert_dir::write_all(&outputs)?;
     Ok(Issued {
         cert,
         cert_path,

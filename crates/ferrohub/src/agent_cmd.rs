@@ -256,7 +256,7 @@ async fn init(a: InitArgs) -> Result<()> {
         logs: Default::default(),
         stop_grace_secs: 10,
     };
-    crate::certs::store::write_all(&[crate::certs::store::Output {
+    crate::certs::cert_dir::write_all(&[crate::certs::cert_dir::Output {
         path: path.clone(),
         contents: format!(
             "# ferrohub edge agent (created by `ferrohub edge agent init`)\n{}",

@@ -243,7 +243,7 @@ fn run_mp(args: &MpArgs) -> Result<bool> {
     let config = SuperConfig::parse(&text, Path::new("the generated super-config"))
         .map_err(|e| anyhow!("{e}"))
         .context("invalid --connection-string or --hostname")?;
-    crate::certs::store::write_all(&[crate::certs::store::Output {
+    crate::certs::cert_dir::write_all(&[crate::certs::cert_dir::Output {
         path: args.out.clone(),
         contents: text,
         secret: true,

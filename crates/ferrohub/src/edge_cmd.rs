@@ -236,7 +236,7 @@ async fn init(a: InitArgs) -> Result<()> {
         local_api_listen: None,
     };
     let path = a.dir.join("edge.toml");
-    crate::certs::store::write_all(&[crate::certs::store::Output {
+    crate::certs::cert_dir::write_all(&[crate::certs::cert_dir::Output {
         path: path.clone(),
         contents: format!(
             "# ferrohub edge gateway (created by `ferrohub edge init`)\n{}",

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use device_client::DeviceConn;
-use ferrohub_certs::store::{load_cert, load_certs, load_key};
+use ferrohub_certs::cert_dir::{load_cert, load_certs, load_key};
 
 use crate::hub_stage::{HUB_HOST, HubStage};
 

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use device_client::DeviceConn;
 use ferrohub_certs::Plan;
-use ferrohub_certs::store::{load_cert, load_certs, load_key};
+use ferrohub_certs::cert_dir::{load_cert, load_certs, load_key};
 
 use crate::clock;
 

@@ -30,7 +30,7 @@ use pki::{Certificate, ChainValidator, KeyAlgorithm, Profile, Purpose};
 use serde_json::{Value, json};
 
 use device_client::tls_probe;
-use ferrohub_certs::store::{self, load_cert};
+use ferrohub_certs::cert_dir::{self, load_cert};
 use ferrohub_certs::{KeyOpts, Plan, issue_files};
 use ferrohub_runtime::clock;
 
@@ -443,7 +443,7 @@ fn write_info(
     });
     let path = args.data_dir.join("quickstart.json");
     // It holds keys: owner-only, like the key files.
-    store::write_all(&[store::Output {
+    cert_dir::write_all(&[cert_dir::Output {
         path: path.clone(),
         contents: serde_json::to_string_pretty(&info)? + "\n",
         secret: true,
@@ -629,7 +629,7 @@ pub fn ensure(dir: &Path, plan: Plan) -> Result<String> {
     let mut key_opts = opts();
     if cert_path.exists() {
         let cert = load_cert(&cert_path)?;
-        store::load_key(&dir.join(format!("{}.key.pem", plan.stem)))?.matches(&cert)?;
+        cert_dir::load_key(&dir.join(format!("{}.key.pem", plan.stem)))?.matches(&cert)?;
         let names = cert.info().subject_alt_names;
         let has = |n: &String| {
             names
@@ -708,7 +708,7 @@ fn validate_all(dir: &Path) -> Result<String> {
         ),
     ];
     for (file, purpose) in cases {
-        let chain: Vec<Certificate> = store::load_certs(&dir.join(&file))?;
+        let chain: Vec<Certificate> = cert_dir::load_certs(&dir.join(&file))?;
         let path = validator
             .verify(&chain[0], &chain[1..], now, purpose)
             .with_context(|| format!("{file} does not validate"))?;

@@ -229,8 +229,9 @@ impl<'a> ProvisionStage<'a> {
         let run_dir = self.data.join("identity/run/ferrohub");
         let from = hub.events.next_offset();
         let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(ferrohub_certs::store::load_cert(&certs.join("root-ca.cert.pem"))?.to_rustls())?;
+        roots.add(
+            ferrohub_certs::cert_dir::load_cert(&certs.join("root-ca.cert.pem"))?.to_rustls(),
+        )?;
         let roots = Arc::new(roots);
         self.hub.within(30, async {
             let idd = UdsClient::new(run_dir.join("identityd.sock"));

@@ -13,7 +13,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::ConfigArg;
-use crate::certs::store;
+use crate::certs::cert_dir;
 
 /// The service API version of the provisioning service.
 const API_VERSION: &str = "2021-10-01";
@@ -419,8 +419,8 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
             verified,
             conn,
         } => {
-            store::load_cert(&cert)?;
-            let pem = store::read_text(&cert)?;
+            cert_dir::load_cert(&cert)?;
+            let pem = cert_dir::read_text(&cert)?;
             let body = body(&CaUploadRequest {
                 properties: CaUploadProperties {
                     certificate: pem,
@@ -450,7 +450,7 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
         }
         CaCmd::Verify { name, cert, conn } => {
             let body = body(&CaVerifyRequest {
-                certificate: store::read_text(&cert)?,
+                certificate: cert_dir::read_text(&cert)?,
             });
             let path = cert_path(&name, "/verify");
             let r = with_etag(&conn.open()?, &name, Method::POST, &path, Some(&body)).await?;

@@ -9,7 +9,7 @@ use hyper::Method;
 use serde_json::{Map, Value, json};
 
 use super::admin::{Conn, Session, enc, if_not_found, print_field, print_json};
-use crate::certs::store;
+use crate::certs::cert_dir;
 use dps::model::{
     AttestationMechanism, Capabilities, EnrollmentGroup, IndividualEnrollment, ProvisioningStatus,
     ReprovisionPolicy, SymmetricKeyAttestation, X509Attestation, X509Certificates,
@@ -288,8 +288,8 @@ pub async fn enrollment(cmd: EnrollmentCmd) -> Result<()> {
 
 /// A certificate file as the primary of an inline X.509 attestation (checked to parse first).
 fn inline_cert(file: &std::path::Path) -> Result<X509Certificates> {
-    store::load_cert(file)?;
-    Ok(X509Certificates::primary(store::read_text(file)?))
+    cert_dir::load_cert(file)?;
+    Ok(X509Certificates::primary(cert_dir::read_text(file)?))
 }
 
 fn symmetric(k: &KeyArgs) -> Result<AttestationMechanism> {

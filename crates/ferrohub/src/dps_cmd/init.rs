@@ -9,7 +9,7 @@ use dps::config::{DpsConfig, LinkedHub, Listen, Policy, Right, Storage};
 use ferrohub_runtime::config::Tls;
 use pki::{KeyAlgorithm, Profile};
 
-use crate::certs::store::{self, Output};
+use crate::certs::cert_dir::{self, Output};
 use crate::certs::{KeyOpts, Plan, issue_files};
 
 #[derive(Debug, Args)]
@@ -127,7 +127,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
             .collect(),
     };
     let text = config.to_toml().context("cannot write the configuration")?;
-    store::write_all(&[Output {
+    cert_dir::write_all(&[Output {
         path: config_path.clone(),
         contents: format!(
             "# ferrohub provisioning service configuration (created by `ferrohub dps init`)\n{text}"
@@ -197,14 +197,14 @@ fn copy_root(from: &Path, certs: &Path, force: bool) -> Result<bool> {
                 from.display()
             );
         }
-        texts.push(store::read_text(&src)?);
+        texts.push(cert_dir::read_text(&src)?);
     }
-    store::load_cert(&from.join(names[0]))?;
-    store::load_key(&from.join(names[1]))?;
+    cert_dir::load_cert(&from.join(names[0]))?;
+    cert_dir::load_key(&from.join(names[1]))?;
     let dest_cert = certs.join(names[0]);
     let existing = dest_cert
         .is_file()
-        .then(|| store::read_text(&dest_cert))
+        .then(|| cert_dir::read_text(&dest_cert))
         .transpose()?;
     match existing {
         Some(text) if text == texts[0] => return Ok(false),
@@ -218,7 +218,7 @@ fn copy_root(from: &Path, certs: &Path, force: bool) -> Result<bool> {
     }
     let replaced = existing.is_some();
     let mut texts = texts.into_iter();
-    store::write_all(&[
+    cert_dir::write_all(&[
         Output::cert(dest_cert, texts.next().unwrap_or_default()),
         Output {
             path: certs.join(names[1]),

@@ -14,7 +14,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::ConfigArg;
-use crate::certs::store;
+use crate::certs::cert_dir;
 
 /// Connection options shared by every admin command.
 #[derive(Debug, Args, Clone)]
@@ -218,7 +218,7 @@ pub async fn device(cmd: DeviceCmd) -> Result<()> {
         } => {
             let client = conn.client()?;
             let thumb = match (&cert, primary_thumbprint) {
-                (Some(file), _) => Some(store::load_cert(file)?.thumbprint_sha1()),
+                (Some(file), _) => Some(cert_dir::load_cert(file)?.thumbprint_sha1()),
                 (None, t) => t,
             };
             let authentication = match auth {
@@ -509,7 +509,7 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
             verified,
             conn,
         } => {
-            let pem = store::read_text(&cert)?;
+            let pem = cert_dir::read_text(&cert)?;
             let upload = CaUploadRequest {
                 properties: CaUploadProperties {
                     certificate: pem,
@@ -544,7 +544,7 @@ pub async fn ca(cmd: CaCmd) -> Result<()> {
             );
         }
         CaCmd::Verify { name, cert, conn } => {
-            let pem = store::read_text(&cert)?;
+            let pem = cert_dir::read_text(&cert)?;
             let r = call(
                 &conn.client()?,
                 Method::POST,

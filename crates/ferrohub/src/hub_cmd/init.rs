@@ -131,7 +131,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
         policies,
     };
     let text = config.to_toml().context("cannot write the configuration")?;
-    crate::certs::store::write_all(&[crate::certs::store::Output {
+    crate::certs::cert_dir::write_all(&[crate::certs::cert_dir::Output {
         path: config_path.clone(),
         contents: format!("# ferrohub hub configuration (created by `ferrohub hub init`)\n{text}"),
         secret: true,

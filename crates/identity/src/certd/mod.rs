@@ -31,8 +31,8 @@
 
 mod acl;
 mod api;
+mod cert_files;
 mod issue;
-mod store;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -93,7 +93,7 @@ impl CertError {
 
 /// The certificate service: storage, issuance and authorization. Cheap to share (`Arc`).
 pub struct Certd {
-    store: store::Store,
+    store: cert_files::Store,
     issuance: CertIssuance,
     acl: acl::Acl,
     keys: Arc<dyn KeyStore>,
@@ -129,7 +129,7 @@ impl Certd {
             source,
         })?;
         Ok(Arc::new(Certd {
-            store: store::Store::new(&config.homedir, config.preloaded_certs.clone()),
+            store: cert_files::Store::new(&config.homedir, config.preloaded_certs.clone()),
             issuance: config.cert_issuance.clone(),
             acl: acl::Acl::new(&config.principals),
             keys,

@@ -7,7 +7,7 @@
 //!  handle.rs   handles: sr=<base64 JSON>&sig=<base64 HMAC-SHA256>, verified in constant time
 //!  crypto.rs   HMAC-SHA256, key derivation, AES-256-GCM, ECDSA over a digest, key-pair parameters
 //!  acl.rs      [[principal]] key-id globs per uid
-//!  store.rs    FileKeyStore: {homedir}/keys/, 0600 files written atomically, preloaded keys
+//!  key_files.rs FileKeyStore: {homedir}/keys/, 0600 files written atomically, preloaded keys
 //! ```
 
 use std::path::Path;
@@ -16,15 +16,15 @@ mod acl;
 mod api;
 mod crypto;
 mod handle;
+mod key_files;
 mod service;
-mod store;
 
 pub use acl::{Acl, glob_match};
 pub use api::{API_VERSIONS, router, serve, serve_on, serve_with};
 pub use crypto::{Parameter, ParameterValue, choose_algorithm};
 pub use handle::{HANDLE_VALIDATION_KEY, HandleKey, KeyRef};
+pub use key_files::FileKeyStore;
 pub use service::{Keyd, SignMechanism};
-pub use store::FileKeyStore;
 
 /// Symmetric key or key pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::acl::Acl;
 use super::crypto::{self, LoadedKeyPair, Parameter, ParameterValue};
 use super::handle::{HANDLE_VALIDATION_KEY, HandleKey, KeyRef};
-use super::store::FileKeyStore;
+use super::key_files::FileKeyStore;
 use super::{KeyError, KeyKind, KeyStore};
 use crate::config::KeydConfig;
 use crate::config::daemons::KeydPrincipal;
