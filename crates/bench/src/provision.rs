@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use mqtt_codec::{Packet, Publish, QoS};
+use mqtt_codec::{Packet, Publish};
 use pki::{CertRequest, KeyAlgorithm, PrivateKey, Profile, Signer};
 use serde_json::Value;
 
@@ -202,14 +202,7 @@ fn issue_devices(bench: &BenchHub, n: usize) -> Result<Vec<DeviceCreds>> {
 }
 
 fn publish(topic: String) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic,
-        packet_id: None,
-        payload: b" ".to_vec(),
-    })
+    Packet::Publish(Publish::at_most_once(topic, b" ".to_vec()))
 }
 
 /// One registration over MQTT: the status code and body of each answer until `assigned`.

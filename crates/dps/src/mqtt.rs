@@ -292,14 +292,10 @@ impl Session {
                 }
             }
         };
-        out.push(Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: response_topic(status, &rid, retry),
-            packet_id: None,
-            payload: body.to_string().into_bytes(),
-        }));
+        out.push(Packet::Publish(Publish::at_most_once(
+            response_topic(status, &rid, retry),
+            body.to_string(),
+        )));
         Ok(out)
     }
 

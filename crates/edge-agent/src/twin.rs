@@ -124,15 +124,8 @@ async fn get(wr: &mut Writer, s: &mut State) -> Result<(), UpstreamError> {
 }
 
 async fn publish(wr: &mut Writer, topic: String, payload: Vec<u8>) -> Result<(), UpstreamError> {
-    wr.send(&[Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic,
-        packet_id: None,
-        payload,
-    })])
-    .await
+    wr.send(&[Packet::Publish(Publish::at_most_once(topic, payload))])
+        .await
 }
 
 /// Sends the difference between what the hub has and what the agent wants, if any and if no

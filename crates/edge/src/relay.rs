@@ -226,15 +226,7 @@ impl Relay {
             debug!(%topic, "Dropped a relayed message: the client is not connected here");
             return;
         };
-        let p = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic,
-            packet_id: None,
-            payload,
-        };
-        if tx.try_send(Packet::Publish(p)).is_ok() {
+        if tx.try_send(qos0(topic, payload)).is_ok() {
             self.stats.relayed_down.fetch_add(1, Ordering::Relaxed);
         } else {
             warn!("Dropped a relayed message: the local connection is busy or closing");
@@ -472,14 +464,7 @@ fn answer_offline(relay: &Relay, client_id: &str, topic: &str) {
 }
 
 fn qos0(topic: String, payload: Vec<u8>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic,
-        packet_id: None,
-        payload,
-    })
+    Packet::Publish(Publish::at_most_once(topic, payload))
 }
 
 fn edge_hub_get(flight: &mut InFlight) -> Packet {

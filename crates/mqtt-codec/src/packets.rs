@@ -218,6 +218,21 @@ pub struct Publish {
     pub payload: Vec<u8>,
 }
 
+impl Publish {
+    /// A QoS 0 publish (no packet id, not retained): what servers send for notifications and
+    /// answers, and clients for fire-and-forget requests.
+    pub fn at_most_once(topic: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: None,
+            payload: payload.into(),
+        }
+    }
+}
+
 /// SUBSCRIBE: topic filters with their requested QoS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {

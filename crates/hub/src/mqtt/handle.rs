@@ -365,14 +365,7 @@ impl State {
 
 /// A QoS 0 publish from the hub.
 fn at_most_once(topic: String, payload: Vec<u8>) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic,
-        packet_id: None,
-        payload,
-    })
+    Packet::Publish(Publish::at_most_once(topic, payload))
 }
 
 /// On an ungraceful close, the will is stored as the identity's telemetry, with the property bag
