@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{is_root, run};
-use kill9::ferrohub;
+use kill9::{ferrohub, init_hub};
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, Publish, QoS};
 use test_support::hub::Mqtt;
@@ -24,24 +24,6 @@ fn fails(args: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "ferrohub {args:?} succeeded: {err}");
     err
-}
-
-/// `ferrohub hub init` in `dir` listening on `mqtt` and `https`; the path of hub.toml.
-fn hub_init(dir: &Path, mqtt: &str, https: &str) -> String {
-    let dir_s = dir.to_string_lossy();
-    ferrohub(&[
-        "hub",
-        "init",
-        "--dir",
-        &dir_s,
-        "--hostname",
-        "localhost",
-        "--mqtt",
-        mqtt,
-        "--https",
-        https,
-    ]);
-    dir.join("hub.toml").to_string_lossy().into_owned()
 }
 
 fn event(topic: &str, id: u16, payload: &[u8]) -> Packet {
@@ -59,7 +41,7 @@ fn event(topic: &str, id: u16, payload: &[u8]) -> Packet {
 async fn hub_events_prints_blocks_as_text_and_json_lines_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let (mqtt, https) = (free_addr(), free_addr());
-    let config = hub_init(
+    let config = init_hub(
         &dir.path().join("hub"),
         &mqtt.to_string(),
         &https.to_string(),
@@ -246,7 +228,7 @@ fn a_privileged_port_refusal_names_root_or_setcap() {
     };
     let dir = tempfile::tempdir().unwrap();
     let low = format!("127.0.0.1:{port}");
-    let hub = hub_init(&dir.path().join("hub"), &low, &free_addr().to_string());
+    let hub = init_hub(&dir.path().join("hub"), &low, &free_addr().to_string());
     let cs = ferrohub(&["hub", "connection-string", "--config", &hub]);
     let dps_dir = dir.path().join("dps").to_string_lossy().into_owned();
     let ca_dir = dir.path().join("hub/certs").to_string_lossy().into_owned();
@@ -311,7 +293,7 @@ async fn connect_code(mqtt: std::net::SocketAddr, root: &Path, token: &str) -> u
 async fn device_sas_is_switched_off_and_on_from_the_cli_and_stays_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (mqtt, https) = (free_addr(), free_addr());
-    let config = hub_init(
+    let config = init_hub(
         &dir.path().join("hub"),
         &mqtt.to_string(),
         &https.to_string(),

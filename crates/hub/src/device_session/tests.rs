@@ -94,9 +94,7 @@ fn creds<'a>(host: &'a str, device_id: &'a str, token: &'a [u8]) -> Credentials<
 /// An admitted session of SAS device `id`, its token valid for an hour.
 fn session(f: &Fixture, id: &str) -> DeviceSession {
     sas_device(&f.hub, id, Status::Enabled);
-    let token = token(id, NOW as u64 + 3600);
-    let identity = authenticate(&f.hub, &creds(HOST, id, &token), &[]).unwrap();
-    DeviceSession::new(f.hub.clone(), Arc::new(identity))
+    session_of(f, id)
 }
 
 #[test]
