@@ -176,7 +176,15 @@ impl BenchHub {
         let https = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let (mqtt_addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let server_task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
+        let server_task = tokio::spawn(hub::run(
+            hub.clone(),
+            hub::Listeners {
+                mqtt,
+                https,
+                amqp: None,
+            },
+            rx,
+        ));
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.to_rustls())?;
         let client_tls = Arc::new(
@@ -272,7 +280,15 @@ impl PausedHub {
         let mqtt = tokio::net::TcpListener::bind(self.mqtt).await?;
         let https = tokio::net::TcpListener::bind(self.https).await?;
         let (stop, rx) = tokio::sync::watch::channel(false);
-        let server_task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
+        let server_task = tokio::spawn(hub::run(
+            hub.clone(),
+            hub::Listeners {
+                mqtt,
+                https,
+                amqp: None,
+            },
+            rx,
+        ));
         Ok(BenchHub {
             hub,
             mqtt: self.mqtt,

@@ -69,6 +69,7 @@ async fn restart(
     let listeners = hub::Listeners {
         mqtt: tokio::net::TcpListener::bind(mqtt).await.unwrap(),
         https: tokio::net::TcpListener::bind(https).await.unwrap(),
+        amqp: None,
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hub::run(hub.clone(), listeners, rx));

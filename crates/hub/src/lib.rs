@@ -14,6 +14,7 @@
 //! whole hub in-process on ephemeral ports.
 #![forbid(unsafe_code)]
 
+pub mod amqp;
 pub mod api;
 pub mod auth_switch;
 pub mod c2d;
@@ -145,6 +146,8 @@ impl Hub {
 pub struct Listeners {
     pub mqtt: TcpListener,
     pub https: TcpListener,
+    /// AMQP over TLS (`listen.amqp`), when served.
+    pub amqp: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -162,7 +165,13 @@ impl Listeners {
                 format!("cannot listen for HTTPS on {}: {e}", config.listen.https),
             )
         })?;
-        Ok(Self { mqtt, https })
+        let amqp = match config.listen.amqp {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen for AMQP on {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(Self { mqtt, https, amqp })
     }
 }
 
@@ -206,6 +215,19 @@ pub async fn run(
     ));
     let plain = plain
         .map(|listener| tokio::spawn(mqtt::serve_plain(hub.clone(), listener, shutdown.clone())));
+    let amqp = match listeners.amqp {
+        Some(listener) => {
+            info!(amqp = ?listener.local_addr().ok(), "AMQP listener");
+            let tls = tls::device_server_config(&hub.config.tls.cert, &hub.config.tls.key, &[])?;
+            Some(tokio::spawn(amqp::serve(
+                hub.clone(),
+                listener,
+                tls,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     if let Some(listener) = metrics {
         let h = hub.clone();
         let render = move || h.metrics.render(h.events.next_offset());
@@ -219,6 +241,9 @@ pub async fn run(
     let _ = tokio::join!(mqtt, https, chores);
     if let Some(plain) = plain {
         let _ = plain.await;
+    }
+    if let Some(amqp) = amqp {
+        let _ = amqp.await;
     }
     info!("Hub stopped");
     Ok(())

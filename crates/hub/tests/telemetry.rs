@@ -5,8 +5,7 @@
 
 use test_support::hub as common;
 
-use common::{KEY, Mqtt, TestHub, device_token, expiry, publish};
-use hub::events::EventRecord;
+use common::{KEY, Mqtt, TestHub, device_token, expiry, publish, stored};
 use hub_wire::model::Status;
 use mqtt_codec::ConnectReturnCode::Accepted;
 use mqtt_codec::{Packet, QoS, SubAck, SubAckReturnCode, Subscribe};
@@ -18,16 +17,6 @@ async fn connected(t: &TestHub, id: &str, clean: bool) -> (Mqtt, bool) {
         .await;
     assert_eq!(code, Accepted);
     (c, present)
-}
-
-fn stored(t: &TestHub) -> Vec<EventRecord> {
-    t.hub
-        .events
-        .read(0, 10_000, 64 << 20)
-        .unwrap()
-        .iter()
-        .map(|r| serde_json::from_slice(&r.payload).unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -352,7 +352,15 @@ impl HubStage {
             let https = bind(https, "the hub's HTTPS").await?;
             let (addr, https_addr) = (mqtt.local_addr()?, https.local_addr()?);
             let (stop, rx) = watch::channel(false);
-            let task = tokio::spawn(hub::run(hub.clone(), hub::Listeners { mqtt, https }, rx));
+            let task = tokio::spawn(hub::run(
+                hub.clone(),
+                hub::Listeners {
+                    mqtt,
+                    https,
+                    amqp: None,
+                },
+                rx,
+            ));
             Ok(Running {
                 hub,
                 mqtt: addr,

@@ -42,6 +42,10 @@ pub struct Listen {
     /// Allow `mqtt_plain` on a non-loopback address.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_remote: bool,
+    /// AMQP 1.0 over TLS (the hub's device and service endpoint, IoT Hub's port 5671; off
+    /// unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<SocketAddr>,
     /// A plain-HTTP listener serving only `GET /metrics`, without a token, for a local
     /// Prometheus (off unless set). Loopback addresses only; from elsewhere scrape `/metrics` on
     /// the HTTPS port with a policy token instead.
@@ -56,6 +60,7 @@ impl Default for Listen {
             https: default_https(),
             mqtt_plain: None,
             plain_remote: false,
+            amqp: None,
             metrics: None,
         }
     }

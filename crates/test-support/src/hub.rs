@@ -37,6 +37,8 @@ pub struct TestHub {
     pub hub: Arc<Hub>,
     pub mqtt: SocketAddr,
     pub https: SocketAddr,
+    /// AMQP over TLS.
+    pub amqp: SocketAddr,
     pub root: PathBuf,
     pub dir: tempfile::TempDir,
     pub clock: Arc<FixedClock>,
@@ -138,16 +140,22 @@ impl TestHub {
         let hub = Hub::open(cfg, shared).unwrap();
         let mqtt = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let amqp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (mqtt_addr, https_addr) = (mqtt.local_addr().unwrap(), https.local_addr().unwrap());
+        let amqp_addr = amqp.local_addr().unwrap();
         let (stop, rx) = tokio::sync::watch::channel(false);
         let h = hub.clone();
         let task = tokio::spawn(async move {
-            hub::run(h, Listeners { mqtt, https }, rx).await.unwrap();
+            let amqp = Some(amqp);
+            hub::run(h, Listeners { mqtt, https, amqp }, rx)
+                .await
+                .unwrap();
         });
         Self {
             hub,
             mqtt: mqtt_addr,
             https: https_addr,
+            amqp: amqp_addr,
             root,
             dir,
             clock,
@@ -204,6 +212,29 @@ impl ClientCert {
     }
 }
 
+/// A TLS connection to `addr` trusting the PEM roots in `root`, as `localhost`, presenting
+/// `cert` if given.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    root: &Path,
+    cert: Option<ClientCert>,
+) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let cfg = match cert {
+        Some(c) => builder.with_client_auth_cert(c.chain, c.key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
 /// The tests' MQTT client: the shared `mqtt_client::Client` over TLS, with answers shaped for
 /// assertions (a closed connection is `None`, a refusal is a return code, not an error).
 pub struct Mqtt {
@@ -217,22 +248,8 @@ impl Mqtt {
 
     /// TLS to `addr` trusting the PEM roots in `root`, as `localhost`.
     pub async fn tls_to(addr: SocketAddr, root: &Path, cert: Option<ClientCert>) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(root).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-        let cfg = match cert {
-            Some(c) => builder.with_client_auth_cert(c.chain, c.key).unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from(HOST).unwrap(), tcp)
-            .await
-            .unwrap();
         Self {
-            client: mqtt_client::Client::new(stream),
+            client: mqtt_client::Client::new(tls_stream(addr, root, cert).await),
         }
     }
 
@@ -410,6 +427,17 @@ pub fn x509_device(t: &TestHub, id: &str, kind: AuthType, thumbs: Vec<String>) {
         ..Default::default()
     };
     t.hub.registry.put_device(id, d, &IfMatch::Absent).unwrap();
+}
+
+/// Every telemetry record the hub has stored, oldest first.
+pub fn stored(t: &TestHub) -> Vec<hub::events::EventRecord> {
+    t.hub
+        .events
+        .read(0, 10_000, 64 << 20)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.payload).unwrap())
+        .collect()
 }
 
 /// How often authentication failed for `reason` (`ferrohub_auth_failures_total`).

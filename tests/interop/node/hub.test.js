@@ -1,5 +1,6 @@
-// The real Node SDKs (azure-iot-device + azure-iot-device-mqtt, azure-iothub) against ferrohub.
-// Run by scripts/test-interop after the Python suite; it starts its own hub on 127.0.0.1:8883/443.
+// The real Node SDKs (azure-iot-device with azure-iot-device-mqtt and azure-iot-device-amqp,
+// azure-iothub) against ferrohub. Run by scripts/test-interop after the Python suite; it starts
+// its own hub on 127.0.0.1:8883/443 and AMQP on 127.0.0.1:5671.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -37,12 +38,13 @@ function waitPort(port) {
 
 before(async () => {
   cli('hub', 'init', '--dir', hubDir, '--hostname', 'localhost', '--hostname', '127.0.0.1',
-    '--mqtt', '127.0.0.1:8883', '--https', '127.0.0.1:443');
+    '--mqtt', '127.0.0.1:8883', '--https', '127.0.0.1:443', '--amqp', '127.0.0.1:5671');
   serviceCs = cli('hub', 'connection-string', '--config', config).trim();
   const log = fs.openSync(path.join(base, 'hub.log'), 'a');
   hubProc = spawn(BIN, ['hub', '--config', config], { stdio: ['ignore', log, log], env: { ...process.env, FERROHUB_LOG: 'info' } });
   await waitPort(443);
   await waitPort(8883);
+  await waitPort(5671);
 });
 
 after(() => {
@@ -80,6 +82,19 @@ const SERVICE_SCRIPT = `
       const res = await Client.fromConnectionString(cs).invokeDeviceMethod(arg.deviceId, arg.method);
       return res.result;
     }
+    if (op === 'c2d') {
+      // Client.send goes over AMQP (/messages/devicebound), as with IoT Hub.
+      const c = Client.fromConnectionString(cs);
+      await c.open();
+      const { Message } = require('azure-iot-common');
+      const m = new Message(arg.body);
+      m.messageId = arg.messageId;
+      m.ack = 'full';
+      m.properties.add('origin', 'node-service');
+      await c.send(arg.deviceId, m);
+      await c.close();
+      return { sent: true };
+    }
     if (op === 'tagged-devices') {
       const r = Registry.fromConnectionString(cs);
       for (let i = 0; i < arg.count; i++) {
@@ -116,12 +131,12 @@ async function service(op, arg) {
   return JSON.parse(stdout.trim().split('\n').pop());
 }
 
-async function openDevice(prefix) {
+async function openDevice(prefix, transport) {
   const { Client } = require('azure-iot-device');
-  const { Mqtt } = require('azure-iot-device-mqtt');
+  const Transport = transport || require('azure-iot-device-mqtt').Mqtt;
   const id = uid(prefix);
   const d = registry('create', { deviceId: id });
-  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Mqtt);
+  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`, Transport);
   await client.setOptions({ ca: fs.readFileSync(rootCa, 'utf8') });
   await client.open();
   return { id, client };
@@ -151,6 +166,17 @@ async function sendAll(client, deviceId, n, tag, options = {}) {
     await client.sendEvent(m);
   }
   await client.close();
+}
+
+// A root CA in base/DIR, uploaded to the hub as NAME and verified by proof of possession.
+function verifiedCa(dir, name, cn) {
+  const pki = path.join(base, dir);
+  cli('certs', 'root-ca', '--dir', pki, '--cn', cn);
+  cli('hub', 'ca', 'upload', name, '--cert', path.join(pki, 'root-ca.cert.pem'), '--config', config);
+  const code = cli('hub', 'ca', 'verification-code', name, '--config', config).trim();
+  cli('certs', 'verification-cert', '--dir', pki, '--code', code, '--issuer', 'root-ca');
+  cli('hub', 'ca', 'verify', name, '--cert', path.join(pki, `verification-${code}.cert.pem`), '--config', config);
+  return pki;
 }
 
 function checkEvents(deviceId, n, tag) {
@@ -194,12 +220,7 @@ test('a SAS device sends 100 messages over MQTT', async () => {
 test('an X.509 CA-signed device sends messages over MQTT', async () => {
   const { Client } = require('azure-iot-device');
   const { Mqtt } = require('azure-iot-device-mqtt');
-  const pki = path.join(base, 'pki');
-  cli('certs', 'root-ca', '--dir', pki, '--cn', 'Node Root');
-  cli('hub', 'ca', 'upload', 'node-root', '--cert', path.join(pki, 'root-ca.cert.pem'), '--config', config);
-  const code = cli('hub', 'ca', 'verification-code', 'node-root', '--config', config).trim();
-  cli('certs', 'verification-cert', '--dir', pki, '--code', code, '--issuer', 'root-ca');
-  cli('hub', 'ca', 'verify', 'node-root', '--cert', path.join(pki, `verification-${code}.cert.pem`), '--config', config);
+  const pki = verifiedCa('pki', 'node-root', 'Node Root');
   const id = uid('node-x509');
   cli('certs', 'device', id, '--dir', pki);
   registry('create', { deviceId: id, authentication: { type: 'certificateAuthority' } });
@@ -280,4 +301,101 @@ test('a query over 150 devices comes back as three pages of 50, then stops', asy
   assert.ok(!pages.error, JSON.stringify(pages));
   assert.deepStrictEqual(pages.map((p) => p.length), [50, 50, 50]);
   assert.strictEqual(new Set(pages.flat()).size, 150, 'no device twice');
+});
+
+// ---- AMQP (azure-iot-device-amqp): SAS keys through $cbs put-token, X.509 by the TLS certificate.
+
+function amqp() {
+  return require('azure-iot-device-amqp').Amqp;
+}
+
+test('a SAS device sends 100 messages over AMQP', async () => {
+  const { Client } = require('azure-iot-device');
+  const id = uid('node-amqp-sas');
+  const d = registry('create', { deviceId: id });
+  const cs = `HostName=localhost;DeviceId=${id};SharedAccessKey=${d.authentication.symmetricKey.primaryKey}`;
+  await sendAll(Client.fromConnectionString(cs, amqp()), id, 100, 'node-amqp-sas');
+  checkEvents(id, 100, 'node-amqp-sas');
+});
+
+test('an X.509 CA-signed device sends messages over AMQP', async () => {
+  const { Client } = require('azure-iot-device');
+  const pki = verifiedCa('pki-amqp', 'node-amqp-root', 'Node AMQP Root');
+  const id = uid('node-amqp-x509');
+  cli('certs', 'device', id, '--dir', pki);
+  registry('create', { deviceId: id, authentication: { type: 'certificateAuthority' } });
+  const client = Client.fromConnectionString(`HostName=localhost;DeviceId=${id};x509=true`, amqp());
+  await sendAll(client, id, 20, 'node-amqp-x509', {
+    cert: fs.readFileSync(path.join(pki, `iot-device-${id}-full-chain.cert.pem`), 'utf8'),
+    key: fs.readFileSync(path.join(pki, `iot-device-${id}.key.pem`), 'utf8'),
+  });
+  checkEvents(id, 20, 'node-amqp-x509');
+});
+
+test('a wrong key over AMQP is refused with an UnauthorizedError', async () => {
+  const { Client } = require('azure-iot-device');
+  const id = uid('node-amqp-bad');
+  registry('create', { deviceId: id });
+  const cs = `HostName=localhost;DeviceId=${id};SharedAccessKey=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=`;
+  const client = Client.fromConnectionString(cs, amqp());
+  await client.setOptions({ ca: fs.readFileSync(rootCa, 'utf8') });
+  await assert.rejects(client.open(), (err) => err.constructor.name === 'UnauthorizedError');
+});
+
+test('cloud-to-device over AMQP: complete, reject, abandon and redelivery', async () => {
+  const { id, client } = await openDevice('node-amqp-c2d', amqp());
+  const seen = [];
+  const done = new Promise((resolve, reject) => client.on('message', (msg) => {
+    const body = msg.data.toString();
+    seen.push(body);
+    const settle = (err) => (err ? reject(err) : undefined);
+    if (body === 'one') client.complete(msg, settle);
+    else if (body === 'two') client.reject(msg, settle);
+    else if (body === 'three' && seen.filter((b) => b === 'three').length === 1) client.abandon(msg, settle);
+    else client.complete(msg, (err) => (err ? reject(err) : resolve()));
+  }));
+  for (const body of ['one', 'two', 'three']) cli('hub', 'c2d', 'send', id, '--body', body, '--config', config);
+  await done;
+  assert.deepStrictEqual(seen, ['one', 'two', 'three', 'three']);
+  await client.close();
+});
+
+test('the service sends cloud-to-device over AMQP (Client.send) to an AMQP device', async () => {
+  const { id, client } = await openDevice('node-amqp-svc', amqp());
+  const received = new Promise((resolve) => client.on('message', (msg) => {
+    client.complete(msg, () => resolve(msg));
+  }));
+  await new Promise((r) => setTimeout(r, 500));
+  const sent = await service('c2d', { deviceId: id, body: 'from node service', messageId: 'svc-node-1' });
+  assert.deepStrictEqual(sent, { sent: true });
+  const msg = await received;
+  assert.strictEqual(msg.data.toString(), 'from node service');
+  assert.strictEqual(msg.messageId, 'svc-node-1');
+  assert.strictEqual(msg.properties.getValue('origin'), 'node-service');
+  await client.close();
+});
+
+test('twin get and reported update over AMQP', async () => {
+  const { client } = await openDevice('node-amqp-twin', amqp());
+  const twin = await client.getTwin();
+  assert.ok(twin.properties.desired.$version >= 1);
+  await new Promise((resolve, reject) => twin.properties.reported.update({ fw: '3.0' }, (err) => (err ? reject(err) : resolve())));
+  const again = await client.getTwin();
+  assert.strictEqual(again.properties.reported.fw, '3.0');
+  await client.close();
+});
+
+test('a direct method over AMQP is answered by the device', async () => {
+  const { id, client } = await openDevice('node-amqp-method', amqp());
+  client.onDeviceMethod('reboot', (request, response) => {
+    response.send(200, { echo: request.payload, method: request.methodName }, () => {});
+  });
+  let result;
+  for (let attempt = 0; attempt < 50; attempt++) {
+    result = await service('invoke', { deviceId: id, method: { methodName: 'reboot', payload: { delay: 3 }, responseTimeoutInSeconds: 10 } });
+    if (!result.error) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepStrictEqual(result, { status: 200, payload: { echo: { delay: 3 }, method: 'reboot' } });
+  await client.close();
 });

@@ -14,7 +14,7 @@ use crate::certs::{KeyOpts, Plan, issue_files};
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  ferrohub hub init --dir hub --hostname localhost --hostname 127.0.0.1 \\\n      \
-    --mqtt 127.0.0.1:8883 --https 127.0.0.1:443"
+    --mqtt 127.0.0.1:8883 --https 127.0.0.1:443 --amqp 127.0.0.1:5671"
 )]
 pub struct InitArgs {
     /// Directory to create the configuration, certificates and data in.
@@ -29,6 +29,11 @@ pub struct InitArgs {
     /// HTTPS listen address (service API, events).
     #[arg(long, default_value = "0.0.0.0:443")]
     https: SocketAddr,
+    /// AMQP over TLS listen address (devices and the service SDKs over AMQP). Default:
+    /// 0.0.0.0:5671 when --mqtt is left at its default, off when --mqtt is given without it
+    /// (so hubs on other addresses of one machine don't compete for 5671).
+    #[arg(long, value_name = "ADDR")]
+    amqp: Option<SocketAddr>,
     /// Replace an existing hub.toml (certificates and data are kept).
     #[arg(long)]
     force: bool,
@@ -112,6 +117,10 @@ pub fn run(args: &InitArgs) -> Result<()> {
         listen: Listen {
             mqtt: args.mqtt,
             https: args.https,
+            amqp: args.amqp.or_else(|| {
+                (args.mqtt == SocketAddr::from(([0, 0, 0, 0], 8883)))
+                    .then(|| SocketAddr::from(([0, 0, 0, 0], 5671)))
+            }),
             ..Listen::default()
         },
         tls: Tls {

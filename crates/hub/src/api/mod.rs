@@ -3,7 +3,7 @@
 //! Each handler checks the api-version and a policy right first, then calls the registry or CA
 //! service. Bodies are parsed by hand so a malformed one gets the IoT Hub error shape.
 
-mod auth;
+pub(crate) mod auth;
 mod certificates;
 mod connect_check;
 mod devices;

@@ -158,6 +158,21 @@ impl DeviceSession {
             .unregister(&self.client_id, &self.subscription);
     }
 
+    /// Records that the session's connection ended, after [`Self::detach`]: the identity's
+    /// connection state in the registry (still connected when a newer session took its place),
+    /// and a gateway's upstream told of a client gone.
+    pub fn disconnected(&self) {
+        let still_connected = self.hub.connections.is_connected(&self.client_id);
+        self.hub.registry.set_connection(
+            &self.identity.device_id,
+            self.identity.module_id.as_deref(),
+            still_connected,
+        );
+        if let (false, Some(upstream)) = (still_connected, self.hub.upstream.get()) {
+            upstream.disconnected(&self.client_id);
+        }
+    }
+
     /// Sets which notifications the client wants.
     pub fn set_interests(&mut self, wants: Interests) {
         let s = &self.subscription;

@@ -346,8 +346,6 @@ where
         let State {
             session, out, ack, ..
         } = state;
-        let identity = session.identity().clone();
-        let client_id = session.client_id();
         session.detach();
         hub.metrics
             .connections_active
@@ -357,15 +355,7 @@ where
         }
         drop((out, ack));
         let _ = writer.await;
-        let still_connected = hub.connections.is_connected(client_id);
-        hub.registry.set_connection(
-            &identity.device_id,
-            identity.module_id.as_deref(),
-            still_connected,
-        );
-        if let (false, Some(upstream)) = (still_connected, hub.upstream.get()) {
-            upstream.disconnected(client_id);
-        }
+        session.disconnected();
         info!("Device disconnected");
     }
 }

@@ -34,7 +34,7 @@ pub(crate) struct Admission {
 }
 
 /// One connection's place in [`PerIp`], given back when dropped.
-struct IpSlot {
+pub(crate) struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
@@ -88,7 +88,33 @@ fn refused_early(hub: &Hub, limit: &'static str, value: u64) {
 }
 
 /// A connection's places in `limits.max_connections` and `limits.max_connections_per_ip`.
-type Slots = (tokio::sync::OwnedSemaphorePermit, IpSlot);
+pub(crate) type Slots = (tokio::sync::OwnedSemaphorePermit, IpSlot);
+
+/// Counts a connection accepted from `peer` and takes its places in the connection limits,
+/// which every device listener of the hub (MQTT, MQTT without TLS, AMQP) shares; `None` (counted
+/// and logged) when a limit is reached.
+pub(crate) fn take_slots(hub: &Hub, peer: std::net::SocketAddr) -> Option<Slots> {
+    Metrics::inc(&hub.metrics.connections_accepted);
+    let limits = &hub.config.limits;
+    let admission = hub.connections.admission.get_or_init(|| Admission {
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        per_ip: Arc::new(PerIp::default()),
+    });
+    let Ok(permit) = admission.slots.clone().try_acquire_owned() else {
+        Metrics::inc(&hub.metrics.connections_refused_limit);
+        refused_early(hub, "max_connections", limits.max_connections as u64);
+        return None;
+    };
+    let Some(ip_slot) = admission
+        .per_ip
+        .take(peer.ip(), limits.max_connections_per_ip)
+    else {
+        let value = limits.max_connections_per_ip as u64;
+        refused_early(hub, "max_connections_per_ip", value);
+        return None;
+    };
+    Some((permit, ip_slot))
+}
 
 /// A running session's places in the connection limits and its count in
 /// [`crate::device_session::live::Connections::tasks`] (for a clean shutdown): given back when
@@ -184,11 +210,6 @@ async fn serve_with(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = hub.config.limits.clone();
-    let admission = hub.connections.admission.get_or_init(|| Admission {
-        slots: Arc::new(Semaphore::new(limits.max_connections)),
-        per_ip: Arc::new(PerIp::default()),
-    });
-    let (slots, per_ip) = (admission.slots.clone(), admission.per_ip.clone());
     let handshake_timeout = Duration::from_secs(limits.connect_timeout_secs);
     let name = if acceptor.is_some() {
         "mqtt"
@@ -199,25 +220,14 @@ async fn serve_with(
     while let Some((tcp, peer)) =
         ferrohub_runtime::net::accept_next(&listener, &mut shutdown, name).await
     {
-        Metrics::inc(&hub.metrics.connections_accepted);
         let span = tracing::info_span!("conn", %peer);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            Metrics::inc(&hub.metrics.connections_refused_limit);
-            let _entered = span.enter();
-            refused_early(&hub, "max_connections", limits.max_connections as u64);
-            continue;
-        };
-        let Some(ip_slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip) else {
-            let _entered = span.enter();
-            let value = limits.max_connections_per_ip as u64;
-            refused_early(&hub, "max_connections_per_ip", value);
+        let Some(slots) = span.in_scope(|| take_slots(&hub, peer)) else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let (hub, acceptor) = (hub.clone(), acceptor.clone());
         tokio::spawn(
             async move {
-                let slots = (permit, ip_slot);
                 let deadline = tokio::time::Instant::now() + handshake_timeout;
                 // Until the client sends its first bytes it holds only its socket and this small
                 // task. Then TLS, CONNECT and authentication run in their own allocation, and an
