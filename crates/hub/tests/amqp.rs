@@ -495,3 +495,43 @@ async fn service_sends_cloud_to_device_with_a_policy_token() {
     service.close().await;
     device.close().await;
 }
+
+#[tokio::test]
+async fn an_expired_token_ends_its_links_and_a_renewed_one_keeps_them() {
+    let t = TestHub::start().await;
+    common::sas_device(&t, "dev1", Status::Enabled);
+    common::sas_device(&t, "dev2", Status::Enabled);
+    let soon = u64::try_from(common::now().unix_timestamp()).unwrap() + 2;
+    let mut c = Client::open(&t, None).await;
+    for id in ["dev1", "dev2"] {
+        let token = device_token(id, KEY, soon);
+        assert_eq!(c.put_token(&encoded_audience(id), &token).await, 200);
+    }
+    let mut tx1 = c.sender("/devices/dev1/messages/events").await;
+    let mut tx2 = c.sender("/devices/dev2/messages/events").await;
+    let msg = || Message::builder().data(Binary::from(b"x".to_vec())).build();
+    assert!(matches!(
+        tx1.send(msg()).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    assert!(matches!(
+        tx2.send(msg()).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    // dev2 puts a new token before the first expires (as the SDKs renew); dev1 does not.
+    let renewed = device_token("dev2", KEY, expiry());
+    assert_eq!(c.put_token(&encoded_audience("dev2"), &renewed).await, 200);
+    t.set_time(common::now() + time::Duration::seconds(10));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = tokio::time::timeout(Duration::from_secs(10), tx1.send(msg())).await;
+    assert!(
+        matches!(sent, Ok(Err(_))),
+        "dev1's link outlived its token: {sent:?}"
+    );
+    assert!(matches!(
+        tx2.send(msg()).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    assert_eq!(common::reason_count(&t, "expired_token"), 1);
+    c.close().await;
+}

@@ -120,8 +120,15 @@ impl Conn {
         match cbs::authorize(&self.hub, req) {
             Ok(Grant::Identity(identity)) => {
                 let client_id = identity.client_id();
-                info!(%client_id, "Token put on $cbs");
-                self.lock().grants.insert(client_id, identity);
+                let mut state = self.lock();
+                match state.peers.get(&client_id).filter(|p| !p.is_ended()) {
+                    Some(peer) => {
+                        info!(%client_id, expiry = identity.token_expiry, "Token renewed on $cbs");
+                        peer.renew(identity.clone());
+                    }
+                    None => info!(%client_id, "Token put on $cbs"),
+                }
+                state.grants.insert(client_id, identity);
                 (200, "OK".into())
             }
             Ok(Grant::Service { policy, expiry }) => {

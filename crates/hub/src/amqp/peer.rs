@@ -83,6 +83,11 @@ impl Peer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A new token was put for the identity: its session lasts until the new token expires.
+    pub fn renew(&self, identity: Identity) {
+        self.session().renew(Arc::new(identity));
+    }
+
     /// Changes what the identity's links want delivered.
     pub fn want(&self, change: impl FnOnce(&mut Interests)) {
         let mut wants = self
@@ -165,9 +170,25 @@ impl Peer {
 async fn pump(peer: Arc<Peer>) {
     let inbox = peer.session().subscription().clone();
     loop {
+        // Until the token expires; a token put meanwhile moves the end (checked on waking).
+        let left = peer.session().time_left();
+        let expiry = async move {
+            match left {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             n = inbox.next() => n,
             _ = peer.ended() => return,
+            () = expiry => {
+                if peer.session().expired() {
+                    peer.hub.metrics.auth_failure("expired_token");
+                    peer.finish(EndReason::Expired);
+                    return;
+                }
+                continue;
+            }
         };
         match n {
             Notification::C2dAvailable => peer.c2d_wake.notify_one(),

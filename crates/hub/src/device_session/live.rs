@@ -103,7 +103,7 @@ impl Connections {
         let Ok(live) = self.live.lock() else { return 0 };
         let mut n = 0;
         for (client_id, s) in live.iter() {
-            if let Some(why) = change.ends(client_id, s.identity()) {
+            if let Some(why) = change.ends(client_id, &s.identity()) {
                 s.close(why);
                 n += 1;
             }

@@ -158,6 +158,13 @@ impl DeviceSession {
             .unregister(&self.client_id, &self.subscription);
     }
 
+    /// The client renewed its credentials for the same identity (AMQP: a new token put on
+    /// `$cbs` before the old one expired): the session now lasts until the new token expires.
+    pub fn renew(&mut self, identity: Arc<Identity>) {
+        self.subscription.set_identity(identity.clone());
+        self.identity = identity;
+    }
+
     /// Records that the session's connection ended, after [`Self::detach`]: the identity's
     /// connection state in the registry (still connected when a newer session took its place),
     /// and a gateway's upstream told of a client gone.

@@ -47,7 +47,8 @@ pub const CAPACITY: usize = 256;
 /// One live session's inbox, shared by its session (which reads it) and the hub (which writes
 /// it).
 pub struct Subscription {
-    identity: Arc<Identity>,
+    /// Renewed when the session's client renews its token ([`super::DeviceSession::renew`]).
+    identity: Mutex<Arc<Identity>>,
     /// Desired-property patches are wanted.
     pub desired: AtomicBool,
     /// Direct methods are wanted.
@@ -72,7 +73,7 @@ impl Subscription {
     /// The inbox of a session of `identity`; it wants nothing yet.
     pub fn new(identity: Arc<Identity>) -> Self {
         Self {
-            identity,
+            identity: Mutex::new(identity),
             desired: AtomicBool::new(false),
             methods: AtomicBool::new(false),
             c2d: AtomicBool::new(false),
@@ -83,8 +84,19 @@ impl Subscription {
     }
 
     /// Who the session authenticated as.
-    pub fn identity(&self) -> &Arc<Identity> {
-        &self.identity
+    pub fn identity(&self) -> Arc<Identity> {
+        self.identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The session's client renewed its credentials (a new token, a later expiry).
+    pub(crate) fn set_identity(&self, identity: Arc<Identity>) {
+        *self
+            .identity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = identity;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inbox> {
@@ -99,7 +111,7 @@ impl Subscription {
     pub fn usable(&self, clock: &SharedClock) -> bool {
         self.close.load(Ordering::Relaxed) == 0
             && !self.lock().shut
-            && super::time_left(&self.identity, clock).is_none_or(|left| !left.is_zero())
+            && super::time_left(&self.identity(), clock).is_none_or(|left| !left.is_zero())
     }
 
     /// Tells the session to close, for `why` (the first reason given is the one it reads).

@@ -22,10 +22,12 @@ pub enum EndReason {
     CaWithdrawn,
     Shutdown,
     Storage,
+    /// Its SAS token expired and no new one was put (AMQP's `$cbs`).
+    Expired,
 }
 
 impl EndReason {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Replaced,
         Self::Disabled,
         Self::Deleted,
@@ -35,6 +37,7 @@ impl EndReason {
         Self::CaWithdrawn,
         Self::Shutdown,
         Self::Storage,
+        Self::Expired,
     ];
 
     /// The reason whose code (`why as u8`) is `code`.
@@ -74,6 +77,9 @@ impl EndReason {
             }
             Self::Shutdown => "the hub is stopping",
             Self::Storage => "a message could not be made durable",
+            Self::Expired => {
+                "its SAS token expired (the client must put a new token before the old one expires, or reconnect)"
+            }
         }
     }
 }
