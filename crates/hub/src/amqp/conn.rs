@@ -36,7 +36,6 @@ use super::peer::{OutLink, Peer};
 use super::service;
 use crate::Hub;
 use crate::device_session::auth::{self, Credentials};
-use crate::device_session::revoke::EndReason;
 use crate::metrics::Metrics;
 
 const AMQP: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
@@ -147,7 +146,7 @@ impl Conn {
     fn finish(&self) {
         let peers: Vec<Arc<Peer>> = self.lock().peers.drain().map(|(_, p)| p).collect();
         for p in peers {
-            p.finish(EndReason::Shutdown);
+            p.connection_closed();
         }
     }
 }

@@ -138,9 +138,18 @@ impl Peer {
         }
     }
 
-    /// Ends the identity's session (once): its links close, it leaves the live sessions, and its
-    /// connection state is recorded.
+    /// The identity's connection ended (the client closed it, or it broke).
+    pub fn connection_closed(&self) {
+        self.end(EndReason::Shutdown, "the connection closed");
+    }
+
+    /// Ends the identity's session (once) for `why`: its links close, it leaves the live
+    /// sessions, and its connection state is recorded.
     pub fn finish(&self, why: EndReason) {
+        self.end(why, why.describe());
+    }
+
+    fn end(&self, why: EndReason, text: &str) {
         self.ended.send_if_modified(|e| {
             let first = e.is_none();
             if first {
@@ -160,7 +169,7 @@ impl Peer {
         session.disconnected();
         info!(
             client_id = session.client_id(),
-            reason = why.describe(),
+            reason = text,
             "Device disconnected (AMQP)"
         );
     }
