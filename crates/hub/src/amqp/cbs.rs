@@ -73,11 +73,21 @@ pub fn put_token(m: &Incoming) -> Result<PutToken, Refused> {
         },
         _ => return Err(refused(400, "the token must be an amqp-value string")),
     };
+    let decoded = iot_auth::percent_decode(&name).unwrap_or(name);
     Ok(PutToken {
         message_id: m.properties.as_ref().and_then(|p| p.message_id.clone()),
-        audience: iot_auth::percent_decode(&name).unwrap_or(name),
+        audience: resource_of(&decoded).to_owned(),
         token,
     })
+}
+
+/// The resource an audience names: without the scheme some clients prefix (the Python service
+/// SDK puts its token for `https://{host}`) or a trailing slash.
+fn resource_of(audience: &str) -> &str {
+    let rest = audience
+        .split_once("://")
+        .map_or(audience, |(_, rest)| rest);
+    rest.trim_end_matches('/')
 }
 
 /// Checks a put-token: the token must be for the audience it is put for, and valid for it.
@@ -195,6 +205,13 @@ mod tests {
                 token: token.into(),
             }
         );
+    }
+
+    #[test]
+    fn an_audience_with_a_scheme_names_the_same_resource() {
+        assert_eq!(resource_of("https://myhub.example"), "myhub.example");
+        assert_eq!(resource_of("amqps://h/devices/d1/"), "h/devices/d1");
+        assert_eq!(resource_of("h/devices/d1"), "h/devices/d1");
     }
 
     #[test]
