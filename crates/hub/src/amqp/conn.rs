@@ -403,8 +403,9 @@ async fn cbs_answers(conn: Arc<Conn>, mut link: Sender) {
     let _ = link.close().await;
 }
 
-/// SASL as the AMQP clients that use it: ANONYMOUS (then tokens on `$cbs`), EXTERNAL (the TLS
-/// client certificate), PLAIN (accepted as ANONYMOUS is: the token travels on `$cbs`).
+/// SASL as the AMQP clients that use it: ANONYMOUS and MSSBCBS (Azure's "tokens follow on
+/// `$cbs`", which the Python service SDK's uamqp asks for), EXTERNAL (the TLS client
+/// certificate), PLAIN (accepted as ANONYMOUS is: the token travels on `$cbs`).
 #[derive(Clone, Debug)]
 struct Sasl {
     client_cert: bool,
@@ -412,7 +413,11 @@ struct Sasl {
 
 impl SaslAcceptor for Sasl {
     fn mechanisms(&self) -> Array<Symbol> {
-        let mut m = vec![Symbol::from("ANONYMOUS"), Symbol::from("PLAIN")];
+        let mut m = vec![
+            Symbol::from("MSSBCBS"),
+            Symbol::from("ANONYMOUS"),
+            Symbol::from("PLAIN"),
+        ];
         if self.client_cert {
             m.insert(0, Symbol::from("EXTERNAL"));
         }
@@ -421,7 +426,7 @@ impl SaslAcceptor for Sasl {
 
     fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
         let code = match init.mechanism.as_str() {
-            "ANONYMOUS" | "PLAIN" => SaslCode::Ok,
+            "ANONYMOUS" | "MSSBCBS" | "PLAIN" => SaslCode::Ok,
             "EXTERNAL" if self.client_cert => SaslCode::Ok,
             _ => SaslCode::Auth,
         };
