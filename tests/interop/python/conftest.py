@@ -45,7 +45,8 @@ class Hub:
         self.log = base / "hub.log"
         self.proc = None
         names = [a for h in hostnames for a in ("--hostname", h)]
-        run("hub", "init", "--dir", str(self.dir), *names, "--mqtt", f"{ip}:8883", "--https", f"{ip}:443")
+        run("hub", "init", "--dir", str(self.dir), *names, "--mqtt", f"{ip}:8883", "--https", f"{ip}:443",
+            "--amqp", f"{ip}:5671")
         self.connection_string = run("hub", "connection-string", "--config", str(self.config)).stdout.strip()
 
     def start(self):
@@ -54,6 +55,7 @@ class Hub:
         self.proc = subprocess.Popen([str(BIN), "hub", "--config", str(self.config)], stdout=logf, stderr=logf, env=env)
         wait_port(443, host=self.ip)
         wait_port(8883, host=self.ip)
+        wait_port(5671, host=self.ip)
 
     def stop(self):
         if self.proc:

@@ -16,10 +16,10 @@ use std::task::{Context, Poll};
 use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
 use fe2o3_amqp::acceptor::{
     ConnectionAcceptor, LinkAcceptor, LinkEndpoint, ListenerConnectionHandle,
-    ListenerSessionHandle, SaslAcceptor, SessionAcceptor,
+    ListenerSessionHandle, SaslAcceptor, SessionAcceptor, SupportedReceiverSettleModes,
 };
 use fe2o3_amqp::link::{Receiver, Sender};
-use fe2o3_amqp::types::definitions::{AmqpError, Role as AmqpRole};
+use fe2o3_amqp::types::definitions::{AmqpError, ReceiverSettleMode, Role as AmqpRole};
 use fe2o3_amqp::types::messaging::{Body, TargetArchetype};
 use fe2o3_amqp::types::primitives::{Array, Symbol, Value};
 use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
@@ -239,8 +239,13 @@ async fn sessions(conn: &Arc<Conn>, connection: &mut ListenerConnectionHandle) {
 
 /// Accepts the links of one session, each in a task of its own.
 async fn links_of(conn: Arc<Conn>, mut session: ListenerSessionHandle) {
+    // Deliveries the hub receives settle at its first disposition (rcv-settle-mode first), as
+    // the hub's answer (accepted once durable) is final; a client asking for "second" (uamqp's
+    // default) is told "first" in the attach and goes along.
     let acceptor = LinkAcceptor::builder()
         .max_message_size(max_message_bytes(&conn.hub))
+        .supported_receiver_settle_modes(SupportedReceiverSettleModes::First)
+        .fallback_receiver_settle_mode(ReceiverSettleMode::First)
         .build();
     while let Some(attach) = session.next_incoming_attach().await {
         let (role, address) = match attach.role {
