@@ -178,11 +178,7 @@ impl BenchHub {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let server_task = tokio::spawn(hub::run(
             hub.clone(),
-            hub::Listeners {
-                mqtt,
-                https,
-                amqp: None,
-            },
+            hub::Listeners::without_amqp(mqtt, https),
             rx,
         ));
         let mut roots = rustls::RootCertStore::empty();
@@ -282,11 +278,7 @@ impl PausedHub {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let server_task = tokio::spawn(hub::run(
             hub.clone(),
-            hub::Listeners {
-                mqtt,
-                https,
-                amqp: None,
-            },
+            hub::Listeners::without_amqp(mqtt, https),
             rx,
         ));
         Ok(BenchHub {

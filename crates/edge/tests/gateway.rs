@@ -126,11 +126,10 @@ async fn children_reach_the_hub_through_the_gateway_and_survive_an_outage() {
         ))),
     )
     .unwrap();
-    let listeners = hub::Listeners {
-        mqtt: tokio::net::TcpListener::bind(mqtt_addr).await.unwrap(),
-        https: tokio::net::TcpListener::bind(https_addr).await.unwrap(),
-        amqp: None,
-    };
+    let listeners = hub::Listeners::without_amqp(
+        tokio::net::TcpListener::bind(mqtt_addr).await.unwrap(),
+        tokio::net::TcpListener::bind(https_addr).await.unwrap(),
+    );
     let (hub_stop, hub_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hub::run(hub.clone(), listeners, hub_rx));
     let seen = wait_for(&hub, "child", OUTAGE as usize + 10).await;

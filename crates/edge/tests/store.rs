@@ -66,11 +66,10 @@ async fn restart(
         common::now(),
     )));
     let hub = hub::Hub::open(cfg, clock).unwrap();
-    let listeners = hub::Listeners {
-        mqtt: tokio::net::TcpListener::bind(mqtt).await.unwrap(),
-        https: tokio::net::TcpListener::bind(https).await.unwrap(),
-        amqp: None,
-    };
+    let listeners = hub::Listeners::without_amqp(
+        tokio::net::TcpListener::bind(mqtt).await.unwrap(),
+        tokio::net::TcpListener::bind(https).await.unwrap(),
+    );
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hub::run(hub.clone(), listeners, rx));
     (hub, stop)

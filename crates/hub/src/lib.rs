@@ -151,6 +151,15 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// MQTT and HTTPS, without AMQP (embedders that serve devices over MQTT only).
+    pub fn without_amqp(mqtt: TcpListener, https: TcpListener) -> Self {
+        Self {
+            mqtt,
+            https,
+            amqp: None,
+        }
+    }
+
     /// Binds the addresses of the config.
     pub async fn bind(config: &HubConfig) -> std::io::Result<Self> {
         let mqtt = TcpListener::bind(config.listen.mqtt).await.map_err(|e| {

@@ -354,11 +354,7 @@ impl HubStage {
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(hub::run(
                 hub.clone(),
-                hub::Listeners {
-                    mqtt,
-                    https,
-                    amqp: None,
-                },
+                hub::Listeners::without_amqp(mqtt, https),
                 rx,
             ));
             Ok(Running {
