@@ -535,3 +535,35 @@ async fn an_expired_token_ends_its_links_and_a_renewed_one_keeps_them() {
     assert_eq!(common::reason_count(&t, "expired_token"), 1);
     c.close().await;
 }
+
+#[tokio::test]
+async fn a_disabled_device_loses_its_links_and_cannot_attach_again_with_its_old_token() {
+    let t = TestHub::start().await;
+    let mut c = sas_client(&t, "dev1").await;
+    let mut tx = c.sender("/devices/dev1/messages/events").await;
+    let msg = || Message::builder().data(Binary::from(b"x".to_vec())).build();
+    assert!(matches!(
+        tx.send(msg()).await.unwrap(),
+        Outcome::Accepted(_)
+    ));
+    let mut d = t.hub.registry.get_device("dev1").unwrap();
+    d.status = Status::Disabled;
+    t.hub
+        .registry
+        .put_device("dev1", d, &ferrohub_runtime::etag::IfMatch::Any)
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(10), tx.send(msg())).await;
+    assert!(
+        matches!(sent, Ok(Err(_))),
+        "the link outlived the device: {sent:?}"
+    );
+    // A new link on the same connection is refused: the old token is spent.
+    let mut again = c.sender("/devices/dev1/messages/events").await;
+    let sent = tokio::time::timeout(Duration::from_secs(10), again.send(msg())).await;
+    assert!(matches!(sent, Ok(Err(_))), "{sent:?}");
+    // And a new token for a disabled device is refused.
+    let token = device_token("dev1", KEY, expiry());
+    assert_eq!(c.put_token(&encoded_audience("dev1"), &token).await, 401);
+    assert_eq!(stored(&t).len(), 1);
+    c.close().await;
+}

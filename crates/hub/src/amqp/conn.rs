@@ -73,8 +73,14 @@ impl Conn {
     fn peer(&self, target: &Target) -> Result<Arc<Peer>, String> {
         let client_id = target.client_id();
         let mut state = self.lock();
-        if let Some(p) = state.peers.get(&client_id).filter(|p| !p.is_ended()) {
-            return Ok(p.clone());
+        if let Some(p) = state.peers.get(&client_id) {
+            if !p.is_ended() {
+                return Ok(p.clone());
+            }
+            // Its session ended (revoked, expired, replaced): the token it was admitted with is
+            // spent too, so a link now needs a new put-token, which authenticates again.
+            state.peers.remove(&client_id);
+            state.grants.remove(&client_id);
         }
         let identity = match state.grants.get(&client_id) {
             Some(identity) => identity.clone(),
@@ -120,10 +126,15 @@ impl Conn {
             Ok(Grant::Identity(identity)) => {
                 let client_id = identity.client_id();
                 let mut state = self.lock();
-                match state.peers.get(&client_id).filter(|p| !p.is_ended()) {
-                    Some(peer) => {
+                match state.peers.get(&client_id) {
+                    Some(peer) if !peer.is_ended() => {
                         info!(%client_id, expiry = identity.token_expiry, "Token renewed on $cbs");
                         peer.renew(identity.clone());
+                    }
+                    Some(_) => {
+                        // A new session starts at the next link.
+                        state.peers.remove(&client_id);
+                        info!(%client_id, "Token put on $cbs");
                     }
                     None => info!(%client_id, "Token put on $cbs"),
                 }
