@@ -107,6 +107,19 @@ impl Client {
     }
 }
 
+/// A message with `body` as its one data section.
+fn data_message(body: &[u8]) -> Message<Data> {
+    Message::builder().data(Binary::from(body.to_vec())).build()
+}
+
+/// Sends `m` on a link the hub is expected to have refused: the outcome, or the timeout.
+async fn refused_send(
+    tx: &mut Sender,
+    m: Message<Data>,
+) -> Result<Result<Outcome, fe2o3_amqp::link::SendError>, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), tx.send(m)).await
+}
+
 fn encoded_audience(resource: &str) -> String {
     iot_auth::percent_encode(&format!("{}/devices/{resource}", common::HOST))
 }
@@ -182,9 +195,7 @@ async fn telemetry_is_accepted_once_stored_with_its_properties() {
         .data(Binary::from(vec![b'x'; 300 * 1024]))
         .build();
     assert!(tx.send(huge).await.is_err());
-    let m = Message::builder()
-        .data(Binary::from(b"after".to_vec()))
-        .build();
+    let m = data_message(b"after");
     assert!(matches!(tx.send(m).await.unwrap(), Outcome::Accepted(_)));
     assert_eq!(stored(&t).len(), 21);
     c.close().await;
@@ -394,9 +405,7 @@ async fn x509_device_needs_no_token() {
     common::x509_device(&t, "xdev", AuthType::SelfSigned, vec![thumb]);
     let mut c = Client::open(&t, Some(cert)).await;
     let mut tx = c.sender("/devices/xdev/messages/events").await;
-    let m = Message::builder()
-        .data(Binary::from(b"hi".to_vec()))
-        .build();
+    let m = data_message(b"hi");
     assert!(matches!(tx.send(m).await.unwrap(), Outcome::Accepted(_)));
     let events = stored(&t);
     assert_eq!(events[0].device_id, "xdev");
@@ -420,7 +429,7 @@ async fn refusals_are_per_link_and_the_connection_goes_on() {
     assert_eq!(c.put_token(&encoded_audience("other"), &dev1).await, 401);
     // A link to a device this connection holds no token for.
     let mut tx = c.sender("/devices/other/messages/events").await;
-    let m = Message::builder().data(Binary::from(b"x".to_vec())).build();
+    let m = data_message(b"x");
     let sent = tokio::time::timeout(Duration::from_secs(10), tx.send(m)).await;
     assert!(
         matches!(sent, Ok(Err(_))),
@@ -428,14 +437,12 @@ async fn refusals_are_per_link_and_the_connection_goes_on() {
     );
     // An unknown node.
     let mut tx = c.sender("/queues/q1").await;
-    let m = Message::builder().data(Binary::from(b"x".to_vec())).build();
-    let sent = tokio::time::timeout(Duration::from_secs(10), tx.send(m)).await;
+    let m = data_message(b"x");
+    let sent = refused_send(&mut tx, m).await;
     assert!(matches!(sent, Ok(Err(_))), "{sent:?}");
     // The device's own links still work on the same connection.
     let mut tx = c.sender("/devices/dev1/messages/events").await;
-    let m = Message::builder()
-        .data(Binary::from(b"ok".to_vec()))
-        .build();
+    let m = data_message(b"ok");
     assert!(matches!(tx.send(m).await.unwrap(), Outcome::Accepted(_)));
     assert_eq!(stored(&t).len(), 1);
     c.close().await;
@@ -455,7 +462,7 @@ async fn service_sends_cloud_to_device_with_a_policy_token() {
     );
     // Without a token the service link is refused.
     let mut tx = service.sender("/messages/devicebound").await;
-    let m = Message::builder().data(Binary::from(b"x".to_vec())).build();
+    let m = data_message(b"x");
     assert!(tx.send(m).await.is_err());
     assert_eq!(service.put_token(common::HOST, &policy_token).await, 200);
     let mut tx = service.sender("/messages/devicebound").await;
@@ -509,7 +516,7 @@ async fn an_expired_token_ends_its_links_and_a_renewed_one_keeps_them() {
     }
     let mut tx1 = c.sender("/devices/dev1/messages/events").await;
     let mut tx2 = c.sender("/devices/dev2/messages/events").await;
-    let msg = || Message::builder().data(Binary::from(b"x".to_vec())).build();
+    let msg = || data_message(b"x");
     assert!(matches!(
         tx1.send(msg()).await.unwrap(),
         Outcome::Accepted(_)
@@ -541,7 +548,7 @@ async fn a_disabled_device_loses_its_links_and_cannot_attach_again_with_its_old_
     let t = TestHub::start().await;
     let mut c = sas_client(&t, "dev1").await;
     let mut tx = c.sender("/devices/dev1/messages/events").await;
-    let msg = || Message::builder().data(Binary::from(b"x".to_vec())).build();
+    let msg = || data_message(b"x");
     assert!(matches!(
         tx.send(msg()).await.unwrap(),
         Outcome::Accepted(_)
@@ -559,7 +566,7 @@ async fn a_disabled_device_loses_its_links_and_cannot_attach_again_with_its_old_
     );
     // A new link on the same connection is refused: the old token is spent.
     let mut again = c.sender("/devices/dev1/messages/events").await;
-    let sent = tokio::time::timeout(Duration::from_secs(10), again.send(msg())).await;
+    let sent = refused_send(&mut again, msg()).await;
     assert!(matches!(sent, Ok(Err(_))), "{sent:?}");
     // And a new token for a disabled device is refused.
     let token = device_token("dev1", KEY, expiry());
